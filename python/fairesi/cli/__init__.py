@@ -1,0 +1,64 @@
+"""The ``fairesi`` command line.
+
+Each subcommand lives in its own module of this package and exposes
+
+``register(subparsers) -> None``
+    adds its parser(s) to the ``argparse`` sub-parser action and sets ``func`` (a
+    callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+
+Modules are discovered automatically, so adding a command never touches this file.
+Errors a user can fix (bad file, bad value) are raised as ``FairesiUserError`` or
+``ValueError``/``FileNotFoundError`` and printed as one line on stderr with exit code 2;
+anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+
+class FairesiUserError(Exception):
+    """An error caused by the user's input, reported without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every discovered subcommand registered."""
+    from fairesi import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fairesi",
+        description="Deep-learning EEG/MEG source imaging: simulate paired data with a "
+        "Jansen-Rit network, train FAIR-ESI and baselines, evaluate, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"fairesi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fairesi`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (FairesiUserError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"fairesi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fairesi {args.command}: interrupted; finished work was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

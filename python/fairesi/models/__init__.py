@@ -1,0 +1,1 @@
+"""Source-imaging networks: FAIR-ESI and the learned baselines (all TorchScript-able)."""
