@@ -1,0 +1,53 @@
+"""Atomic writes and the CLI dispatcher."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fairesi.cli import main
+from fairesi.io import atomic_path
+
+
+def test_atomic_path_moves_complete_file(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("complete")
+        assert not target.exists()
+    assert target.read_text() == "complete"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_refuses_overwrite(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(FileExistsError, match="out.txt"), atomic_path(target, overwrite=False):
+        pass
+
+
+def test_cli_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "COMMAND" in out
+
+
+def test_cli_without_command_fails():
+    assert main([]) == 2
+
+
+def test_module_entry_point():
+    res = subprocess.run([sys.executable, "-m", "fairesi", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0
+    assert res.stdout.startswith("fairesi ")
