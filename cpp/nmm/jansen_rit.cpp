@@ -1,0 +1,404 @@
+// Jansen-Rit network integration: stochastic Heun, noise on y4, sigmoidal coupling
+// through a CSR connectome with optional integer-step conduction delays.
+//
+// Layout: each run owns a structure of arrays (six state vectors, the derived
+// per-region coefficients, and a ring buffer of the coupling sigmoid of every region).
+// Regions are processed in fixed blocks of kBlock, whether the threads split runs or
+// blocks, so every region always goes through the same instruction sequence and the
+// result is bit-identical for any thread count or batch split.
+#include "jansen_rit.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+namespace fairesi::nmm {
+
+const std::array<const char*, kNumParams> kParamNames = {
+    "A", "B", "a", "b", "v0", "nu_max", "r", "J", "a_1", "a_2", "a_3", "a_4", "mu", "noise_sigma"};
+
+int param_index(const std::string& name) {
+  for (int p = 0; p < kNumParams; ++p) {
+    if (name == kParamNames[p]) return p;
+  }
+  std::ostringstream msg;
+  msg << "unknown Jansen-Rit parameter '" << name << "'; expected one of:";
+  for (const char* known : kParamNames) msg << ' ' << known;
+  throw std::invalid_argument(msg.str());
+}
+
+namespace {
+
+constexpr int64_t kBlock = 64;  // regions per work unit; a multiple of 4 (one Philox draw)
+
+// ------------------------------------------------------------------------- Philox4x32-10
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0,
+                         uint32_t k1) {
+  const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
+  const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
+  const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+  const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+  c0 = hi1 ^ c1 ^ k0;
+  c1 = lo1;
+  c2 = hi0 ^ c3 ^ k1;
+  c3 = lo0;
+}
+
+inline void philox10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0,
+                     uint32_t k1) {
+  for (int round = 0; round < 10; ++round) {
+    philox_round(c0, c1, c2, c3, k0, k1);
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
+// Uniform in the open interval (0, 1): never 0, so log() below is finite.
+inline double to_unit(uint32_t x) { return (static_cast<double>(x) + 0.5) * 0x1p-32; }
+
+// ------------------------------------------------------------------------- exp
+// exp(x) for the sigmoids: Cody-Waite reduction and a degree-12 Taylor polynomial,
+// written with plain arithmetic so that the compiler vectorises it (libm's exp is a
+// scalar call). Relative error ~2e-16 on [-708, 708]; inputs are clamped to that range,
+// where the sigmoids are saturated anyway.
+inline double exp_sigmoid(double x) {
+  constexpr double kShifter = 0x1.8p52;  // adding it rounds to an integer in the low bits
+  constexpr double kLog2e = 0x1.71547652b82fep0;
+  constexpr double kLn2Hi = 0x1.62e42fee00000p-1, kLn2Lo = 0x1.a39ef35793c76p-33;
+  x = x < -708.0 ? -708.0 : (x > 708.0 ? 708.0 : x);
+  const double t = x * kLog2e + kShifter;
+  const double n = t - kShifter;
+  const double r = (x - n * kLn2Hi) - n * kLn2Lo;
+  double p = 1.0 / 479001600.0;  // 1/12!
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t t_bits, shifter_bits;
+  std::memcpy(&t_bits, &t, sizeof t);
+  std::memcpy(&shifter_bits, &kShifter, sizeof kShifter);
+  const int64_t scale_bits = (t_bits - shifter_bits + 1023) << 52;  // 2^n
+  double scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
+
+// ------------------------------------------------------------------------- per-run data
+// Coefficients of the six equations, derived once per run from the parameters.
+enum Coef : int {
+  cAa, cTwoA, cAA, cBbA4J, cTwoB, cBB, cA1J, cA2J, cA3J, cR, cV0, cTwoNu, cMu, cNoise,
+  kNumCoefs
+};
+
+struct RunWorkspace {
+  int64_t n_regions;
+  int64_t n_slots;
+  std::vector<double> coef;  // (kNumCoefs, n_regions)
+  std::vector<double> y;     // (6, n_regions)
+  std::vector<double> hist;  // (n_slots, n_regions): coupling sigmoid of each region
+  bool noisy = false;
+
+  RunWorkspace(int64_t R, int64_t slots)
+      : n_regions(R), n_slots(slots), coef(kNumCoefs * R), y(6 * R, 0.0), hist(slots * R) {}
+  double* c(int k) { return coef.data() + k * n_regions; }
+  double* state(int k) { return y.data() + k * n_regions; }
+};
+
+inline double coupling_sigmoid(const Coupling& cp, double v) {
+  return cp.cmin + (cp.cmax - cp.cmin) / (1.0 + exp_sigmoid(cp.r * (cp.midpoint - v)));
+}
+
+void init_run(RunWorkspace& ws, const std::array<ParamView, kNumParams>& params, int64_t run,
+              const Coupling& cp, double dt) {
+  const int64_t R = ws.n_regions;
+  for (int64_t i = 0; i < R; ++i) {
+    auto p = [&](int k) { return params[k].at(run, i); };
+    const double a = p(ka), b = p(kb), J = p(kJ);
+    ws.c(cAa)[i] = p(kA) * a;
+    ws.c(cTwoA)[i] = 2.0 * a;
+    ws.c(cAA)[i] = a * a;
+    ws.c(cBbA4J)[i] = p(kB) * b * p(ka_4) * J;
+    ws.c(cTwoB)[i] = 2.0 * b;
+    ws.c(cBB)[i] = b * b;
+    ws.c(cA1J)[i] = p(ka_1) * J;
+    ws.c(cA2J)[i] = p(ka_2) * J;
+    ws.c(cA3J)[i] = p(ka_3) * J;
+    ws.c(cR)[i] = p(kr);
+    ws.c(cV0)[i] = p(kv0);
+    ws.c(cTwoNu)[i] = 2.0 * p(knu_max);
+    ws.c(cMu)[i] = p(kmu);
+    ws.c(cNoise)[i] = p(knoise_sigma) * std::sqrt(dt);
+    ws.noisy = ws.noisy || p(knoise_sigma) != 0.0;
+  }
+  // The network starts at rest (all states 0) with a constant past.
+  const double s0 = coupling_sigmoid(cp, 0.0);
+  std::fill(ws.hist.begin(), ws.hist.end(), s0);
+}
+
+// Fill z[0 .. hi-lo) with standard normals for regions lo..hi of step `step`. One Philox
+// draw (counter = region quad, step, run) gives 4 uniforms -> two Box-Muller pairs.
+void gaussian_block(double* z, int64_t lo, int64_t hi, int64_t step, uint32_t run_ctr,
+                    uint32_t k0, uint32_t k1) {
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  for (int64_t q = lo / 4; q * 4 < hi; ++q) {
+    uint32_t c0 = static_cast<uint32_t>(q), c1 = static_cast<uint32_t>(step),
+             c2 = static_cast<uint32_t>(static_cast<uint64_t>(step) >> 32), c3 = run_ctr;
+    philox10(c0, c1, c2, c3, k0, k1);
+    const double r01 = std::sqrt(-2.0 * std::log(to_unit(c0)));
+    const double r23 = std::sqrt(-2.0 * std::log(to_unit(c2)));
+    const double t1 = kTwoPi * to_unit(c1), t3 = kTwoPi * to_unit(c3);
+    const double g[4] = {r01 * std::cos(t1), r01 * std::sin(t1), r23 * std::cos(t3),
+                         r23 * std::sin(t3)};
+    for (int j = 0; j < 4 && q * 4 + j < hi; ++j) z[q * 4 + j - lo] = g[j];
+  }
+}
+
+struct StepContext {
+  const Connectivity* conn;
+  const Coupling* cp;
+  const RunConfig* cfg;
+  int64_t run;  // index within this call (output row)
+  uint32_t run_ctr, k0, k1;
+  float* out;
+};
+
+// Advance regions [lo, hi) of one run from step n to n + 1. Compiled for the baseline ISA
+// and for x86-64-v3/v4 (AVX2/AVX-512 + FMA), picked at load time: the sigmoid loop is
+// SIMD over regions. Every thread of a process uses the same clone.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#endif
+void step_block(const StepContext& ctx, RunWorkspace& ws, int64_t lo, int64_t hi, int64_t n) {
+  const Connectivity& conn = *ctx.conn;
+  const Coupling& cp = *ctx.cp;
+  const int64_t R = ws.n_regions, S = ws.n_slots;
+  const double dt = ctx.cfg->dt_ms;
+  const int64_t now_slot = n % S;
+  const double* hist_now = ws.hist.data() + now_slot * R;
+  double* hist_next = ws.hist.data() + ((n + 1) % S) * R;
+  const int64_t len = hi - lo;
+
+  // Long-range input, from the state at step n - delay (TVB holds it over both stages).
+  double c_in[kBlock];
+  for (int64_t i = lo; i < hi; ++i) {
+    double acc = 0.0;
+    if (conn.delay_steps == nullptr) {
+      for (int32_t e = conn.indptr[i]; e < conn.indptr[i + 1]; ++e)
+        acc += conn.weights[e] * hist_now[conn.indices[e]];
+    } else {
+      for (int32_t e = conn.indptr[i]; e < conn.indptr[i + 1]; ++e) {
+        int64_t slot = now_slot - conn.delay_steps[e];  // delays < S: one wrap at most
+        slot += slot < 0 ? S : 0;
+        acc += conn.weights[e] * ws.hist[slot * R + conn.indices[e]];
+      }
+    }
+    c_in[i - lo] = cp.a * acc;
+  }
+
+  double dw[kBlock];
+  if (ws.noisy) {
+    gaussian_block(dw, lo, hi, n, ctx.run_ctr, ctx.k0, ctx.k1);
+  } else {
+    std::fill(dw, dw + len, 0.0);
+  }
+
+  double* y0 = ws.state(0) + lo;
+  double* y1 = ws.state(1) + lo;
+  double* y2 = ws.state(2) + lo;
+  double* y3 = ws.state(3) + lo;
+  double* y4 = ws.state(4) + lo;
+  double* y5 = ws.state(5) + lo;
+  const double *Aa = ws.c(cAa) + lo, *two_a = ws.c(cTwoA) + lo, *aa = ws.c(cAA) + lo,
+               *Bb = ws.c(cBbA4J) + lo, *two_b = ws.c(cTwoB) + lo, *bb = ws.c(cBB) + lo,
+               *a1J = ws.c(cA1J) + lo, *a2J = ws.c(cA2J) + lo, *a3J = ws.c(cA3J) + lo,
+               *rr = ws.c(cR) + lo, *v0 = ws.c(cV0) + lo, *two_nu = ws.c(cTwoNu) + lo,
+               *mu = ws.c(cMu) + lo, *noise = ws.c(cNoise) + lo;
+  double* hn = hist_next + lo;
+  const double half_dt = 0.5 * dt;
+  const double c_span = cp.cmax - cp.cmin;
+
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) {
+    const double x0 = y0[i], x1 = y1[i], x2 = y2[i], x3 = y3[i], x4 = y4[i], x5 = y5[i];
+    const double drive = mu[i] + c_in[i];
+    const double z = noise[i] * dw[i];
+    // Stage 1: derivatives at the current state.
+    double s_py = two_nu[i] / (1.0 + exp_sigmoid(rr[i] * (v0[i] - (x1 - x2))));
+    double s_ex = two_nu[i] / (1.0 + exp_sigmoid(rr[i] * (v0[i] - a1J[i] * x0)));
+    double s_in = two_nu[i] / (1.0 + exp_sigmoid(rr[i] * (v0[i] - a3J[i] * x0)));
+    const double d0 = x3, d1 = x4, d2 = x5;
+    const double d3 = Aa[i] * s_py - two_a[i] * x3 - aa[i] * x0;
+    const double d4 = Aa[i] * (drive + a2J[i] * s_ex) - two_a[i] * x4 - aa[i] * x1;
+    const double d5 = Bb[i] * s_in - two_b[i] * x5 - bb[i] * x2;
+    // Predictor (Euler-Maruyama), the noise increment enters y4 only.
+    const double p0 = x0 + dt * d0, p1 = x1 + dt * d1, p2 = x2 + dt * d2;
+    const double p3 = x3 + dt * d3, p4 = x4 + dt * d4 + z, p5 = x5 + dt * d5;
+    // Stage 2: derivatives at the predicted state, same coupling and noise.
+    s_py = two_nu[i] / (1.0 + exp_sigmoid(rr[i] * (v0[i] - (p1 - p2))));
+    s_ex = two_nu[i] / (1.0 + exp_sigmoid(rr[i] * (v0[i] - a1J[i] * p0)));
+    s_in = two_nu[i] / (1.0 + exp_sigmoid(rr[i] * (v0[i] - a3J[i] * p0)));
+    const double e3 = Aa[i] * s_py - two_a[i] * p3 - aa[i] * p0;
+    const double e4 = Aa[i] * (drive + a2J[i] * s_ex) - two_a[i] * p4 - aa[i] * p1;
+    const double e5 = Bb[i] * s_in - two_b[i] * p5 - bb[i] * p2;
+    const double n1 = x1 + half_dt * (d1 + p4), n2 = x2 + half_dt * (d2 + p5);
+    y0[i] = x0 + half_dt * (d0 + p3);
+    y1[i] = n1;
+    y2[i] = n2;
+    y3[i] = x3 + half_dt * (d3 + e3);
+    y4[i] = x4 + half_dt * (d4 + e4) + z;
+    y5[i] = x5 + half_dt * (d5 + e5);
+    hn[i] = cp.cmin + c_span / (1.0 + exp_sigmoid(cp.r * (cp.midpoint - (n1 - n2))));
+  }
+
+  const int64_t after = n + 1 - ctx.cfg->n_transient_steps;
+  if (after > 0 && after % ctx.cfg->decimation == 0) {
+    const int64_t k = after / ctx.cfg->decimation - 1;
+    const int64_t n_out = ctx.cfg->n_out;
+    float* row = ctx.out + (ctx.run * R + lo) * n_out + k;
+    for (int64_t i = 0; i < len; ++i) row[i * n_out] = static_cast<float>(y1[i] - y2[i]);
+  }
+}
+
+[[noreturn]] void fail(const std::string& what) { throw std::invalid_argument(what); }
+
+}  // namespace
+
+std::array<uint32_t, 4> philox4x32(std::array<uint32_t, 4> c, std::array<uint32_t, 2> k) {
+  philox10(c[0], c[1], c[2], c[3], k[0], k[1]);
+  return c;
+}
+
+void validate(const Connectivity& conn, const Coupling& cp,
+              const std::array<ParamView, kNumParams>& params, int64_t n_runs,
+              const RunConfig& cfg) {
+  std::ostringstream msg;
+  if (!(std::isfinite(cfg.dt_ms) && cfg.dt_ms > 0.0)) {
+    msg << "dt_ms must be a finite positive number of milliseconds, got " << cfg.dt_ms;
+    fail(msg.str());
+  }
+  if (conn.n_regions < 1) fail("the connectome must have at least one region");
+  if (n_runs < 1) fail("n_runs must be >= 1, got " + std::to_string(n_runs));
+  if (cfg.n_out < 0) fail("n_out must be >= 0, got " + std::to_string(cfg.n_out));
+  if (cfg.decimation < 1) fail("decimation must be >= 1, got " + std::to_string(cfg.decimation));
+  if (cfg.n_transient_steps < 0)
+    fail("n_transient_steps must be >= 0, got " + std::to_string(cfg.n_transient_steps));
+  if (cfg.run_offset < 0 || cfg.run_offset + n_runs > (int64_t{1} << 32))
+    fail("run_offset + n_runs must lie in [0, 2^32), got run_offset " +
+         std::to_string(cfg.run_offset));
+  if (cfg.n_threads < 0) fail("n_threads must be >= 0, got " + std::to_string(cfg.n_threads));
+  for (double v : {cp.cmin, cp.cmax, cp.midpoint, cp.r, cp.a}) {
+    if (!std::isfinite(v)) fail("coupling parameters must be finite");
+  }
+  const int64_t R = conn.n_regions;
+  if (conn.indptr[0] != 0) fail("CSR indptr must start at 0");
+  for (int64_t i = 0; i < R; ++i) {
+    if (conn.indptr[i + 1] < conn.indptr[i]) {
+      msg << "CSR indptr must be non-decreasing, but indptr[" << i + 1 << "] < indptr[" << i
+          << "]";
+      fail(msg.str());
+    }
+  }
+  const int64_t nnz = conn.indptr[R];
+  for (int64_t e = 0; e < nnz; ++e) {
+    if (conn.indices[e] < 0 || conn.indices[e] >= R) {
+      msg << "connectome column index " << conn.indices[e] << " at edge " << e
+          << " is outside [0, " << R << ")";
+      fail(msg.str());
+    }
+    if (!std::isfinite(conn.weights[e])) {
+      msg << "connectome weight at edge " << e << " is not finite (" << conn.weights[e] << ")";
+      fail(msg.str());
+    }
+    if (conn.delay_steps != nullptr && conn.delay_steps[e] < 0) {
+      msg << "conduction delay at edge " << e << " is negative (" << conn.delay_steps[e]
+          << " steps)";
+      fail(msg.str());
+    }
+  }
+  for (int p = 0; p < kNumParams; ++p) {
+    if (params[p].data == nullptr) fail(std::string("missing parameter '") + kParamNames[p] + "'");
+    for (int64_t run = 0; run < n_runs; ++run) {
+      for (int64_t i = 0; i < R; ++i) {
+        const double v = params[p].at(run, i);
+        if (!std::isfinite(v)) {
+          msg << "parameter '" << kParamNames[p] << "' is not finite (" << v << ") for run "
+              << run << ", region " << i;
+          fail(msg.str());
+        }
+        if (p == knoise_sigma && v < 0.0) {
+          msg << "noise_sigma must be >= 0, got " << v << " for run " << run << ", region " << i;
+          fail(msg.str());
+        }
+      }
+    }
+  }
+}
+
+void simulate(const Connectivity& conn, const Coupling& cp,
+              const std::array<ParamView, kNumParams>& params, int64_t n_runs,
+              const RunConfig& cfg, float* out) {
+  validate(conn, cp, params, n_runs, cfg);
+  const int64_t R = conn.n_regions;
+  const int64_t n_blocks = (R + kBlock - 1) / kBlock;
+  const int64_t n_steps = cfg.n_transient_steps + cfg.n_out * cfg.decimation;
+  const int n_threads = cfg.n_threads > 0 ? cfg.n_threads : omp_get_max_threads();
+  int64_t max_delay = 0;
+  if (conn.delay_steps != nullptr) {
+    for (int64_t e = 0; e < conn.indptr[R]; ++e)
+      max_delay = std::max<int64_t>(max_delay, conn.delay_steps[e]);
+  }
+  // One slot more than the longest delay: step n writes slot n + 1 while other threads may
+  // still read slots n - max_delay .. n.
+  const int64_t n_slots = max_delay + 2;
+  const uint32_t k0 = static_cast<uint32_t>(cfg.seed);
+  const uint32_t k1 = static_cast<uint32_t>(cfg.seed >> 32);
+  auto context = [&](int64_t run) {
+    return StepContext{&conn, &cp, &cfg, run, static_cast<uint32_t>(cfg.run_offset + run),
+                       k0, k1, out};
+  };
+
+  if (n_runs >= n_threads) {
+    // Independent runs: one thread per run, no synchronisation.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+    for (int64_t run = 0; run < n_runs; ++run) {
+      RunWorkspace ws(R, n_slots);
+      init_run(ws, params, run, cp, cfg.dt_ms);
+      const StepContext ctx = context(run);
+      for (int64_t n = 0; n < n_steps; ++n) {
+        for (int64_t blk = 0; blk < n_blocks; ++blk)
+          step_block(ctx, ws, blk * kBlock, std::min(R, (blk + 1) * kBlock), n);
+      }
+    }
+  } else {
+    // Few runs: the threads share each run's region blocks, one barrier per step.
+    for (int64_t run = 0; run < n_runs; ++run) {
+      RunWorkspace ws(R, n_slots);
+      init_run(ws, params, run, cp, cfg.dt_ms);
+      const StepContext ctx = context(run);
+#pragma omp parallel num_threads(n_threads)
+      for (int64_t n = 0; n < n_steps; ++n) {
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blocks; ++blk)
+          step_block(ctx, ws, blk * kBlock, std::min(R, (blk + 1) * kBlock), n);
+      }
+    }
+  }
+}
+
+}  // namespace fairesi::nmm
