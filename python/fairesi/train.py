@@ -67,6 +67,7 @@ CHECKPOINT_VERSION = 1
 LOG_FIELDS = ("epoch", "step", "kind", "loss", "val_loss", "lr", "samples_per_s", "wall_s")
 
 # Presets are partial configurations; a TOML file and command-line flags override them.
+# ``model_hyper["preset"]`` picks the model's own size preset (e.g. FairEsiConfig.PRESETS).
 PRESETS: dict[str, dict[str, Any]] = {
     # Smoke test and README demo: about a minute on 2 CPU cores. The toy head model and the
     # analytic waveform bank need no simulation; their numbers say nothing about accuracy.
@@ -81,7 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_epochs": 4,
         "lr": 1e-3,
         "checkpoint_every": 16,
-        "model_hyper": {},
+        "model_hyper": {"preset": "tiny"},
     },
     # The issue's CPU run: full SimMEG head model and bank, a model narrowed to train in about
     # an hour on 2 cores; combine with --max-minutes and --resume.
@@ -95,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_epochs": 1000,
         "checkpoint_every": 100,
         "n_val_samples": 256,
-        "model_hyper": {},
+        "model_hyper": {"preset": "cpu"},
     },
     # The paper's settings (section III.B) on the full configuration.
     "paper": {
@@ -103,7 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "lr": 1e-4,
         "max_epochs": 200,
-        "model_hyper": {},
+        "model_hyper": {"preset": "paper"},
     },
 }
 
@@ -441,6 +442,8 @@ class Checkpoint:
         Training metrics at the time of writing.
     path : pathlib.Path
         The file it came from.
+    head_model : fairesi.headmodel.HeadModel
+        The head model the model was built for (checked against the checkpoint).
     state : dict
         The whole payload (optimizer, scheduler, scaler, RNG, progress) for resuming.
     """
@@ -449,6 +452,7 @@ class Checkpoint:
     config: dict[str, Any]
     metrics: dict[str, Any]
     path: Path
+    head_model: Any
     state: dict[str, Any]
 
     @property
@@ -544,6 +548,7 @@ def load_checkpoint(
         config=config,
         metrics=dict(payload["metrics"]),
         path=Path(path),
+        head_model=head_model,
         state=payload,
     )
 

@@ -1,0 +1,473 @@
+"""Evaluation harness: the five Table II metrics of any source estimator on a test split.
+
+:func:`evaluate_estimator` runs any callable ``x (B, C, T) -> estimate (B, R, T)`` (a trained
+network, or a classical inverse such as sLORETA) over the first ``n`` samples of a split of a
+:class:`fairesi.data.Synthesizer` and computes ``fairesi.metrics.localization_metrics`` per
+sample. :func:`evaluate_checkpoint` does the same for a training checkpoint, rebuilding the
+data of the checkpoint's configuration (same seed, so the same samples). :func:`write_report`
+writes ``metrics.md``, ``metrics.csv``, ``per_sample.csv`` and ``reconstruction.png``.
+
+Tables follow the paper's Table II units: precision and recall in %, LE and SD in mm, nMSE
+in units of 1e-4; each cell is mean ± standard deviation over the test samples. When the
+configuration is one of Table II's, the paper's FAIR-ESI figures stand in a second column
+(:data:`PAPER_FAIR_ESI`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairesi.io import atomic_path
+
+#: (key of localization_metrics, table label, factor from the metric's unit to the table's).
+TABLE_METRICS: tuple[tuple[str, str, float], ...] = (
+    ("precision", "Precision (%)", 100.0),
+    ("recall", "Recall (%)", 100.0),
+    ("le_mm", "LE (mm)", 1.0),
+    ("sd_mm", "SD (mm)", 1.0),
+    ("nmse", "nMSE (×1e-4)", 1e4),
+)
+
+#: FAIR-ESI column of the paper's Table II, in the table's units: (dataset, r in dB, N_s, N_n)
+#: -> metric -> (mean, std). Precision/recall %, LE/SD mm, nMSE ×1e-4.
+PAPER_FAIR_ESI: dict[tuple[str, float, int, int], dict[str, tuple[float, float]]] = {
+    ("SimMEG", -5.0, 1, 2): {
+        "precision": (83.99, 13.18),
+        "recall": (90.09, 12.93),
+        "le_mm": (1.96, 6.04),
+        "sd_mm": (2.55, 6.45),
+        "nmse": (1.94, 1.79),
+    },
+    ("SimMEG", 5.0, 1, 2): {
+        "precision": (87.18, 13.74),
+        "recall": (92.57, 10.88),
+        "le_mm": (1.27, 2.65),
+        "sd_mm": (1.88, 2.95),
+        "nmse": (1.47, 1.54),
+    },
+    ("SimMEG", 15.0, 1, 2): {
+        "precision": (87.62, 13.36),
+        "recall": (93.60, 9.97),
+        "le_mm": (1.14, 1.50),
+        "sd_mm": (1.75, 1.82),
+        "nmse": (1.38, 1.47),
+    },
+    ("SimMEG", 5.0, 2, 2): {
+        "precision": (88.30, 12.15),
+        "recall": (67.94, 23.37),
+        "le_mm": (1.23, 2.31),
+        "sd_mm": (1.99, 2.20),
+        "nmse": (2.60, 2.65),
+    },
+    ("SimMEG", 5.0, 3, 2): {
+        "precision": (88.09, 12.01),
+        "recall": (64.82, 22.98),
+        "le_mm": (1.15, 1.70),
+        "sd_mm": (1.75, 1.91),
+        "nmse": (3.08, 3.37),
+    },
+    ("SimMEG", 5.0, 2, 3): {
+        "precision": (85.20, 12.01),
+        "recall": (60.26, 23.03),
+        "le_mm": (1.39, 1.46),
+        "sd_mm": (2.19, 1.72),
+        "nmse": (4.32, 4.16),
+    },
+    ("SimEEG", 5.0, 1, 2): {
+        "precision": (81.94, 18.57),
+        "recall": (89.80, 15.40),
+        "le_mm": (2.03, 4.24),
+        "sd_mm": (2.83, 5.74),
+        "nmse": (1.36, 1.66),
+    },
+}
+
+# Table II's datasets by (modality, samples per trial).
+_DATASETS = {("meg", 500): "SimMEG", ("eeg", 260): "SimEEG"}
+
+
+def paper_reference(sim_config: Any) -> dict[str, tuple[float, float]] | None:
+    """The paper's FAIR-ESI row for a data configuration, or None if Table II has none.
+
+    Parameters
+    ----------
+    sim_config : fairesi.data.SimConfig or mapping
+        Its ``modality`` and ``n_times`` (SimMEG: MEG, 500; SimEEG: EEG, 260), ``snr_db``,
+        ``n_sources`` and ``n_rings`` are matched.
+
+    Returns
+    -------
+    row : dict or None
+        Metric key -> (mean, std) in the table's units.
+    """
+
+    def field(name: str) -> Any:
+        return sim_config[name] if isinstance(sim_config, Mapping) else getattr(sim_config, name)
+
+    key = (
+        _DATASETS.get((field("modality"), int(field("n_times"))), ""),
+        float(field("snr_db")),
+        int(field("n_sources")),
+        int(field("n_rings")),
+    )
+    return PAPER_FAIR_ESI.get(key)
+
+
+@dataclass
+class EvaluationResult:
+    """Per-sample metrics of one estimator on one split.
+
+    Attributes
+    ----------
+    per_sample : dict of str to numpy.ndarray (n,)
+        ``localization_metrics`` output over all evaluated samples (fractions, mm, plain
+        nMSE), in sample order.
+    summary : dict of str to (float, float)
+        ``fairesi.metrics.summarize`` of ``per_sample`` (same units).
+    split : str
+        The split evaluated.
+    sample_index : numpy.ndarray (n,) int64
+        Indices of the evaluated samples within the split.
+    example : dict of str to numpy.ndarray
+        The first sample, for figures: ``target`` and ``estimate`` (R, T), ``source_mask``
+        (R,), ``centroids_mm`` (R, 3).
+    reference : dict or None
+        The paper's FAIR-ESI row for this configuration (table units), if any.
+    """
+
+    per_sample: dict[str, np.ndarray]
+    summary: dict[str, tuple[float, float]]
+    split: str
+    sample_index: np.ndarray
+    example: dict[str, np.ndarray]
+    reference: dict[str, tuple[float, float]] | None = None
+
+    def table(self, label: str = "fairesi") -> str:
+        """This result as a Markdown table (with the paper's column when known)."""
+        return format_table(self.summary, label=label, reference=self.reference)
+
+
+def evaluate_estimator(
+    estimator: Callable[[torch.Tensor], torch.Tensor],
+    synth: Any,
+    *,
+    split: str = "test",
+    n: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run an estimator on the first ``n`` samples of a split and compute the metrics.
+
+    Parameters
+    ----------
+    estimator : callable
+        Maps normalised sensor data ``x`` (B, C, T) float32 to source estimates (B, R, T) on
+        the synthesizer's device (a network in eval mode, an inverse operator, ...). It is
+        called under ``torch.no_grad()``.
+    synth : fairesi.data.Synthesizer
+        The data configuration; its head model gives the region centroids (mm).
+    split : {'test', 'val', 'train'}
+        Which split.
+    n : int or None
+        Number of samples (the first ``n`` of the split, in index order); None: all.
+    batch_size : int
+        Samples per call of ``estimator``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    result : EvaluationResult
+    """
+    from tqdm.auto import tqdm
+
+    from fairesi.metrics import localization_metrics, summarize
+
+    size = synth.split_size(split)
+    n = size if n is None else int(n)
+    if not 1 <= n <= size:
+        raise ValueError(f"n must be in [1, {size}] (the size of the {split} split), got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    centroids_mm = np.asarray(synth.head_model.region_centroids_mm)
+    per_batch: list[dict[str, np.ndarray]] = []
+    example: dict[str, np.ndarray] = {}
+    with torch.no_grad(), tqdm(total=n, desc=f"evaluate {split}", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(start + batch_size, n), dtype=torch.int64)
+            batch = synth.batch(split, index)
+            estimate = estimator(batch.x)
+            expected = tuple(batch.target.shape)
+            if tuple(estimate.shape) != expected:
+                raise ValueError(
+                    f"the estimator returned shape {tuple(estimate.shape)}, expected "
+                    f"(B, R, T) = {expected}"
+                )
+            estimate = estimate.detach().float().cpu().numpy()
+            target = batch.target.cpu().numpy()
+            mask = batch.source_mask.cpu().numpy()
+            if not np.isfinite(estimate).all():
+                raise ValueError(
+                    f"the estimator returned NaN/Inf for {split} samples {start}..{index[-1]}"
+                )
+            per_batch.append(localization_metrics(estimate, target, mask, centroids_mm))
+            if not example:
+                example = {
+                    "target": target[0],
+                    "estimate": estimate[0],
+                    "source_mask": mask[0],
+                    "centroids_mm": centroids_mm,
+                }
+            bar.update(len(index))
+    per_sample = {key: np.concatenate([b[key] for b in per_batch]) for key in per_batch[0]}
+    return EvaluationResult(
+        per_sample=per_sample,
+        summary=summarize(per_sample),
+        split=split,
+        sample_index=np.arange(n, dtype=np.int64),
+        example=example,
+        reference=paper_reference(synth.config),
+    )
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    *,
+    split: str = "test",
+    n: int | None = None,
+    head_model: Any = None,
+    bank: str | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate a training checkpoint on its own data configuration.
+
+    Parameters
+    ----------
+    path : path-like
+        ``best.pt`` or ``last.pt`` written by ``fairesi train``.
+    split : {'test', 'val', 'train'}
+        Which split of the checkpoint's configuration (same seed, so the same samples).
+    n : int or None
+        Evaluate the first ``n`` samples only.
+    head_model : HeadModel, str or None
+        The head model (object, or 'default' / 'toy' / file); None uses the checkpoint's.
+        It must match the checkpoint's regions and channels.
+    bank : str or None
+        Waveform bank spec ('default', 'synthetic' or a file); None uses the checkpoint's.
+    batch_size : int
+        Samples per forward pass.
+    device : str
+        Where the model and the synthesis run.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    result : EvaluationResult
+    """
+    from fairesi.data import SimConfig, Synthesizer
+    from fairesi.train import load_bank, load_checkpoint, load_head_model
+
+    if isinstance(head_model, str):
+        head_model = load_head_model(head_model)
+    checkpoint = load_checkpoint(path, map_location=device, head_model=head_model)
+    train_config = checkpoint.train_config
+    head_model = checkpoint.head_model
+    sim_config = SimConfig.from_dict(checkpoint.config["data"])
+    waveform_bank = load_bank(
+        train_config.bank if bank is None else bank, head_model, seed=train_config.seed
+    )
+    synth = Synthesizer(
+        head_model, waveform_bank, sim_config, seed=train_config.seed, device=device
+    )
+    return evaluate_estimator(
+        checkpoint.model, synth, split=split, n=n, batch_size=batch_size, progress=progress
+    )
+
+
+def _cell(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def format_table(
+    summary: Mapping[str, tuple[float, float]],
+    *,
+    label: str = "fairesi",
+    reference: Mapping[str, tuple[float, float]] | None = None,
+) -> str:
+    """A Table II-style Markdown table of mean ± std per metric.
+
+    Parameters
+    ----------
+    summary : mapping
+        ``fairesi.metrics.summarize`` output (fractions, mm, plain nMSE).
+    label : str
+        Header of our column.
+    reference : mapping or None
+        The paper's row in table units (see :data:`PAPER_FAIR_ESI`); adds a column.
+
+    Returns
+    -------
+    markdown : str
+    """
+    header = ["Metric", label] + (["FAIR-ESI (paper)"] if reference else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, name, factor in TABLE_METRICS:
+        mean, std = summary[key]
+        row = [name, _cell(mean * factor, std * factor)]
+        if reference:
+            row.append(_cell(*reference[key]))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_reconstruction(
+    centroids_mm: np.ndarray,
+    target: np.ndarray,
+    estimate: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    source_mask: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Save a figure of one sample: ground truth vs estimate on the cortex (PNG, headless).
+
+    Region centroids are scattered in a top and a left view, coloured by the normalised
+    amplitude at the ground truth's peak time; a third panel shows the time courses of
+    the strongest ground-truth region.
+
+    Parameters
+    ----------
+    centroids_mm : numpy.ndarray (R, 3)
+        Region centroids (mm, x right, y anterior, z superior).
+    target, estimate : numpy.ndarray (R, T)
+        Ground truth and estimate of the sample.
+    path : path-like
+        The PNG to write (atomically).
+    source_mask : numpy.ndarray (R,) bool or None
+        Ground-truth regions, outlined in black.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    centroids_mm = np.asarray(centroids_mm)
+    target, estimate = np.asarray(target), np.asarray(estimate)
+    peak_region, peak_time = np.unravel_index(np.argmax(np.abs(target)), target.shape)
+    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    axes = fig.subplots(2, 3)
+    views = (("top view", 0, 1, "x (mm)", "y (mm)"), ("left view", 1, 2, "y (mm)", "z (mm)"))
+    for row, (name, data) in enumerate((("ground truth", target), ("estimate", estimate))):
+        values = data[:, peak_time] / max(float(np.abs(data[:, peak_time]).max()), 1e-30)
+        order = np.argsort(np.abs(values))  # strongest regions drawn on top
+        for col, (view, i, j, xlabel, ylabel) in enumerate(views):
+            ax = axes[row, col]
+            points = ax.scatter(
+                centroids_mm[order, i],
+                centroids_mm[order, j],
+                c=values[order],
+                cmap="RdBu_r",
+                vmin=-1,
+                vmax=1,
+                s=14,
+            )
+            if source_mask is not None:
+                gt = np.asarray(source_mask, dtype=bool)
+                ax.scatter(
+                    centroids_mm[gt, i],
+                    centroids_mm[gt, j],
+                    facecolors="none",
+                    edgecolors="k",
+                    s=30,
+                    linewidths=0.6,
+                )
+            ax.set(title=f"{name}, {view}", xlabel=xlabel, ylabel=ylabel, aspect="equal")
+        fig.colorbar(points, ax=axes[row, :2], label="amplitude / max at peak time")
+    est_region = int(np.argmax(np.abs(estimate[:, peak_time])))
+    for ax, region, what in (
+        (axes[0, 2], peak_region, "strongest true region"),
+        (axes[1, 2], est_region, "strongest estimated region"),
+    ):
+        ax.plot(target[region], label="ground truth")
+        ax.plot(estimate[region], label="estimate", linestyle="--")
+        ax.axvline(peak_time, color="0.6", linewidth=0.8)
+        ax.set(title=f"{what} ({region})", xlabel="sample", ylabel="normalised amplitude")
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def write_report(
+    result: EvaluationResult, out_dir: str | os.PathLike, *, label: str = "fairesi"
+) -> dict[str, Path]:
+    """Write ``metrics.md``, ``metrics.csv``, ``per_sample.csv`` and ``reconstruction.png``.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+    out_dir : path-like
+        Created if needed; every file is written atomically.
+    label : str
+        Name of the estimator in the table.
+
+    Returns
+    -------
+    paths : dict of str to pathlib.Path
+        Keys 'markdown', 'csv', 'per_sample', 'figure'.
+    """
+    out_dir = Path(out_dir)
+    paths = {
+        "markdown": out_dir / "metrics.md",
+        "csv": out_dir / "metrics.csv",
+        "per_sample": out_dir / "per_sample.csv",
+        "figure": out_dir / "reconstruction.png",
+    }
+    n = len(result.sample_index)
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(
+            f"Evaluation on the first {n} samples of the {result.split} split "
+            f"(mean ± std over samples).\n\n" + result.table(label)
+        )
+    with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "mean", "std", "paper_mean", "paper_std", "n_samples"])
+        for key, name, factor in TABLE_METRICS:
+            mean, std = result.summary[key]
+            paper = result.reference[key] if result.reference else ("", "")
+            writer.writerow([name, mean * factor, std * factor, *paper, n])
+    with atomic_path(paths["per_sample"]) as tmp, open(tmp, "w", newline="") as f:
+        keys = [key for key, _, _ in TABLE_METRICS]
+        writer = csv.writer(f)
+        writer.writerow(["sample", *keys])
+        for i, index in enumerate(result.sample_index):
+            writer.writerow([int(index), *(float(result.per_sample[k][i]) for k in keys)])
+    plot_reconstruction(
+        result.example["centroids_mm"],
+        result.example["target"],
+        result.example["estimate"],
+        paths["figure"],
+        source_mask=result.example["source_mask"],
+        title=f"{label}: {result.split} sample {int(result.sample_index[0])}",
+    )
+    return paths
