@@ -1,0 +1,207 @@
+"""DeepSIF baseline (Sun et al., PNAS 2022, "Deep neural networks constrained by neural
+mass models improve electrophysiological source imaging of spatiotemporal brain
+dynamics").
+
+The network reads top to bottom like the paper's figure::
+
+    x (B, C, T) -> (B, T, C)
+      -> SpatialModule   (B, T, H)   per time sample: two residual MLP blocks
+      -> TemporalModule  (B, T, R)   3-layer LSTM over time
+    -> (B, R, T)
+
+* **Spatial module**: a residual block at sensor width (``C -> C -> C`` plus identity), a
+  residual block widening to ``H`` (``C -> H -> H`` plus a linear ``C -> H`` skip), then
+  a linear ``H -> H`` layer; ReLU after each block and at the end. DeepSIF uses
+  ``H = 500``.
+* **Temporal module**: an LSTM with ``n_regions`` hidden units and three layers, whose
+  hidden state *is* the region activity (DeepSIF's choice). The ``'tiny'`` and ``'cpu'``
+  presets shrink the LSTM to ``lstm_hidden`` units followed by a linear map to the regions,
+  since a region-wide LSTM (994 units) is slow to train on a CPU; ``lstm_hidden = None``
+  (``'paper'``) is the original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+__all__ = ["DeepSif", "DeepSifConfig", "SpatialModule", "TemporalModule"]
+
+
+@dataclass(frozen=True)
+class DeepSifConfig:
+    """Hyper-parameters of :class:`DeepSif`.
+
+    Attributes
+    ----------
+    n_channels, n_regions, n_times : int
+        Sensors C, source regions R, samples per window T (T only sizes nothing; it is
+        kept so that every model is built from the same three numbers).
+    spatial_hidden : int
+        Width ``H`` of the spatial MLP's output (DeepSIF: 500).
+    lstm_layers : int
+        Stacked LSTM layers (DeepSIF: 3).
+    lstm_hidden : int | None
+        LSTM width; ``None`` uses ``n_regions`` with no output map (DeepSIF).
+    """
+
+    n_channels: int
+    n_regions: int
+    n_times: int
+    spatial_hidden: int = 500
+    lstm_layers: int = 3
+    lstm_hidden: int | None = None
+
+    #: 'tiny' for tests and smoke runs; 'cpu' keeps the paper's depth with a narrower
+    #: LSTM; 'paper' is DeepSIF's published size.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(spatial_hidden=32, lstm_layers=3, lstm_hidden=16),
+        "cpu": dict(spatial_hidden=256, lstm_layers=3, lstm_hidden=128),
+        "paper": dict(spatial_hidden=500, lstm_layers=3, lstm_hidden=None),
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("n_channels", "n_regions", "n_times", "spatial_hidden", "lstm_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DeepSifConfig.{name} must be a positive int, got {value!r}")
+        if self.lstm_hidden is not None and (
+            not isinstance(self.lstm_hidden, int) or self.lstm_hidden < 1
+        ):
+            raise ValueError(
+                f"DeepSifConfig.lstm_hidden must be a positive int or None, got {self.lstm_hidden!r}"
+            )
+
+    @classmethod
+    def preset(
+        cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any
+    ) -> DeepSifConfig:
+        """Build a config from a named size preset plus field overrides.
+
+        Parameters
+        ----------
+        name : str
+            One of ``'tiny'``, ``'cpu'``, ``'paper'``.
+        n_channels, n_regions, n_times : int
+            Data sizes.
+        **overrides
+            Any other field of this class.
+        """
+        if name not in cls.PRESETS:
+            raise ValueError(
+                f"unknown DeepSIF preset {name!r}; expected one of {sorted(cls.PRESETS)}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(
+                f"unknown DeepSIF hyper-parameters {unknown}; expected some of {sorted(fields)}"
+            )
+        values = {**cls.PRESETS[name], **overrides}
+        return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-able dict (``DeepSifConfig(**d)`` rebuilds it)."""
+        return dataclasses.asdict(self)
+
+
+class SpatialModule(nn.Module):
+    """Residual MLP applied to every time sample: ``(..., C) -> (..., H)``."""
+
+    def __init__(self, n_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.sensor_in = nn.Linear(n_channels, n_channels)
+        self.sensor_out = nn.Linear(n_channels, n_channels)
+        self.widen_in = nn.Linear(n_channels, hidden)
+        self.widen_out = nn.Linear(hidden, hidden)
+        self.widen_skip = nn.Linear(n_channels, hidden)
+        self.head = nn.Linear(hidden, hidden)
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., C) sensor values -> (..., H) spatial features."""
+        x = self.act(self.sensor_out(self.act(self.sensor_in(x))) + x)  # (..., C)
+        x = self.act(self.widen_out(self.act(self.widen_in(x))) + self.widen_skip(x))  # (..., H)
+        return self.act(self.head(x))
+
+
+class TemporalModule(nn.Module):
+    """Stacked LSTM over time: ``(B, T, H) -> (B, T, R)``."""
+
+    def __init__(self, n_features: int, n_regions: int, n_layers: int, hidden: int | None) -> None:
+        super().__init__()
+        width = n_regions if hidden is None else hidden
+        self.lstm = nn.LSTM(n_features, width, num_layers=n_layers, batch_first=True)
+        self.to_regions: nn.Module = (
+            nn.Identity() if hidden is None else nn.Linear(width, n_regions)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, H) spatial features -> (B, T, R) region activity."""
+        out, _ = self.lstm(x)
+        return self.to_regions(out)
+
+
+class DeepSif(nn.Module):
+    """DeepSIF: spatial MLP per time sample, then an LSTM over time.
+
+    Parameters
+    ----------
+    config : DeepSifConfig
+        Sizes; build one with :meth:`from_head_model` or :meth:`DeepSifConfig.preset`.
+    """
+
+    # The dataclass is Python-side metadata, invisible to TorchScript.
+    __jit_ignored_attributes__ = ["config"]
+
+    def __init__(self, config: DeepSifConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_channels = config.n_channels
+        self.spatial = SpatialModule(config.n_channels, config.spatial_hidden)
+        self.temporal = TemporalModule(
+            config.spatial_hidden, config.n_regions, config.lstm_layers, config.lstm_hidden
+        )
+
+    @classmethod
+    def from_head_model(
+        cls, head_model: Any, modality: str, n_times: int, preset: str = "cpu", **overrides: Any
+    ) -> DeepSif:
+        """Build a network sized for a head model's lead field of one modality.
+
+        Parameters
+        ----------
+        head_model : fairesi.headmodel.HeadModel
+            Supplies ``n_regions`` and ``lead_field(modality).n_channels``.
+        modality : str
+            ``'eeg'`` or ``'meg'``.
+        n_times : int
+            Samples per input window.
+        preset : str
+            Size preset, see :attr:`DeepSifConfig.PRESETS`.
+        **overrides
+            Fields of :class:`DeepSifConfig` to change.
+        """
+        config = DeepSifConfig.preset(
+            preset,
+            n_channels=head_model.lead_field(modality).n_channels,
+            n_regions=head_model.n_regions,
+            n_times=n_times,
+            **overrides,
+        )
+        return cls(config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) sensor data -> (B, R, T) source activity."""
+        if x.dim() != 3 or x.shape[1] != self.n_channels:
+            raise ValueError(
+                "DeepSif expects input of shape (batch, "
+                + str(self.n_channels)
+                + " channels, times), got "
+                + str(list(x.shape))
+            )
+        features = self.spatial(x.transpose(1, 2))  # (B, T, H)
+        return self.temporal(features).transpose(1, 2)  # (B, R, T)
