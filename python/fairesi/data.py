@@ -354,12 +354,13 @@ def _hash32_nb(x):  # pragma: no cover - compiled
     return x ^ (x >> np.uint64(16))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _normal_nb(keys, out):  # pragma: no cover - compiled
     """Same numbers as :func:`_normal_torch`, fused; ``keys`` (B,) uint64, out (B,C,T)."""
     n_batch, n_channels, n_times = out.shape
     half = (n_times + 1) // 2
-    scale = 2.0**-24
+    scale = np.float32(2.0**-24)
+    two_pi = np.float32(2.0 * math.pi)
     for b in range(n_batch):
         k = keys[b]
         for c in range(n_channels):
@@ -367,11 +368,12 @@ def _normal_nb(keys, out):  # pragma: no cover - compiled
                 ctr = np.uint64(2 * (c * half + j))
                 a = _hash32_nb(_hash32_nb(k ^ ctr) ^ k) >> np.uint64(8)
                 e = _hash32_nb(_hash32_nb(k ^ (ctr + np.uint64(1))) ^ k) >> np.uint64(8)
-                radius = math.sqrt(-2.0 * math.log((a + 0.5) * scale))
-                angle = 2.0 * math.pi * ((e + 0.5) * scale)
-                out[b, c, 2 * j] = radius * math.cos(angle)
+                u1 = (np.float32(a) + np.float32(0.5)) * scale
+                u2 = (np.float32(e) + np.float32(0.5)) * scale
+                radius = math.sqrt(np.float32(-2.0) * math.log(u1))
+                out[b, c, 2 * j] = radius * math.cos(two_pi * u2)
                 if 2 * j + 1 < n_times:
-                    out[b, c, 2 * j + 1] = radius * math.sin(angle)
+                    out[b, c, 2 * j + 1] = radius * math.sin(two_pi * u2)
 
 
 def _standard_normal(keys: torch.Tensor, n_channels: int, n_times: int, device: torch.device):
@@ -618,9 +620,8 @@ class Synthesizer:
             "noise_keys": _sample_keys(self.seed, split, index, _STREAM_NOISE),
         }
 
-    def _compose(self, split: str, index: torch.Tensor, *, with_sources: bool):
-        """Un-normalised pieces of a batch: parameters, patch activity, clean sensor data
-        and noise, all on ``self.device``."""
+    def _compose(self, split: str, index: torch.Tensor) -> _Composed:
+        """Un-normalised pieces of a batch, on ``self.device``."""
         cfg, dev = self.config, self.device
         index = self._check_index(split, index)
         p = self._draw(split, index)
@@ -654,9 +655,9 @@ class Synthesizer:
         )  # (B, N_s, C)
         centred = waveform - waveform.mean(-1, keepdim=True)
         power_signal = patch_gain.square().sum(-1) * (centred.square() * in_window).sum(-1)
-        background_energy = (
-            (sensor_background - sensor_background.mean(-1, keepdim=True)).square().sum(1)
-        )  # (B, T)
+        background_energy = torch.linalg.vector_norm(
+            sensor_background - sensor_background.mean(-1, keepdim=True), dim=1
+        ).square()  # (B, T)
         power_background = (in_window * background_energy[:, None, :]).sum(-1)
         # Both powers are sums over the same window, so their ratio needs no window length.
         ratio = power_background / power_signal.clamp_min(torch.finfo(torch.float32).tiny)
@@ -665,25 +666,38 @@ class Synthesizer:
         sensor_clean = sensor_background + torch.einsum(
             "bkc,bkt->bct", patch_gain * scale[..., None], waveform
         )
-        noise_power = sensor_clean.square().mean(-1) * 10.0 ** (-cfg.snr_db / 10.0)  # (B, C)
-        noise = _standard_normal(noise_keys, self.n_channels, n_t, dev)
-        noise = noise.to(dev) * noise_power.sqrt()[..., None]
+        # Noise std per channel: sqrt(mean_t y^2 * 10^(-snr/10)).
+        noise_std = torch.linalg.vector_norm(sensor_clean, dim=-1) * math.sqrt(
+            10.0 ** (-cfg.snr_db / 10.0) / n_t
+        )  # (B, C)
+        noise = _standard_normal(noise_keys, self.n_channels, n_t, dev).mul_(noise_std[..., None])
 
-        # Patch activity (B, K, T) in mV, and its scatter into (B, R, T).
+        # Activity of the patch regions (B, K, T) in mV; K = N_s * M, padding is zero.
         patch_activity = (
             (scale[..., None] * p["patch_weights"])[..., None] * waveform[:, :, None, :]
         ).reshape(n, -1, n_t)
-        activity = torch.zeros((n, self.n_regions, n_t), device=dev)
-        activity.scatter_add_(1, safe[..., None].expand(-1, -1, n_t), patch_activity)
-        source_mask = torch.zeros((n, self.n_regions), dtype=torch.int32, device=dev)
-        source_mask.scatter_add_(1, safe, valid.int())
-        source_mask = source_mask > 0
-        sources = None
-        if with_sources:
-            background = self._background[:, window].permute(1, 0, 2)  # (B, R, T)
-            sources = torch.where(source_mask[..., None], activity, background)
         p["source_scale"] = scale.float()
-        return p, activity, source_mask, sensor_clean, noise, sources
+        return _Composed(p, regions, patch_activity, sensor_clean, noise, window)
+
+    def _scatter_regions(self, composed: _Composed, values: torch.Tensor) -> torch.Tensor:
+        """Scatter per-patch-region values (B, K, ...) into a zero (B, R, ...) tensor.
+
+        Padding entries carry zeros and are added (not written) onto region 0, which is
+        harmless because patches never overlap.
+        """
+        n = values.shape[0]
+        index = composed.regions.clamp(min=0)
+        index = index.reshape(*index.shape, *([1] * (values.ndim - 2))).expand_as(values)
+        out = torch.zeros(
+            (n, self.n_regions, *values.shape[2:]), dtype=values.dtype, device=values.device
+        )
+        return out.scatter_add_(1, index, values)
+
+    def _target_and_mask(self, composed: _Composed) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised target (B, R, T) and source mask (B, R) bool."""
+        target = self._scatter_regions(composed, _normalise_max(composed.patch_activity))
+        mask = self._scatter_regions(composed, (composed.regions >= 0).int()) > 0
+        return target, mask
 
     def raw(self, split: str, index: torch.Tensor) -> RawBatch:
         """Un-normalised samples with every intermediate (for checks and storage).
@@ -694,8 +708,16 @@ class Synthesizer:
         index : torch.Tensor (B,) int64
             Sample indices within the split.
         """
-        p, _, _, sensor_clean, noise, sources = self._compose(split, index, with_sources=True)
-        return RawBatch(sources=sources, sensor_clean=sensor_clean, noise=noise, **p)
+        composed = self._compose(split, index)
+        activity = self._scatter_regions(composed, composed.patch_activity)
+        mask = self._scatter_regions(composed, (composed.regions >= 0).int()) > 0
+        background = self._background[:, composed.window].permute(1, 0, 2)  # (B, R, T)
+        return RawBatch(
+            sources=torch.where(mask[..., None], activity, background),
+            sensor_clean=composed.sensor_clean,
+            noise=composed.noise,
+            **composed.params,
+        )
 
     def batch(self, split: str, index: torch.Tensor) -> Batch:
         """Normalised samples ``index`` of ``split``.
@@ -712,15 +734,26 @@ class Synthesizer:
             ``x`` (B, C, T), ``target`` (B, R, T), ``source_mask`` (B, R), ``centres``
             (B, N_s), on ``self.device``.
         """
-        p, activity, source_mask, sensor_clean, noise, _ = self._compose(
-            split, index, with_sources=False
-        )
+        composed = self._compose(split, index)
+        target, mask = self._target_and_mask(composed)
         return Batch(
-            x=normalise_input(sensor_clean + noise),
-            target=_normalise_max(activity),
-            source_mask=source_mask,
-            centres=p["centres"],
+            x=normalise_input(composed.sensor_clean + composed.noise),
+            target=target,
+            source_mask=mask,
+            centres=composed.params["centres"],
         )
+
+
+@dataclass
+class _Composed:
+    """Un-normalised pieces of a batch, on the synthesizer's device."""
+
+    params: dict[str, torch.Tensor]  # the RawBatch parameter fields
+    regions: torch.Tensor  # (B, K) int64 patch regions, -1 = padding
+    patch_activity: torch.Tensor  # (B, K, T) float32, mV
+    sensor_clean: torch.Tensor  # (B, C, T)
+    noise: torch.Tensor  # (B, C, T)
+    window: torch.Tensor  # (B, T) int64 background samples
 
 
 def normalise_input(y: torch.Tensor) -> torch.Tensor:
@@ -729,14 +762,18 @@ def normalise_input(y: torch.Tensor) -> torch.Tensor:
     Removes each channel's time mean, then each time point's channel mean, then divides
     by the sample's maximum absolute value.
     """
-    y = y - y.mean(dim=2, keepdim=True)
-    y = y - y.mean(dim=1, keepdim=True)
-    return _normalise_max(y)
+    time_mean = y.mean(dim=2, keepdim=True)  # (B, C, 1)
+    # Channel mean of (y - time_mean), without materialising the difference first.
+    channel_mean = y.mean(dim=1, keepdim=True) - time_mean.mean(dim=1, keepdim=True)
+    return _normalise_max(torch.sub(y, time_mean).sub_(channel_mean), inplace=True)
 
 
-def _normalise_max(a: torch.Tensor) -> torch.Tensor:
-    peak = a.abs().amax(dim=tuple(range(1, a.ndim)), keepdim=True)
-    return a / peak.clamp_min(torch.finfo(a.dtype).tiny)
+def _normalise_max(a: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """``a`` divided by its maximum absolute value per sample (first axis)."""
+    dims = tuple(range(1, a.ndim))
+    peak = torch.linalg.vector_norm(a, ord=math.inf, dim=dims, keepdim=True)
+    peak = peak.clamp_min(torch.finfo(a.dtype).tiny)
+    return a.div_(peak) if inplace else a / peak
 
 
 def _check_split(split: str) -> None:
@@ -933,17 +970,13 @@ def write_dataset(
         bar = tqdm(total=n, desc=f"{split} samples", unit="sample", disable=not progress)
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n))
-            p, activity, _, sensor_clean, noise, _ = synth._compose(
-                split, index, with_sources=False
-            )
-            regions = p["patch_regions"].reshape(len(index), k)
-            target = _normalise_max(activity)
-            values = target.gather(1, regions.clamp(min=0)[..., None].expand(-1, -1, n_t))
+            composed = synth._compose(split, index)
+            p = composed.params
             rows = slice(start, start + len(index))
             columns = {
-                "x": normalise_input(sensor_clean + noise),
-                "target_regions": regions,
-                "target_values": values * (regions >= 0)[..., None],
+                "x": normalise_input(composed.sensor_clean + composed.noise),
+                "target_regions": composed.regions,
+                "target_values": _normalise_max(composed.patch_activity),
                 "sample_index": index,
                 **{name: p[name] for name in dsets if name in p},
             }
