@@ -204,6 +204,11 @@ def evaluate_estimator(
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n), dtype=torch.int64)
             batch = synth.batch(split, index)
+            if not (torch.isfinite(batch.x).all() and torch.isfinite(batch.target).all()):
+                raise ValueError(
+                    f"the {split} data of samples {start}..{int(index[-1])} contain NaN/Inf "
+                    "(check the head model's lead field and the waveform bank)"
+                )
             estimate = estimator(batch.x)
             expected = tuple(batch.target.shape)
             if tuple(estimate.shape) != expected:
@@ -216,7 +221,7 @@ def evaluate_estimator(
             mask = batch.source_mask.cpu().numpy()
             if not np.isfinite(estimate).all():
                 raise ValueError(
-                    f"the estimator returned NaN/Inf for {split} samples {start}..{index[-1]}"
+                    f"the estimator returned NaN/Inf for {split} samples {start}..{int(index[-1])}"
                 )
             per_batch.append(localization_metrics(estimate, target, mask, centroids_mm))
             if not example:

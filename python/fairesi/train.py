@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "head_model": "toy",
         "bank": "synthetic",
         "n_samples": 1200,
-        "n_train_samples": 512,
+        "n_train_samples": 384,
         "n_val_samples": 64,
         "n_times": 64,
         "batch_size": 16,
@@ -541,7 +541,13 @@ def load_checkpoint(
         int(config["data"]["n_times"]),
         **config["model"]["hyper"],
     )
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"checkpoint {path} does not fit the {config['model']['name']!r} model it names "
+            f"(written by another fairesi version?): {str(err).splitlines()[0]}"
+        ) from None
     model.to(map_location).eval()
     return Checkpoint(
         model=model,
