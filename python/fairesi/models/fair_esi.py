@@ -1,0 +1,486 @@
+"""FAIR-ESI: Feature Adaptive Importance Refinement for source imaging (paper section II.C).
+
+The network reads like the paper's Fig. 2, one module per box, in this order::
+
+    x (B, C, T)
+      -> Patching                      (B, C, Np, L)   overlapping patches, L=16, stride 8
+      -> spectral-temporal refinement  (B, C, Np, L)   make_refine(tau, alpha), Fig. 2(b)
+      -> N x PatchwiseRefinement       (B, C, Np, L)   key patch + attention + conv blocks, 2(c)
+      -> SourceReconstruction          (B, R, T)       transpose conv + MLP(X) + X -> BiGRU, 2(d)
+
+Interpretations of what the paper leaves open (SPEC section 5 fixes the rest):
+
+* **Patching** pads the end of every channel with zeros so that the last patch reaches the
+  last sample: ``Np = ceil(max(T - L, 0) / S) + 1`` (62 patches for T = 500), so every
+  sample is seen by at least one patch.
+* **alpha = 0.5** by default. The paper does not report its value; 0.5 weighs the spectral
+  view (which the paper says over-smooths) and the temporal view (which keeps the detail)
+  equally, so neither view's failure mode dominates, and the ablation endpoints (alpha = 1:
+  spectral only, alpha = 0: temporal only, paper Table IV) stay one switch away. With both
+  views switched off the refinement is the identity (the raw patches go on).
+* **Patch-wise refinement**: the patch features ``P^F`` are a linear embedding (L -> d) of
+  the block's input patches; ``Q, K, V`` are linear maps (L -> d) of each channel's key patch
+  (the patch with the largest energy, sum of squares); attention runs across channels, its
+  (B, C, d) result is broadcast over the Np patches and concatenated with ``P^F`` (Eq. 4).
+  The conv blocks run on the (channel, patch) grid with the features as conv channels;
+  LayerNorm normalises the features of every grid position, so no size is hard-coded. With
+  the patch-wise view switched off, the attention branch is dropped and the conv blocks
+  run on ``P^F`` alone. Every block maps (B, C, Np, L) to (B, C, Np, L), so N blocks stack.
+* **Reconstruction** (Eq. 5, ``BiGRU(TransposeConv(P^O*) + MLP(X) + X)``): the three terms
+  are summed in a space of ``latent`` features per time sample. ``latent = n_regions``
+  (the ``'paper'`` preset) is the paper's region space; a smaller ``latent`` (the ``'cpu'``
+  preset) keeps the BiGRU affordable on a CPU. The transpose conv is separable: a
+  ConvTranspose1d with kernel L and stride S along the patch axis (the exact adjoint of the
+  patching, so it restores the T samples by overlap-add), then a linear map of the channels
+  to the latent space. "+ X" needs X in that space, so it is a bias-free linear map of the
+  channels (the "linear residual of X"). A linear head maps the BiGRU's two directions to
+  the regions. The output layout is **(B, n_regions, T)**, like ``mne.SourceEstimate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fairesi.models.refine import make_refine
+
+__all__ = [
+    "FairEsi",
+    "FairEsiConfig",
+    "Patching",
+    "PatchwiseRefinement",
+    "SourceReconstruction",
+    "n_patches",
+]
+
+
+def n_patches(n_times: int, patch_len: int, stride: int) -> int:
+    """Number of patches per channel when the end is padded to cover every sample.
+
+    Parameters
+    ----------
+    n_times : int
+        Samples per channel, >= 1.
+    patch_len, stride : int
+        Patch length and hop in samples (FAIR-ESI: 16 and 8).
+
+    Returns
+    -------
+    int
+        ``ceil(max(n_times - patch_len, 0) / stride) + 1``.
+    """
+    return (max(n_times - patch_len, 0) + stride - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class FairEsiConfig:
+    """Sizes and switches of a :class:`FairEsi` network.
+
+    Parameters
+    ----------
+    n_channels, n_regions, n_times : int
+        Sensor channels C, source regions R and samples T of the data the network is built
+        for (T is recorded for export; the network itself accepts any T).
+    patch_len, stride : int
+        Patch length L and hop S in samples (paper: 16 and 8).
+    tau : float
+        Softmax temperature of the refinement (paper: 0.1).
+    alpha : float
+        Weight of the spectral view when both views are on (default 0.5, see module doc).
+    spectral, temporal, patchwise : bool
+        Ablation switches of paper Table IV.
+    fused_refine : bool | None
+        Passed to :func:`fairesi.models.refine.make_refine` (None: fused op if loaded).
+    embed_dim : int
+        d, the width of patch features and of the attention.
+    conv_channels : int
+        Feature channels between Conv2D and TransposeConv2D in a block.
+    conv_kernel : int
+        Odd kernel size of both 2-D convolutions over the (channel, patch) grid.
+    n_blocks : int
+        N, the number of patch-wise refinement blocks (paper: 1).
+    recon_features : int
+        Features per channel after the transpose conv that restores the T samples.
+    latent : int | None
+        Width of the space where Eq. 5 sums its three terms; None means ``n_regions``.
+    mlp_hidden : int | None
+        Hidden width of MLP(X); None means ``latent``.
+    gru_hidden : int | None
+        Hidden width of each BiGRU direction; None means ``latent``.
+    gru_layers : int
+        Stacked BiGRU layers.
+    """
+
+    n_channels: int
+    n_regions: int
+    n_times: int
+    patch_len: int = 16
+    stride: int = 8
+    tau: float = 0.1
+    alpha: float = 0.5
+    spectral: bool = True
+    temporal: bool = True
+    patchwise: bool = True
+    fused_refine: bool | None = None
+    embed_dim: int = 16
+    conv_channels: int = 16
+    conv_kernel: int = 3
+    n_blocks: int = 1
+    recon_features: int = 4
+    latent: int | None = 256
+    mlp_hidden: int | None = None
+    gru_hidden: int | None = 128
+    gru_layers: int = 1
+
+    #: Size presets: 'tiny' trains in about a minute on 2 CPU cores (tests, demo); 'cpu'
+    #: fits a ~60-minute 2-core training of SimMEG; 'paper' sums Eq. 5 in region space
+    #: with a region-wide BiGRU (the paper gives no widths; these follow DeepSIF's sizes).
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(
+            embed_dim=8,
+            conv_channels=8,
+            recon_features=2,
+            latent=32,
+            mlp_hidden=32,
+            gru_hidden=16,
+        ),
+        "cpu": dict(
+            embed_dim=16,
+            conv_channels=16,
+            recon_features=4,
+            latent=256,
+            mlp_hidden=256,
+            gru_hidden=128,
+        ),
+        "paper": dict(
+            embed_dim=64,
+            conv_channels=64,
+            recon_features=4,
+            latent=None,
+            mlp_hidden=None,
+            gru_hidden=None,
+        ),
+    }
+
+    def __post_init__(self) -> None:
+        positive = (
+            "n_channels",
+            "n_regions",
+            "n_times",
+            "patch_len",
+            "stride",
+            "embed_dim",
+            "conv_channels",
+            "conv_kernel",
+            "n_blocks",
+            "recon_features",
+            "gru_layers",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"FairEsiConfig.{name} must be a positive int, got {value!r}")
+        for name in ("latent", "mlp_hidden", "gru_hidden"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(
+                    f"FairEsiConfig.{name} must be a positive int or None, got {value!r}"
+                )
+        if self.stride > self.patch_len:
+            raise ValueError(
+                f"stride ({self.stride}) must be <= patch_len ({self.patch_len}) "
+                "so that patches cover every sample"
+            )
+        if self.conv_kernel % 2 != 1:
+            raise ValueError(f"conv_kernel must be odd, got {self.conv_kernel}")
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+    @classmethod
+    def preset(
+        cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any
+    ) -> FairEsiConfig:
+        """Build a config from a named size preset plus field overrides.
+
+        Parameters
+        ----------
+        name : str
+            One of ``'tiny'``, ``'cpu'``, ``'paper'``.
+        n_channels, n_regions, n_times : int
+            Data sizes, see the class docstring.
+        **overrides
+            Any other field of this class.
+        """
+        if name not in cls.PRESETS:
+            raise ValueError(
+                f"unknown FAIR-ESI preset {name!r}; expected one of {sorted(cls.PRESETS)}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(
+                f"unknown FAIR-ESI hyper-parameters {unknown}; expected some of {sorted(fields)}"
+            )
+        values = {**cls.PRESETS[name], **overrides}
+        return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
+
+    @property
+    def latent_width(self) -> int:
+        """Resolved ``latent`` (``n_regions`` when None)."""
+        return self.n_regions if self.latent is None else self.latent
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-able dict (``FairEsiConfig(**d)`` rebuilds it)."""
+        return dataclasses.asdict(self)
+
+
+class Patching(nn.Module):
+    """Cut every channel into overlapping patches, zero-padding the end (paper section II.B).
+
+    (B, C, T) -> (B, C, Np, L) with ``Np = n_patches(T, L, S)``; patch ``j`` holds samples
+    ``j*S .. j*S + L - 1``; samples past ``T - 1`` are zeros.
+    """
+
+    def __init__(self, patch_len: int, stride: int) -> None:
+        super().__init__()
+        self.patch_len = patch_len
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B, C, Np, L)."""
+        n_times = x.shape[-1]
+        n = (max(n_times - self.patch_len, 0) + self.stride - 1) // self.stride + 1
+        padded = F.pad(x, [0, (n - 1) * self.stride + self.patch_len - n_times])
+        return padded.unfold(-1, self.patch_len, self.stride)
+
+
+class ConvBlock(nn.Module):
+    """Conv2D (or TransposeConv2D) - ELU - LayerNorm over the (channel, patch) grid.
+
+    (B, C, Np, F_in) -> (B, C, Np, F_out): features are the conv channels; the kernel
+    slides over channels and patches with 'same' padding, stride 1, so the grid keeps
+    its size; LayerNorm normalises the F_out features at every grid position.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel: int, transpose: bool) -> None:
+        super().__init__()
+        pad = kernel // 2
+        conv: nn.Module
+        if transpose:
+            conv = nn.ConvTranspose2d(in_features, out_features, kernel, padding=pad)
+        else:
+            conv = nn.Conv2d(in_features, out_features, kernel, padding=pad)
+        self.conv = conv
+        self.norm = nn.LayerNorm(out_features)
+
+    def forward(self, p: Tensor) -> Tensor:
+        """(B, C, Np, F_in) -> (B, C, Np, F_out)."""
+        y = self.conv(p.permute(0, 3, 1, 2))  # (B, F_out, C, Np)
+        return self.norm(F.elu(y).permute(0, 2, 3, 1))
+
+
+class PatchwiseRefinement(nn.Module):
+    """One FAIR block: key-patch self-attention across channels + two conv blocks (Fig. 2c).
+
+    Parameters
+    ----------
+    patch_len : int
+        L, the feature width of the block's input and output patches.
+    embed_dim : int
+        d, width of the patch features and of Q, K, V.
+    conv_channels, conv_kernel : int
+        Width and kernel of the Conv2D / TransposeConv2D pair.
+    attention : bool
+        False drops the attention branch (patch-wise ablation); the conv blocks then run
+        on the patch features ``P^F`` alone.
+    """
+
+    def __init__(
+        self, patch_len: int, embed_dim: int, conv_channels: int, conv_kernel: int, attention: bool
+    ) -> None:
+        super().__init__()
+        self.attention = attention
+        self.scale = 1.0 / math.sqrt(embed_dim)
+        self.embed = nn.Linear(patch_len, embed_dim)
+        self.query = nn.Linear(patch_len, embed_dim)
+        self.key = nn.Linear(patch_len, embed_dim)
+        self.value = nn.Linear(patch_len, embed_dim)
+        conv_in = 2 * embed_dim if attention else embed_dim
+        self.conv = ConvBlock(conv_in, conv_channels, conv_kernel, transpose=False)
+        self.deconv = ConvBlock(conv_channels, patch_len, conv_kernel, transpose=True)
+
+    def forward(self, p: Tensor) -> Tensor:
+        """(B, C, Np, L) -> (B, C, Np, L)."""
+        features = self.embed(p)  # P^F: (B, C, Np, d)
+        if self.attention:
+            energy = (p * p).sum(-1)  # E: (B, C, Np)
+            key_index = energy.argmax(-1)  # p: (B, C)
+            gather_index = key_index[:, :, None, None].expand(-1, -1, 1, p.shape[-1])
+            key_patch = p.gather(2, gather_index).squeeze(2)  # P^L_{i,p}: (B, C, L)
+            q = self.query(key_patch)  # (B, C, d)
+            k = self.key(key_patch)
+            v = self.value(key_patch)
+            weights = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1)  # (B, C, C)
+            attended = weights @ v  # (B, C, d)
+            broadcast = attended[:, :, None, :].expand(features.shape)  # (B, C, Np, d)
+            features = torch.cat([features, broadcast], dim=-1)  # P^A: (B, C, Np, 2d)
+        return self.deconv(self.conv(features))  # P^O*: (B, C, Np, L)
+
+
+class SourceReconstruction(nn.Module):
+    """Eq. 5: ``BiGRU(TransposeConv(P^O*) + MLP(X) + X)`` and a linear head (Fig. 2d).
+
+    Parameters
+    ----------
+    n_channels, n_regions : int
+        C and R.
+    patch_len, stride : int
+        L and S of the patching that the transpose conv undoes.
+    recon_features : int
+        Features per channel after the temporal transpose conv.
+    latent, mlp_hidden, gru_hidden, gru_layers : int
+        Resolved widths (see :class:`FairEsiConfig`).
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        n_regions: int,
+        patch_len: int,
+        stride: int,
+        recon_features: int,
+        latent: int,
+        mlp_hidden: int,
+        gru_hidden: int,
+        gru_layers: int,
+    ) -> None:
+        super().__init__()
+        self.unpatch = nn.ConvTranspose1d(patch_len, recon_features, patch_len, stride=stride)
+        self.patch_to_latent = nn.Linear(n_channels * recon_features, latent)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_channels, mlp_hidden), nn.ELU(), nn.Linear(mlp_hidden, latent)
+        )
+        self.residual = nn.Linear(n_channels, latent, bias=False)
+        self.gru = nn.GRU(
+            latent, gru_hidden, num_layers=gru_layers, batch_first=True, bidirectional=True
+        )
+        self.head = nn.Linear(2 * gru_hidden, n_regions)
+
+    def forward(self, refined: Tensor, x: Tensor) -> Tensor:
+        """``refined`` (B, C, Np, L) and ``x`` (B, C, T) -> (B, R, T)."""
+        batch, n_channels, n_patch, patch_len = refined.shape
+        n_times = x.shape[-1]
+        per_channel = refined.reshape(batch * n_channels, n_patch, patch_len).transpose(1, 2)
+        restored = self.unpatch(per_channel)[:, :, :n_times]  # (B*C, F, T)
+        restored = restored.reshape(batch, -1, n_times).transpose(1, 2)  # (B, T, C*F)
+        x_t = x.transpose(1, 2)  # (B, T, C)
+        summed = self.patch_to_latent(restored) + self.mlp(x_t) + self.residual(x_t)  # (B, T, W)
+        hidden, _ = self.gru(summed)  # (B, T, 2H)
+        return self.head(hidden).transpose(1, 2)  # (B, R, T)
+
+
+class FairEsi(nn.Module):
+    """The FAIR-ESI network: sensor data (B, C, T) -> source activity (B, R, T).
+
+    Parameters
+    ----------
+    config : FairEsiConfig
+        Sizes and ablation switches; kept as ``self.config`` (not part of TorchScript).
+
+    Notes
+    -----
+    The input is expected normalised as in DeepSIF (time and channel means removed,
+    divided by max |x|); the output is in the units of the training target. Any T works;
+    C must equal ``config.n_channels``.
+    """
+
+    # The dataclass is Python-side metadata, invisible to TorchScript.
+    __jit_ignored_attributes__ = ["config"]
+
+    def __init__(self, config: FairEsiConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_channels = config.n_channels
+        self.patching = Patching(config.patch_len, config.stride)
+        refine: nn.Module = nn.Identity()
+        if config.spectral or config.temporal:
+            # alpha = 1 keeps only the spectral view, alpha = 0 only the temporal view.
+            alpha = config.alpha if config.spectral and config.temporal else float(config.spectral)
+            refine = make_refine(tau=config.tau, alpha=alpha, fused=config.fused_refine)
+        self.refine = refine
+        self.blocks = nn.ModuleList(
+            [
+                PatchwiseRefinement(
+                    config.patch_len,
+                    config.embed_dim,
+                    config.conv_channels,
+                    config.conv_kernel,
+                    attention=config.patchwise,
+                )
+                for _ in range(config.n_blocks)
+            ]
+        )
+        latent = config.latent_width
+        self.reconstruction = SourceReconstruction(
+            config.n_channels,
+            config.n_regions,
+            config.patch_len,
+            config.stride,
+            config.recon_features,
+            latent,
+            latent if config.mlp_hidden is None else config.mlp_hidden,
+            latent if config.gru_hidden is None else config.gru_hidden,
+            config.gru_layers,
+        )
+
+    @classmethod
+    def from_head_model(
+        cls, head_model: Any, modality: str, n_times: int, preset: str = "cpu", **overrides: Any
+    ) -> FairEsi:
+        """Build a network sized for a head model's lead field of one modality.
+
+        Parameters
+        ----------
+        head_model : fairesi.headmodel.HeadModel
+            Supplies ``n_regions`` and ``lead_field(modality).n_channels``.
+        modality : str
+            ``'eeg'`` or ``'meg'``.
+        n_times : int
+            Samples per input window.
+        preset : str
+            Size preset, see :attr:`FairEsiConfig.PRESETS`.
+        **overrides
+            Fields of :class:`FairEsiConfig` to change.
+        """
+        lead_field = head_model.lead_field(modality)
+        config = FairEsiConfig.preset(
+            preset,
+            n_channels=lead_field.n_channels,
+            n_regions=head_model.n_regions,
+            n_times=n_times,
+            **overrides,
+        )
+        return cls(config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) sensor data -> (B, R, T) source activity."""
+        if x.dim() != 3 or x.shape[1] != self.n_channels:
+            raise ValueError(
+                "FairEsi expects input of shape (batch, "
+                + str(self.n_channels)
+                + " channels, times), got "
+                + str(list(x.shape))
+            )
+        patches = self.patching(x)  # (B, C, Np, L)
+        refined = self.refine(patches)  # P^L: (B, C, Np, L)
+        for block in self.blocks:
+            refined = block(refined)  # P^O*: (B, C, Np, L)
+        return self.reconstruction(refined, x)  # (B, R, T)
