@@ -1,0 +1,311 @@
+"""Paired-sample synthesis (fairesi.data): composition, SNRs, patches, splits,
+determinism, the torch data interface, HDF5 round trip and bad input."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fairesi.data import (
+    Batch,
+    DatasetFile,
+    SimConfig,
+    SynthDataset,
+    Synthesizer,
+    _normal_nb,
+    _normal_torch,
+    collate_batch,
+    epoch_order,
+    iter_batches,
+    normalise_input,
+    write_dataset,
+)
+from fairesi.headmodel import HeadModel
+from fairesi.simulate import WaveformBank
+
+
+@pytest.fixture(scope="module")
+def bank(toy_head_model):
+    return WaveformBank.synthetic(toy_head_model.n_regions, n_spikes=64, segment_len=500, seed=0)
+
+
+def make_synth(head_model, bank, name="SimEEG", seed=0, **overrides):
+    overrides.setdefault("n_samples", 1200)
+    return Synthesizer(head_model, bank, SimConfig.preset(name, **overrides), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def head_model_160():
+    # Two non-touching patches in every split's centre pool need more than 50 regions.
+    return HeadModel.toy(n_regions=160)
+
+
+@pytest.fixture(scope="module")
+def synth(head_model_160):
+    bank = WaveformBank.synthetic(160, n_spikes=64, segment_len=500, seed=0)
+    return make_synth(head_model_160, bank, n_sources=2, n_rings=1)
+
+
+def test_sensor_data_is_lead_field_times_sources_plus_noise(synth):
+    bank = synth.bank
+    index = torch.arange(8)
+    raw = synth.raw("train", index)
+    gain = torch.as_tensor(synth.lead_field.gain, dtype=torch.float64)
+    projected = torch.einsum("cr,brt->bct", gain, raw.sources.double())
+    scale = projected.abs().amax()
+    torch.testing.assert_close(
+        raw.sensor_clean.double() / scale, projected / scale, atol=2e-6, rtol=0
+    )
+    batch = synth.batch("train", index)
+    torch.testing.assert_close(batch.x, normalise_input(raw.sensor_clean + raw.noise))
+
+    # The sources, rebuilt independently from the drawn parameters with numpy.
+    n_t = synth.config.n_times
+    spikes = bank.spikes / bank.spikes.max(axis=1, keepdims=True)
+    half = bank.spikes.shape[1] // 2
+    for b in range(len(index)):
+        start = int(raw.background_start[b])
+        expected = bank.background[:, start : start + n_t].copy()
+        for k in range(synth.config.n_sources):
+            seg = np.clip(
+                half - int(raw.peak_sample[b, k]) + np.arange(n_t), 0, spikes.shape[1] - 1
+            )
+            waveform = spikes[int(raw.spike_index[b, k]), seg]
+            for region, w in zip(raw.patch_regions[b, k], raw.patch_weights[b, k], strict=True):
+                if region >= 0:
+                    expected[int(region)] = float(raw.source_scale[b, k]) * float(w) * waveform
+        np.testing.assert_allclose(raw.sources[b].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_normalisation_follows_deepsif(synth):
+    batch = synth.batch("val", torch.arange(6))
+    x = batch.x.double()
+    torch.testing.assert_close(x.abs().amax(dim=(1, 2)), torch.ones(6, dtype=torch.float64))
+    torch.testing.assert_close(
+        x.mean(dim=2), torch.zeros(x.shape[:2], dtype=x.dtype), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        x.mean(dim=1), torch.zeros(6, x.shape[2], dtype=x.dtype), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(batch.target.abs().amax(dim=(1, 2)), torch.ones(6))
+    outside = ~batch.source_mask[..., None].expand_as(batch.target)
+    assert torch.all(batch.target[outside] == 0)
+    assert torch.all(batch.target.abs().amax(dim=2)[batch.source_mask] > 0)
+
+
+@pytest.mark.parametrize("snr_db", [-5.0, 5.0, 15.0])
+def test_achieved_sensor_snr_matches_request(toy_head_model, bank, snr_db):
+    synth = make_synth(toy_head_model, bank, snr_db=snr_db)
+    raw = synth.raw("train", torch.arange(32))
+    signal = raw.sensor_clean.double().square().sum(dim=(1, 2))
+    noise = raw.noise.double().square().sum(dim=(1, 2))
+    achieved = 10 * torch.log10(signal / noise)
+    assert abs(achieved.mean().item() - snr_db) < 0.1
+    # Per channel too (DeepSIF sets the noise power channel by channel): one channel of one
+    # sample has T noise values, so its SNR scatters by ~sqrt(2 / T) * 4.34 dB = 0.38 dB;
+    # the mean over 32 samples by 0.07 dB.
+    per_channel = 10 * torch.log10(
+        raw.sensor_clean.double().square().sum(2) / raw.noise.double().square().sum(2)
+    ).mean(0)
+    assert torch.all((per_channel - snr_db).abs() < 0.3)
+
+
+def test_source_snr_is_deepsif_find_alpha(synth):
+    """Patch vs background power at the sensors, de-meaned, +-100 ms around the peak."""
+    raw = synth.raw("train", torch.arange(6))
+    gain = synth.lead_field.gain.astype(np.float64)
+    half_window = round(0.1 * 500.0)
+    t = np.arange(synth.config.n_times)
+    for b in range(6):
+        sources = raw.sources[b].numpy().astype(np.float64)
+        in_patch = np.zeros(synth.n_regions, bool)
+        in_patch[raw.patch_regions[b][raw.patch_regions[b] >= 0].numpy()] = True
+        background = gain[:, ~in_patch] @ sources[~in_patch]
+        background -= background.mean(axis=1, keepdims=True)
+        for k in range(synth.config.n_sources):
+            regions = raw.patch_regions[b, k][raw.patch_regions[b, k] >= 0].numpy()
+            signal = gain[:, regions] @ sources[regions]
+            signal -= signal.mean(axis=1, keepdims=True)
+            window = np.abs(t - int(raw.peak_sample[b, k])) <= half_window
+            ratio = np.square(signal[:, window]).sum() / np.square(background[:, window]).sum()
+            assert 10 * np.log10(ratio) == pytest.approx(float(raw.source_snr_db[b, k]), abs=1e-3)
+    lo, hi = synth.config.source_snr_db
+    assert torch.all((raw.source_snr_db >= lo) & (raw.source_snr_db <= hi))
+
+
+def test_patches_are_rings_with_gaussian_falloff_and_do_not_touch():
+    # Two 2-ring patches that may not touch need more room than the 50-region model has.
+    toy_head_model = HeadModel.toy(n_regions=240)
+    bank = WaveformBank.synthetic(240, seed=1)
+    synth = make_synth(toy_head_model, bank, n_sources=2, n_rings=2, n_samples=240)
+    raw = synth.raw("train", torch.arange(24))
+    batch = synth.batch("train", torch.arange(24))
+    adjacency = toy_head_model.adjacency.toarray() != 0
+    for b in range(24):
+        patches = []
+        for k in range(2):
+            centre = int(raw.centres[b, k])
+            rings = toy_head_model.rings(centre, 2)
+            regions = raw.patch_regions[b, k]
+            weights = raw.patch_weights[b, k]
+            got = regions[regions >= 0].numpy()
+            assert sorted(got.tolist()) == sorted(np.concatenate(rings).tolist())
+            assert got[0] == centre and float(weights[0]) == 1.0
+            ring_of = {int(r): d for d, ring in enumerate(rings) for r in ring}
+            by_ring = {}
+            for r, w in zip(got, weights[regions >= 0].numpy(), strict=True):
+                by_ring.setdefault(ring_of[int(r)], set()).add(float(w))
+            # One weight per ring, 2 ** -((ring / h) ** 2) with h in the configured range.
+            assert all(len(ws) == 1 for ws in by_ring.values())
+            h = 1.0 / math.sqrt(-math.log2(by_ring[1].pop()))
+            lo, hi = synth.config.half_amplitude_rings
+            assert lo - 1e-4 <= h <= hi + 1e-4
+            assert by_ring[2].pop() == pytest.approx(2.0 ** -((2 / h) ** 2), rel=1e-5)
+            patches.append(set(got.tolist()))
+        assert not patches[0] & patches[1]
+        a, c = sorted(patches[0]), sorted(patches[1])
+        assert not adjacency[np.ix_(a, c)].any(), "patches touch"
+        assert set(np.flatnonzero(batch.source_mask[b]).tolist()) == patches[0] | patches[1]
+
+
+def test_spike_peak_is_jittered_and_lands_at_peak_sample(synth):
+    raw = synth.raw("test", torch.arange(40))
+    centre_trace = raw.sources[torch.arange(40), raw.centres[:, 0]]
+    assert torch.equal(centre_trace.argmax(dim=1), raw.peak_sample[:, 0])
+    assert len(set(raw.peak_sample[:, 0].tolist())) > 10
+
+
+def test_splits_have_disjoint_centre_pools(synth):
+    pools = synth.centre_pools
+    assert sum(len(p) for p in pools.values()) == synth.n_regions
+    assert set(np.concatenate(list(pools.values())).tolist()) == set(range(synth.n_regions))
+    assert len(pools["train"]) > 5 * len(pools["val"]) and len(pools["val"]) >= 1
+    for split in ("train", "val", "test"):
+        centres = synth.batch(split, torch.arange(50)).centres
+        assert set(centres.flatten().tolist()) <= set(pools[split].tolist())
+    sizes = {s: synth.split_size(s) for s in ("train", "val", "test")}
+    assert sizes == {"train": 1000, "val": 100, "test": 100}
+    assert SimConfig.preset("SimMEG").split_sizes() == {"train": 39920, "val": 3992, "test": 3992}
+
+
+def test_samples_are_pure_functions_of_seed_split_index(synth):
+    again = make_synth(synth.head_model, synth.bank, n_sources=2, n_rings=1)
+    a = synth.batch("train", torch.tensor([3, 7, 11, 500]))
+    b = again.batch("train", torch.tensor([11, 500, 0, 3, 7]))
+    for name in ("x", "target", "source_mask", "centres"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name)[[3, 4, 0, 1]], rtol=0, atol=0)
+    other_split = synth.batch("val", torch.tensor([3]))
+    assert not torch.equal(other_split.x, a.x[:1])
+    other_seed = make_synth(synth.head_model, synth.bank, n_sources=2, n_rings=1, seed=1)
+    assert not torch.equal(other_seed.batch("train", torch.tensor([3])).x, a.x[:1])
+
+
+def test_fused_cpu_noise_equals_device_independent_torch_noise():
+    keys = torch.tensor([0, 1, 2**32 - 1, 123456789], dtype=torch.int64)
+    fused = np.empty((4, 5, 7), np.float32)
+    _normal_nb(keys.numpy().astype(np.uint64), fused)
+    torch.testing.assert_close(
+        torch.from_numpy(fused), _normal_torch(keys, 5, 7), atol=2e-5, rtol=1e-5
+    )
+    z = _normal_torch(torch.arange(8), 64, 500).double()
+    assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
+    corr = torch.corrcoef(z.reshape(8, -1))
+    assert (corr - torch.eye(8, dtype=z.dtype)).abs().max() < 0.02
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_equal_cpu_batches(synth):  # pragma: no cover
+    on_gpu = Synthesizer(synth.head_model, synth.bank, synth.config, seed=0, device="cuda")
+    index = torch.arange(16)
+    a, b = synth.batch("train", index), on_gpu.batch("train", index).to("cpu")
+    torch.testing.assert_close(b.x, a.x, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b.target, a.target, atol=1e-5, rtol=1e-5)
+    assert torch.equal(b.centres, a.centres)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dataloader_gives_identical_batches_for_any_worker_count(synth, num_workers):
+    dataset = SynthDataset(synth, "train")
+    assert len(dataset) == 1000
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(4))[:15]
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=5,
+        sampler=order.tolist(),
+        num_workers=num_workers,
+        collate_fn=collate_batch,
+    )
+    batches = list(loader)
+    assert all(isinstance(b, Batch) and len(b) == 5 for b in batches)
+    expected = synth.batch("train", order)
+    got = Batch(
+        *(
+            torch.cat([getattr(b, n) for b in batches])
+            for n in ("x", "target", "source_mask", "centres")
+        )
+    )
+    torch.testing.assert_close(got.x, expected.x, rtol=0, atol=0)
+    torch.testing.assert_close(got.target, expected.target, rtol=0, atol=0)
+    single = dataset[int(order[0])]
+    torch.testing.assert_close(single["x"], expected.x[0], rtol=0, atol=0)
+    assert torch.equal(
+        collate_batch([dataset[1], dataset[2]]).centres,
+        synth.batch("train", torch.tensor([1, 2])).centres,
+    )
+
+
+def test_iter_batches_shuffles_by_epoch_and_resumes_exactly(toy_head_model, bank):
+    synth = make_synth(toy_head_model, bank, n_samples=120)  # 100 train samples
+    order0 = epoch_order(synth, "train", shuffle=True, epoch=0)
+    assert sorted(order0.tolist()) == list(range(100))
+    assert not torch.equal(order0, epoch_order(synth, "train", shuffle=True, epoch=1))
+    assert torch.equal(epoch_order(synth, "train", shuffle=False, epoch=3), torch.arange(100))
+    full = list(iter_batches(synth, "train", 32, shuffle=True, epoch=0))
+    assert [len(b) for b in full] == [32, 32, 32, 4]
+    resumed = list(iter_batches(synth, "train", 32, shuffle=True, epoch=0, start_batch=2))
+    for a, b in zip(full[2:], resumed, strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.centres, b.centres)
+    assert torch.equal(full[0].x, synth.batch("train", order0[:32]).x)
+    assert len(list(iter_batches(synth, "train", 32, shuffle=False, epoch=0, drop_last=True))) == 3
+
+
+def test_hdf5_round_trip_is_identical(synth, tmp_path):
+    path = tmp_path / "test.h5"
+    write_dataset(path, synth, "test", 7, batch_size=3, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["test.h5"]
+    stored = DatasetFile(path)
+    assert len(stored) == 7 and stored.split == "test" and stored.seed == 0
+    assert stored.config == synth.config
+    expected = synth.batch("test", torch.arange(7))
+    got = stored.batch([6, 0, 3, 3, 1, 2, 4, 5][:7])
+    order = torch.tensor([6, 0, 3, 3, 1, 2, 4])
+    for name in ("x", "target", "source_mask", "centres"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)[order]), name
+    assert torch.equal(stored[5]["x"], expected.x[5])
+    loader = torch.utils.data.DataLoader(stored, batch_size=4, collate_fn=collate_batch)
+    assert torch.equal(torch.cat([b.target for b in loader]), expected.target)
+
+
+def test_bad_input_raises_clear_errors(toy_head_model, bank):
+    with pytest.raises(ValueError, match="unknown configuration 'SimXYZ'"):
+        SimConfig.preset("SimXYZ")
+    for snr in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="snr_db must be a finite"):
+            SimConfig.preset("SimMEG", snr_db=snr)
+    with pytest.raises(ValueError, match="n_sources=40 is too large for the train split"):
+        make_synth(toy_head_model, bank, n_sources=40, n_rings=1)
+    eeg_only = dataclasses.replace(
+        toy_head_model, lead_fields={"eeg": toy_head_model.lead_field("eeg")}
+    )
+    with pytest.raises(ValueError, match="has no 'meg' lead field"):
+        make_synth(eeg_only, bank, name="SimMEG")
+    small_bank = WaveformBank.synthetic(toy_head_model.n_regions - 1, seed=0)
+    with pytest.raises(ValueError, match=f"background for {toy_head_model.n_regions - 1} regions"):
+        make_synth(toy_head_model, small_bank)
+    synth = make_synth(toy_head_model, bank)
+    with pytest.raises(ValueError, match="unknown split 'training'"):
+        synth.batch("training", torch.arange(2))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 100\) for the val split"):
+        synth.batch("val", torch.tensor([0, 100]))
