@@ -190,6 +190,11 @@ class HeadModel:
         Lead field per modality; every gain has R columns.
     metadata : dict
         JSON-able provenance: how the model was built, parameters, library versions.
+    region_moments : np.ndarray, shape (R,), float32, optional
+        Norm of the sum of the unit orientations of the region's source vertices: the
+        number of aligned unit dipoles the region's gain amounts to (its gain is about
+        this times the gain of one dipole at the centroid along the region normal).
+        Small where folding makes opposite sulcal walls cancel. None if unknown.
     """
 
     name: str
@@ -202,6 +207,7 @@ class HeadModel:
     adjacency: sp.csr_matrix
     lead_fields: dict[str, LeadField]
     metadata: dict = field(default_factory=dict)
+    region_moments: np.ndarray | None = None
     _hop_distance: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -214,6 +220,8 @@ class HeadModel:
         self.region_areas_mm2 = _as_array(
             self.region_areas_mm2, np.float32, (n,), "region_areas_mm2"
         )
+        if self.region_moments is not None:
+            self.region_moments = _as_array(self.region_moments, np.float32, (n,), "region_moments")
         self.vertno = [np.asarray(v, dtype=np.int64) for v in self.vertno]
         n_vert = sum(len(v) for v in self.vertno)
         self.vertex_region = _as_array(self.vertex_region, np.int32, (n_vert,), "vertex_region")
@@ -331,6 +339,8 @@ class HeadModel:
             "adjacency_indptr": self.adjacency.indptr.astype(np.int32),
             "adjacency_indices": self.adjacency.indices.astype(np.int32),
         }
+        if self.region_moments is not None:
+            arrays["region_moments"] = self.region_moments
         for mod, lf in self.lead_fields.items():
             header[f"{mod}_ch_names"] = lf.ch_names
             header[f"{mod}_ch_types"] = lf.ch_types
@@ -391,6 +401,7 @@ class HeadModel:
                 adjacency=adjacency,
                 lead_fields=lead_fields,
                 metadata=header["metadata"],
+                region_moments=npz["region_moments"] if "region_moments" in npz else None,
             )
 
     @classmethod
@@ -506,6 +517,7 @@ class HeadModel:
             region_normals=normals,
             # Equal shares of a 1000 cm^2 cortex, the order of a real hemisphere pair.
             region_areas_mm2=np.full(n_regions, 1e5 / n_regions),
+            region_moments=np.ones(n_regions),
             vertex_region=np.arange(n_regions),
             vertno=[np.arange(n_left), np.arange(n_regions - n_left)],
             adjacency=adjacency,
@@ -563,6 +575,7 @@ class HeadModel:
             source space.
         """
         import mne
+        from mne.io.constants import FIFF
 
         if not isinstance(fwd, mne.Forward):
             raise TypeError(f"fwd must be an mne.Forward, got {type(fwd).__name__}")
@@ -597,8 +610,16 @@ class HeadModel:
                 raise ValueError(f"labels {other!r} and {label.name!r} overlap")
             full_labels[h][verts] = k
 
+        # make_forward_solution moves the source space to the head frame; centroids are
+        # reported in the MRI frame of the surfaces, like the default model's.
+        to_mri = np.eye(4)
+        if src[0]["coord_frame"] == FIFF.FIFFV_COORD_HEAD:
+            to_mri = mne.transforms.invert_transform(fwd["mri_head_t"])["trans"]
         geometry = region_geometry(
-            [s["rr"] * 1e3 for s in src], [s["tris"] for s in src], full_labels, len(labels)
+            [mne.transforms.apply_trans(to_mri, s["rr"]) * 1e3 for s in src],
+            [s["tris"] for s in src],
+            full_labels,
+            len(labels),
         )
         vertno = [np.asarray(s["vertno"]) for s in src]
         vertex_region = np.concatenate([full_labels[h][vertno[h]] for h in range(2)])
@@ -646,7 +667,7 @@ class HeadModel:
                 region_gain,
                 [info["ch_names"][i] for i in rows],
                 [str(ch_types[i]) for i in rows],
-                np.array([info["chs"][i]["loc"][:3] for i in rows]),
+                _channel_positions_head_m(info, rows),
             )
         if not lead_fields:
             raise ValueError("forward has no good EEG or MEG channel")
@@ -660,6 +681,7 @@ class HeadModel:
             vertno=vertno,
             adjacency=geometry["adjacency"],
             lead_fields=lead_fields,
+            region_moments=np.linalg.norm(membership.T @ fwd["source_nn"], axis=1),
             metadata={
                 "kind": "from_forward",
                 "n_source_vertices": len(vertex_region),
@@ -733,6 +755,18 @@ def region_geometry(
         "areas_mm2": areas,
         "adjacency": adjacency.tocsr(),
     }
+
+
+def _channel_positions_head_m(info: Any, picks: list[int]) -> np.ndarray:
+    """Electrode / MEG coil-centre positions (m, head frame) of channels ``picks``."""
+    import mne
+
+    positions = np.array([info["chs"][i]["loc"][:3] for i in picks], dtype=np.float64)
+    is_meg = np.array([info["chs"][i]["kind"] == mne.io.constants.FIFF.FIFFV_MEG_CH for i in picks])
+    # MEG coils are stored in the device frame, electrodes already in the head frame.
+    if is_meg.any() and info["dev_head_t"] is not None:
+        positions[is_meg] = mne.transforms.apply_trans(info["dev_head_t"], positions[is_meg])
+    return positions
 
 
 def _adjacency_from_triangles(

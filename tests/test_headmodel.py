@@ -1,0 +1,335 @@
+"""Tests of fairesi.headmodel: geometry, adjacency/rings, analytic toy lead fields,
+persistence, the shipped default and construction from an MNE Forward."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.special import eval_legendre, lpmv
+from scipy.stats import spearmanr
+
+from fairesi.headmodel import (
+    UNREACHABLE_HOPS,
+    HeadModel,
+    LeadField,
+    _fibonacci_sphere,
+    _sarvas_meg_gain,
+    _sphere_eeg_gain,
+    region_geometry,
+)
+
+
+def _chain_head_model(n_chain: int = 6) -> HeadModel:
+    """Regions 0..n_chain-1 in a path graph, plus one isolated region at the end."""
+    n = n_chain + 1
+    a = np.arange(n_chain - 1)
+    adjacency = sp.coo_matrix((np.ones(2 * len(a)), (np.r_[a, a + 1], np.r_[a + 1, a])), (n, n))
+    return HeadModel(
+        name="chain",
+        region_names=[f"r{i}" for i in range(n)],
+        region_centroids_mm=np.zeros((n, 3)),
+        region_normals=np.tile([0.0, 0.0, 1.0], (n, 1)),
+        region_areas_mm2=np.ones(n),
+        vertex_region=np.arange(n),
+        vertno=[np.arange(n), np.zeros(0)],
+        adjacency=adjacency,
+        lead_fields={},
+    )
+
+
+# ---------------------------------------------------------------- graph and geometry
+def test_rings_and_hops_on_a_chain():
+    hm = _chain_head_model(6)
+    rings = hm.rings(2, 3)
+    assert [r.tolist() for r in rings] == [[2], [1, 3], [0, 4], [5]]
+    assert [r.tolist() for r in hm.rings(0, 1)] == [[0], [1]]
+    hops = hm.hop_distance
+    assert hops.dtype == np.int16 and hops.shape == (7, 7)
+    assert hops[0, 5] == 5 and hops[5, 0] == 5 and hops[3, 3] == 0
+    # the isolated region is unreachable, and counts as far from everything
+    assert (hops[6, :6] == UNREACHABLE_HOPS).all() and (hops[:6, 6] == UNREACHABLE_HOPS).all()
+    assert hm.rings(6, 2)[1].size == 0
+
+
+def test_rings_bad_input():
+    hm = _chain_head_model(3)
+    with pytest.raises(ValueError, match="centre 9 out of range"):
+        hm.rings(9, 1)
+    with pytest.raises(ValueError, match="n_rings must be >= 0"):
+        hm.rings(0, -1)
+
+
+def test_region_geometry_by_hand():
+    # Unit square of two triangles (z = 0) plus a stray vertex in no region.
+    rr = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [5, 5, 5]], float)
+    tris = np.array([[0, 1, 2], [0, 2, 3]])
+    labels = np.array([0, 0, 1, 1, -1])
+    # A second "hemisphere": one triangle, region 2, never joined to the first mesh.
+    rr2 = np.array([[0, 0, 0], [2, 0, 0], [0, 2, 0]], float)
+    geo = region_geometry([rr, rr2], [tris, np.array([[0, 1, 2]])], [labels, np.full(3, 2)], 3)
+    # vertex areas: a third of each adjacent triangle (v0, v2 in both, v1, v3 in one)
+    np.testing.assert_allclose(geo["areas_mm2"], [1 / 3 + 1 / 6, 1 / 3 + 1 / 6, 2.0])
+    np.testing.assert_allclose(geo["centroids_mm"], [[0.5, 0, 0], [0.5, 1, 0], [2 / 3, 2 / 3, 0]])
+    np.testing.assert_allclose(geo["normals"], np.tile([0, 0, 1.0], (3, 1)))
+    assert geo["adjacency"].toarray().tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+
+
+def test_region_geometry_rejects_empty_region():
+    rr = np.eye(3)
+    with pytest.raises(ValueError, match=r"regions \[1\] own no vertex"):
+        region_geometry([rr], [np.array([[0, 1, 2]])], [np.zeros(3, int)], 2)
+
+
+# ---------------------------------------------------------------- analytic lead fields
+def test_sphere_eeg_matches_legendre_series():
+    # Independent reference: the series solution for a dipole at depth b*R on the z axis
+    # of a homogeneous sphere (radial: sum (2n+1) b^(n-1) P_n; tangential along x:
+    # sum (2n+1)/n b^(n-1) P_n^1 cos(phi)), in units of 1 / (4 pi sigma R^2).
+    radius, b = 0.09, 0.7
+    theta = np.linspace(0.1, 3.0, 9)
+    electrodes = radius * np.stack([np.sin(theta), 0 * theta, np.cos(theta)], axis=1)
+    dipole = np.array([[0.0, 0.0, b * radius]])
+    n = np.arange(1, 400)[:, None]
+    scale = 1.0 / (4 * np.pi * 0.33 * radius**2)
+    radial_series = scale * np.sum((2 * n + 1) * b ** (n - 1) * eval_legendre(n, np.cos(theta)), 0)
+    # scipy's lpmv carries the Condon-Shortley phase (-1)^m
+    tangential_series = -scale * np.sum(
+        (2 * n + 1) / n * b ** (n - 1) * lpmv(1, n, np.cos(theta)), 0
+    )
+    radial = _sphere_eeg_gain(dipole, np.array([[0, 0, 1.0]]), electrodes, radius)[:, 0]
+    tangential = _sphere_eeg_gain(dipole, np.array([[1.0, 0, 0]]), electrodes, radius)[:, 0]
+    np.testing.assert_allclose(radial, radial_series, rtol=1e-9)
+    np.testing.assert_allclose(tangential, tangential_series, rtol=1e-9)
+
+
+def test_sarvas_radial_silent_and_radial_component_is_biot_savart():
+    rng = np.random.default_rng(1)
+    dipoles = 0.07 * _fibonacci_sphere(20) * rng.uniform(0.3, 1.0, (20, 1))
+    sensors = 0.11 * _fibonacci_sphere(30, z_min=-0.3)
+    radial_dir = sensors / np.linalg.norm(sensors, axis=1, keepdims=True)
+    radial_ori = dipoles / np.linalg.norm(dipoles, axis=1, keepdims=True)
+    tangential_ori = np.cross(radial_ori, rng.normal(size=(20, 3)))
+    tangential_ori /= np.linalg.norm(tangential_ori, axis=1, keepdims=True)
+    b_tan = _sarvas_meg_gain(dipoles, tangential_ori, sensors, radial_dir)
+    b_rad = _sarvas_meg_gain(dipoles, radial_ori, sensors, radial_dir)
+    assert np.abs(b_rad).max() < 1e-12 * np.abs(b_tan).max()
+    # Outside a spherically symmetric conductor the radial field is that of the primary
+    # current alone: B.r_hat = -mu0/(4 pi) (q x r0).r / (|r| |r - r0|^3).
+    d = sensors[:, None, :] - dipoles[None]
+    q_x_r0 = np.cross(tangential_ori, dipoles)
+    expected = (
+        -1e-7
+        * np.einsum("cdk,ck->cd", np.broadcast_to(q_x_r0, d.shape), sensors)
+        / (np.linalg.norm(sensors, axis=1)[:, None] * np.linalg.norm(d, axis=2) ** 3)
+    )
+    np.testing.assert_allclose(b_tan, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+
+
+# ---------------------------------------------------------------- toy model
+def test_toy_sizes_structure_and_determinism(toy_head_model):
+    hm = toy_head_model
+    assert hm.n_regions == 50 and hm.n_vertices == 50
+    assert hm.lead_field("eeg").n_channels == 32 and hm.lead_field("meg").n_channels == 48
+    assert hm.lead_field("meg").ch_types.count("mag") == 16
+    assert sum(len(v) for v in hm.vertno) == 50
+    adj = hm.adjacency
+    assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
+    assert np.asarray(adj.sum(axis=1)).min() >= 3  # a closed triangulated surface
+    assert hm.hop_distance.max() < UNREACHABLE_HOPS  # one connected cortex
+    np.testing.assert_allclose(np.linalg.norm(hm.region_normals, axis=1), 1.0, rtol=1e-6)
+    # EEG is average-referenced: every column sums to zero
+    eeg = hm.lead_field("eeg").gain.astype(np.float64)
+    assert np.abs(eeg.sum(axis=0)).max() < 1e-5 * np.abs(eeg).max()
+    again = HeadModel.toy()
+    np.testing.assert_array_equal(again.lead_field("meg").gain, hm.lead_field("meg").gain)
+    np.testing.assert_array_equal(again.region_centroids_mm, hm.region_centroids_mm)
+    other = HeadModel.toy(seed=1)
+    assert not np.array_equal(other.region_centroids_mm, hm.region_centroids_mm)
+    start = time.perf_counter()
+    HeadModel.toy(n_regions=50)
+    assert time.perf_counter() - start < 0.2
+
+
+def test_toy_bad_arguments():
+    with pytest.raises(ValueError, match="n_meg must be a positive multiple of 3"):
+        HeadModel.toy(n_meg=10)
+    with pytest.raises(ValueError, match="n_regions must be >= 4"):
+        HeadModel.toy(n_regions=3)
+    with pytest.raises(ValueError, match="n_eeg must be >= 2"):
+        HeadModel.toy(n_eeg=1)
+
+
+def _nearest_sensor_distance_m(centroids_m, lead_field):
+    d = centroids_m[:, None, :] - lead_field.ch_positions_m[None].astype(np.float64)
+    return np.linalg.norm(d, axis=2).min(axis=1)
+
+
+@pytest.mark.parametrize("modality", ["eeg", "meg"])
+def test_toy_gain_falls_with_depth(toy_head_model, modality):
+    lf = toy_head_model.lead_field(modality)
+    distance = _nearest_sensor_distance_m(toy_head_model.region_centroids_mm * 1e-3, lf)
+    rho = spearmanr(distance, np.linalg.norm(lf.gain, axis=0))[0]
+    assert rho < -0.5
+
+
+def test_toy_radial_sources_near_silent_in_meg(toy_head_model):
+    hm = toy_head_model
+    radial = hm.region_centroids_mm / np.linalg.norm(hm.region_centroids_mm, axis=1)[:, None]
+    cos_radial = np.abs(np.sum(radial * hm.region_normals, axis=1))
+    ratio = np.linalg.norm(hm.lead_field("meg").gain, axis=0) / np.linalg.norm(
+        hm.lead_field("eeg").gain, axis=0
+    )
+    order = np.argsort(cos_radial)
+    most_tangential, most_radial = ratio[order[:10]], ratio[order[-10:]]
+    assert cos_radial[order[-10:]].min() > 0.9
+    assert np.median(most_radial) < 0.3 * np.median(most_tangential)
+
+
+# ---------------------------------------------------------------- containers and I/O
+def test_lead_field_access_and_errors(toy_head_model):
+    with pytest.raises(ValueError, match=r"no 'ecog' lead field; available modalities: \['eeg'"):
+        toy_head_model.lead_field("ecog")
+    with pytest.raises(ValueError, match="unknown modality 'ecog'"):
+        LeadField("ecog", np.zeros((2, 3)), ["a", "b"], ["eeg", "eeg"], np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="expected only"):
+        LeadField("eeg", np.zeros((2, 3)), ["a", "b"], ["eeg", "mag"], np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="ch_positions_m has shape"):
+        LeadField("eeg", np.zeros((2, 3)), ["a", "b"], ["eeg", "eeg"], np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="region columns, expected 7"):
+        hm = _chain_head_model(6)
+        HeadModel(
+            **{
+                **{f: getattr(hm, f) for f in ("name", "region_names", "region_centroids_mm")},
+                "region_normals": hm.region_normals,
+                "region_areas_mm2": hm.region_areas_mm2,
+                "vertex_region": hm.vertex_region,
+                "vertno": hm.vertno,
+                "adjacency": hm.adjacency,
+                "lead_fields": {"eeg": toy_head_model.lead_field("eeg")},
+            }
+        )
+
+
+def test_lead_field_pick(toy_head_model):
+    eeg = toy_head_model.lead_field("eeg")
+    picked = eeg.pick(["E5", "E2", "E9"])
+    assert picked.ch_names == ["E5", "E2", "E9"]
+    expected = eeg.gain[[4, 1, 8]] - eeg.gain[[4, 1, 8]].mean(axis=0)
+    np.testing.assert_allclose(picked.gain, expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match=r"channels \['E99'\] are not in the eeg lead field"):
+        eeg.pick(["E1", "E99"])
+    meg = toy_head_model.lead_field("meg")
+    np.testing.assert_array_equal(meg.pick(meg.ch_names[3:6]).gain, meg.gain[3:6])
+
+
+def test_save_load_round_trip(toy_head_model, tmp_path):
+    path = tmp_path / "toy.npz"
+    toy_head_model.save(path)
+    loaded = HeadModel.load(path)
+    for name in ("region_centroids_mm", "region_normals", "region_areas_mm2", "vertex_region"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(toy_head_model, name))
+        assert getattr(loaded, name).dtype == getattr(toy_head_model, name).dtype
+    np.testing.assert_array_equal(loaded.region_moments, toy_head_model.region_moments)
+    assert loaded.name == "toy" and loaded.region_names == toy_head_model.region_names
+    assert loaded.metadata == toy_head_model.metadata
+    assert [v.tolist() for v in loaded.vertno] == [v.tolist() for v in toy_head_model.vertno]
+    assert (loaded.adjacency != toy_head_model.adjacency).nnz == 0
+    for mod, lf in toy_head_model.lead_fields.items():
+        got = loaded.lead_field(mod)
+        np.testing.assert_array_equal(got.gain, lf.gain)
+        np.testing.assert_array_equal(got.ch_positions_m, lf.ch_positions_m)
+        assert got.ch_names == lf.ch_names and got.ch_types == lf.ch_types
+    np.testing.assert_array_equal(loaded.hop_distance, toy_head_model.hop_distance)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        HeadModel.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a fairesi head model"):
+        HeadModel.load(tmp_path / "other.npz")
+
+
+# ---------------------------------------------------------------- the shipped default
+@pytest.fixture(scope="module")
+def default_head_model():
+    start = time.perf_counter()
+    hm = HeadModel.default()
+    return hm, time.perf_counter() - start
+
+
+def test_default_sizes_and_load_time(default_head_model):
+    hm, seconds = default_head_model
+    assert seconds < 1.0
+    assert hm.name == "fsaverage5_994" and hm.n_regions == 994
+    assert hm.n_vertices == 20484 and [len(v) for v in hm.vertno] == [10242, 10242]
+    eeg, meg = hm.lead_field("eeg"), hm.lead_field("meg")
+    assert eeg.gain.shape == (256, 994) and eeg.gain.dtype == np.float32
+    assert meg.gain.shape == (306, 994)
+    assert meg.ch_types.count("mag") == 102 and meg.ch_types.count("grad") == 204
+    assert sum(n.endswith("-lh") for n in hm.region_names) == 494
+    assert len(set(hm.region_names)) == 994
+    # every region owns vertices and every vertex has a region
+    assert np.bincount(hm.vertex_region, minlength=994).min() > 0
+    for key in ("mne", "numpy", "nibabel"):
+        assert key in hm.metadata["versions"]
+    assert hm.metadata["n_vertices_excluded"] == 0
+
+
+def test_default_every_region_has_gain(default_head_model):
+    hm, _ = default_head_model
+    for modality in ("eeg", "meg"):
+        norms = np.linalg.norm(hm.lead_field(modality).gain, axis=0)
+        assert (norms > 1e-3 * np.median(norms)).all(), modality
+    eeg = hm.lead_field("eeg").gain.astype(np.float64)
+    assert np.abs(eeg.sum(axis=0)).max() < 1e-4 * np.abs(eeg).max()
+
+
+def test_default_adjacency_is_two_hemispheres(default_head_model):
+    hm, _ = default_head_model
+    adj = hm.adjacency
+    assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
+    is_left = np.array([n.endswith("-lh") for n in hm.region_names])
+    hops = hm.hop_distance
+    assert (hops[np.ix_(is_left, ~is_left)] == UNREACHABLE_HOPS).all()
+    assert hops[np.ix_(is_left, is_left)].max() < 100
+    assert hops[np.ix_(~is_left, ~is_left)].max() < 100
+    rings = hm.rings(0, 3)
+    assert all(len(r) > 0 for r in rings)
+    assert set(rings[1].tolist()) == set(adj[0].indices.tolist())
+
+
+def _centroids_head_m(hm):
+    mri_head = np.array(hm.metadata["mri_head_t"])
+    centroids_m = hm.region_centroids_mm.astype(np.float64) * 1e-3
+    return centroids_m @ mri_head[:3, :3].T + mri_head[:3, 3]
+
+
+@pytest.mark.parametrize(("modality", "max_rho"), [("eeg", -0.7), ("meg", -0.4)])
+def test_default_gain_falls_with_depth(default_head_model, modality, max_rho):
+    # Region gain also scales with how well the vertex orientations add up
+    # (region_moments); per unit of net moment it must fall with sensor distance.
+    hm, _ = default_head_model
+    lf = hm.lead_field(modality)
+    distance = _nearest_sensor_distance_m(_centroids_head_m(hm), lf)
+    per_moment = np.linalg.norm(lf.gain, axis=0) / hm.region_moments
+    assert spearmanr(distance, per_moment)[0] < max_rho
+
+
+def test_default_radial_regions_weak_in_meg(default_head_model):
+    hm, _ = default_head_model
+    r0_mm = np.array(hm.metadata["sphere_r0_mri_m"]) * 1e3
+    radial = hm.region_centroids_mm - r0_mm
+    radial /= np.linalg.norm(radial, axis=1, keepdims=True)
+    cos_radial = np.abs(np.sum(radial * hm.region_normals, axis=1))
+    meg = hm.lead_field("meg")
+    mags = [i for i, t in enumerate(meg.ch_types) if t == "mag"]
+    ratio = np.linalg.norm(meg.gain[mags], axis=0) / np.linalg.norm(
+        hm.lead_field("eeg").gain, axis=0
+    )
+    is_radial, is_tangential = cos_radial > 0.95, cos_radial < 0.3
+    assert is_radial.sum() >= 20 and is_tangential.sum() >= 20
+    assert np.median(ratio[is_radial]) < 0.5 * np.median(ratio[is_tangential])
