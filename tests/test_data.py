@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from fairesi.cli import main
+from fairesi.cli._simulate_dataset import CONFIGS
+from fairesi.cli._simulate_dataset import SPLITS as CLI_SPLITS
 from fairesi.data import (
+    PRESETS,
+    SPLITS,
     Batch,
     DatasetFile,
     SimConfig,
@@ -309,3 +314,37 @@ def test_bad_input_raises_clear_errors(toy_head_model, bank):
         synth.batch("training", torch.arange(2))
     with pytest.raises(ValueError, match=r"must lie in \[0, 100\) for the val split"):
         synth.batch("val", torch.tensor([0, 100]))
+
+
+def test_cli_writes_the_dataset_of_the_synthesizer(toy_head_model, bank, tmp_path, capsys):
+    head_path, bank_path, out = tmp_path / "toy.npz", tmp_path / "bank.h5", tmp_path / "d.h5"
+    toy_head_model.save(head_path)
+    bank.save(bank_path)
+    argv = ["simulate", "dataset", "--config", "SimEEG", "--snr", "15", "--n-rings", "1"]
+    argv += ["--split", "val", "--n", "5", "--n-samples", "1200", "--seed", "3"]
+    argv += ["--bank", str(bank_path), "--head-model", str(head_path), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    stored = DatasetFile(out)
+    config = SimConfig.preset("SimEEG", snr_db=15.0, n_rings=1, n_samples=1200)
+    assert stored.config == config and stored.seed == 3 and len(stored) == 5
+    expected = Synthesizer(toy_head_model, bank, config, seed=3).batch("val", torch.arange(5))
+    got = stored.batch(range(5))
+    assert torch.equal(got.x, expected.x) and torch.equal(got.target, expected.target)
+
+
+def test_cli_explains_a_missing_bank_and_bad_values(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAIRESI_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "d.h5"
+    assert main(["simulate", "dataset", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "waveform_bank.h5 does not exist" in err and "fairesi simulate bank" in err
+    bank_path = tmp_path / "bank.h5"
+    WaveformBank.synthetic(50, seed=0).save(bank_path)
+    assert (
+        main(["simulate", "dataset", "--snr", "nan", "--bank", str(bank_path), "--out", str(out)])
+        == 2
+    )
+    assert "snr_db must be a finite" in capsys.readouterr().err
+    assert not out.exists()
+    assert CONFIGS == tuple(sorted(PRESETS)) and CLI_SPLITS == SPLITS

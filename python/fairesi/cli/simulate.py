@@ -4,6 +4,9 @@ Sub-commands:
 
 ``fairesi simulate bank``
     Simulate the network and write the spike/background waveform bank (HDF5).
+``fairesi simulate dataset``
+    Write paired (sensor, source) samples of a SimMEG/SimEEG split to HDF5
+    (:mod:`fairesi.cli._simulate_dataset`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from pathlib import Path
 
 from fairesi.cli import FairesiUserError
+from fairesi.cli._simulate_dataset import register_dataset
 
 QUICK = {"run_duration_s": 15.0, "settings_index": [2], "max_rounds": 1, "background_s": 20.0}
 
@@ -27,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="simulate_command", metavar="WHAT")
     parser.set_defaults(func=lambda args: _print_help(parser))
     _register_bank(sub)
+    register_dataset(sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

@@ -1,0 +1,125 @@
+"""``fairesi simulate dataset``: write paired (sensor, source) samples to HDF5.
+
+Registered by :mod:`fairesi.cli.simulate` as one of its sub-commands (the leading
+underscore keeps the CLI discovery from registering it as a top-level command).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fairesi.cli import FairesiUserError
+
+# fairesi.data.PRESETS and SPLITS, spelled out so that `fairesi --help` does not import
+# torch and numba (tests/test_data.py checks that they agree).
+CONFIGS = ("SimEEG", "SimMEG")
+SPLITS = ("train", "val", "test")
+
+
+def register_dataset(sub: argparse._SubParsersAction) -> None:
+    """Add the ``dataset`` sub-command to ``fairesi simulate``'s sub-parsers."""
+    from fairesi.simulate import default_bank_path
+
+    p = sub.add_parser(
+        "dataset",
+        help="write simulated paired (sensor, source) samples to HDF5",
+        description=(
+            "Synthesise samples of one split of a SimMEG/SimEEG configuration (sources from "
+            "the waveform bank, lead-field projection, white sensor noise, DeepSIF "
+            "normalisation; SPEC section 4) and write them to a chunked, gzip-compressed "
+            "HDF5 file with the ground truth and all metadata. Sample i of a split depends "
+            "only on (seed, split, i), so a file holds exactly what training on the fly sees. "
+            "The file is written atomically."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        choices=CONFIGS,
+        default="SimMEG",
+        help="dataset configuration: SimMEG (306 MEG channels, 500 samples) or SimEEG "
+        "(256 EEG channels, 260 samples) (default: SimMEG)",
+    )
+    p.add_argument("--snr", type=float, default=5.0, help="sensor SNR in dB (default: 5)")
+    p.add_argument(
+        "--n-sources", type=int, default=1, help="source patches per sample, N_s (default: 1)"
+    )
+    p.add_argument(
+        "--n-rings", type=int, default=2, help="neighbour rings per patch, N_n (default: 2)"
+    )
+    p.add_argument(
+        "--split", choices=SPLITS, default="test", help="which split to write (default: test)"
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="number of samples, from index 0 (default: the whole split)",
+    )
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        default=47904,
+        help="total samples of the configuration over the three splits (default: 47904)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    p.add_argument(
+        "--bank",
+        type=Path,
+        default=None,
+        help=f"waveform bank file (default: {default_bank_path()}, built by "
+        "`fairesi simulate bank`)",
+    )
+    p.add_argument(
+        "--head-model",
+        type=Path,
+        default=None,
+        help="head model file (HeadModel.save); default: the embedded fsaverage5/994 model",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="samples synthesised per step (default: 64)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(func=run_dataset)
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    """Write the dataset file asked for on the command line; returns the exit code."""
+    from fairesi.data import SimConfig, Synthesizer, write_dataset
+    from fairesi.headmodel import HeadModel
+    from fairesi.simulate import WaveformBank, default_bank_path
+
+    if args.batch_size < 1:
+        raise FairesiUserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    bank_path = args.bank if args.bank is not None else default_bank_path()
+    if not bank_path.is_file():
+        hint = (
+            "; build the default bank with `fairesi simulate bank` (or pass --bank FILE)"
+            if args.bank is None
+            else ""
+        )
+        raise FileNotFoundError(f"waveform bank {bank_path} does not exist{hint}")
+    config = SimConfig.preset(
+        args.config,
+        snr_db=args.snr,
+        n_sources=args.n_sources,
+        n_rings=args.n_rings,
+        n_samples=args.n_samples,
+    )
+    head_model = HeadModel.default() if args.head_model is None else HeadModel.load(args.head_model)
+    synth = Synthesizer(head_model, WaveformBank.load(bank_path), config, seed=args.seed)
+    n = synth.split_size(args.split) if args.n is None else args.n
+    write_dataset(
+        args.out,
+        synth,
+        args.split,
+        n,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {args.out}: {n} {args.split} samples of {args.config} (snr {args.snr:g} dB, "
+        f"{args.n_sources} source(s), {args.n_rings} ring(s), seed {args.seed})"
+    )
+    return 0
