@@ -333,3 +333,138 @@ def test_default_radial_regions_weak_in_meg(default_head_model):
     is_radial, is_tangential = cos_radial > 0.95, cos_radial < 0.3
     assert is_radial.sum() >= 20 and is_tangential.sum() >= 20
     assert np.median(ratio[is_radial]) < 0.5 * np.median(ratio[is_tangential])
+
+
+# ---------------------------------------------------------------- from an MNE Forward
+def _sphere_mesh(centre_mm, radius_mm, n):
+    """Closed triangulated sphere with outward-oriented triangles."""
+    from scipy.spatial import ConvexHull
+
+    unit = _fibonacci_sphere(n)
+    tris = ConvexHull(unit).simplices.copy()
+    normal = np.cross(unit[tris[:, 1]] - unit[tris[:, 0]], unit[tris[:, 2]] - unit[tris[:, 0]])
+    inward = np.sum(normal * unit[tris].mean(axis=1), axis=1) < 0
+    tris[inward] = tris[inward][:, ::-1]
+    return np.asarray(centre_mm) + radius_mm * unit, tris
+
+
+@pytest.fixture(scope="module")
+def synthetic_forward(tmp_path_factory):
+    """Free-orientation EEG+MEG forward on two small spherical 'hemispheres' + labels."""
+    mne = pytest.importorskip("mne")
+    import nibabel.freesurfer as nfs
+
+    subjects_dir = tmp_path_factory.mktemp("subjects")
+    surf_dir = subjects_dir / "blob" / "surf"
+    surf_dir.mkdir(parents=True)
+    meshes = {"lh": _sphere_mesh([-30, 0, 20], 25, 162), "rh": _sphere_mesh([30, 0, 20], 25, 162)}
+    for hemi, (rr, tris) in meshes.items():
+        nfs.write_geometry(str(surf_dir / f"{hemi}.pial"), rr, tris)
+    src = mne.setup_source_space(
+        "blob",
+        spacing="all",
+        surface="pial",
+        subjects_dir=subjects_dir,
+        add_dist=False,
+        verbose="error",
+    )
+    eeg_names = [f"E{i + 1}" for i in range(24)]
+    eeg_pos = 0.09 * _fibonacci_sphere(24, z_min=-0.2)
+    info = mne.create_info(eeg_names, 1000.0, "eeg")
+    info.set_montage(
+        mne.channels.make_dig_montage(
+            dict(zip(eeg_names, eeg_pos, strict=True)), coord_frame="head"
+        )
+    )
+    meg_info = mne.channels.read_meg_canonical_info("neuromag")
+    meg_info = mne.pick_info(
+        meg_info, mne.pick_channels(meg_info["ch_names"], meg_info["ch_names"][::6])
+    )
+    dev_head = np.eye(4)
+    dev_head[2, 3] = 0.01
+    meg_info["dev_head_t"] = mne.transforms.Transform("meg", "head", dev_head)
+    head_mri = np.eye(4)
+    head_mri[:3, 3] = [0.001, -0.002, 0.003]
+    trans = mne.transforms.Transform("head", "mri", head_mri)
+    sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.0), head_radius=0.09, verbose="error")
+    fwds = [
+        mne.make_forward_solution(i, trans, src, sphere, mindist=0.0, verbose="error")
+        for i in (info, meg_info)
+    ]
+    labels = []
+    for hemi, (rr, _) in meshes.items():
+        centre = rr.mean(axis=0)
+        quadrant = 2 * (rr[:, 1] > centre[1]) + (rr[:, 2] > centre[2])
+        labels += [
+            mne.Label(np.flatnonzero(quadrant == q), hemi=hemi, name=f"q{q}-{hemi}")
+            for q in range(4)
+        ]
+    return fwds, labels, meshes, dev_head, head_mri
+
+
+def test_from_forward_matches_manual_fixed_orientation_sums(synthetic_forward):
+    import mne
+
+    (eeg_fwd, meg_fwd), labels, meshes, dev_head, head_mri = synthetic_forward
+    for fwd, modality in ((eeg_fwd, "eeg"), (meg_fwd, "meg")):
+        hm = HeadModel.from_forward(fwd, labels, name="blob")
+        assert hm.n_regions == 8 and hm.n_vertices == 324
+        assert hm.region_names == [label.name for label in labels]
+        lf = hm.lead_field(modality)
+        assert list(hm.lead_fields) == [modality]
+        # Independent fixed-orientation gain: free gain (x, y, z per vertex) dotted with
+        # the vertex normal, summed over each label's vertices.
+        free = fwd["sol"]["data"].reshape(fwd["nchan"], -1, 3)
+        normals = np.concatenate([s["nn"][s["vertno"]] for s in fwd["src"]])
+        fixed = np.einsum("cvk,vk->cv", free, normals)
+        offsets = {"lh": 0, "rh": len(fwd["src"][0]["vertno"])}
+        expected = np.stack(
+            [fixed[:, offsets[lab.hemi] + lab.vertices].sum(axis=1) for lab in labels], axis=1
+        )
+        if modality == "eeg":
+            expected -= expected.mean(axis=0)
+        np.testing.assert_allclose(lf.gain, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+        assert lf.ch_names == fwd["info"]["ch_names"]
+        positions = np.array([ch["loc"][:3] for ch in fwd["info"]["chs"]])
+        if modality == "meg":
+            positions = mne.transforms.apply_trans(dev_head, positions)
+        np.testing.assert_allclose(lf.ch_positions_m, positions, atol=1e-7)
+    # geometry in the surfaces' own (MRI) frame, from the full meshes
+    for k, lab in enumerate(labels):
+        rr = meshes[lab.hemi][0]
+        np.testing.assert_allclose(hm.region_centroids_mm[k], rr[lab.vertices].mean(0), atol=1e-3)
+        outward = hm.region_centroids_mm[k] - rr.mean(axis=0)
+        assert np.dot(hm.region_normals[k], outward) > 0
+    # quadrants of one sphere touch each other, the two spheres never do
+    adj = hm.adjacency.toarray()
+    assert adj[:4, 4:].sum() == 0
+    # quadrant q = 2 * (y above centre) + (z above centre): those differing in one bit
+    # share a boundary line
+    for a, b in ((0, 1), (0, 2), (1, 3), (2, 3)):
+        assert adj[a, b] == 1 and adj[4 + a, 4 + b] == 1
+    assert hm.region_moments.shape == (8,) and (hm.region_moments > 0).all()
+    # a fixed-orientation input gives the same model
+    fixed_fwd = mne.convert_forward_solution(
+        meg_fwd, surf_ori=True, force_fixed=True, verbose="error"
+    )
+    again = HeadModel.from_forward(fixed_fwd, labels)
+    np.testing.assert_allclose(again.lead_field("meg").gain, hm.lead_field("meg").gain, rtol=1e-5)
+
+
+def test_from_forward_errors(synthetic_forward):
+    import mne
+
+    (eeg_fwd, _), labels, meshes, *_ = synthetic_forward
+    with pytest.raises(TypeError, match="fwd must be an mne.Forward"):
+        HeadModel.from_forward("fwd.fif", labels)
+    with pytest.raises(ValueError, match="labels is empty"):
+        HeadModel.from_forward(eeg_fwd, [])
+    overlapping = [*labels, mne.Label(labels[0].vertices[:3], hemi="lh", name="extra-lh")]
+    with pytest.raises(ValueError, match="labels 'q0-lh' and 'extra-lh' overlap"):
+        HeadModel.from_forward(eeg_fwd, overlapping)
+    too_big = mne.Label(np.array([0, 5000]), hemi="rh", name="big-rh")
+    with pytest.raises(ValueError, match="label 'big-rh' has vertices outside the rh surface"):
+        HeadModel.from_forward(eeg_fwd, [*labels[:4], too_big])
+    empty = mne.Label(np.zeros(0, int), hemi="rh", name="empty-rh")
+    with pytest.raises(ValueError, match=r"label 'empty-rh' \(labels\[4\]\) has no vertices"):
+        HeadModel.from_forward(eeg_fwd, [*labels[:4], empty])

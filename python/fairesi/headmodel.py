@@ -599,7 +599,9 @@ class HeadModel:
                 raise ValueError(f"label {label.name!r} has hemi {label.hemi!r}, expected lh or rh")
             h = hemi_index[label.hemi]
             verts = np.asarray(label.vertices)
-            if verts.size == 0 or verts.max() >= src[h]["np"]:
+            if verts.size == 0:
+                raise ValueError(f"label {label.name!r} (labels[{k}]) has no vertices")
+            if verts.max() >= src[h]["np"]:
                 raise ValueError(
                     f"label {label.name!r} has vertices outside the {label.hemi} surface of the "
                     f"source space ({src[h]['np']} vertices); was it made for another subject?"
