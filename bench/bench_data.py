@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
 
     head_model = load_head_model()
-    bank = WaveformBank.synthetic(head_model.n_regions, seed=0)
+    bank = WaveformBank.synthetic(head_model.n_regions, n_spikes=5 * head_model.n_regions, seed=0)
     print(
         f"head model {head_model.name!r}: {head_model.n_regions} regions; synthetic bank; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}"

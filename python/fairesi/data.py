@@ -14,8 +14,8 @@ as SPEC §4 describes, mirroring DeepSIF's loader (``loaders.SpikeEEGBuild``):
    by the source waveform times a Gaussian weight over ring distance,
    ``w = 2 ** (-(ring / h) ** 2)``, with ``h`` (the ring at which the amplitude halves)
    drawn per source from ``SimConfig.half_amplitude_rings``. DeepSIF's weights fall to
-   one half at 40-60 mm; its 994 regions are 13-15 mm apart, hence the default
-   ``h`` in [3, 4.5] rings.
+   one half at 40-60 mm from the centre; adjacent regions of the 994-region default are
+   11.5 mm apart (mean centroid distance), hence the default ``h`` in [3.5, 5] rings.
 3. **Waveforms.** Each source gets a spike from the bank (one of its centre region's own
    spikes when the bank has some, else any spike), normalised to unit peak and cut with a
    random time jitter so that the peak lies anywhere in ``SimConfig.peak_position`` (a
@@ -118,7 +118,7 @@ class SimConfig:
     n_samples: int = 47904
     split_ratio: tuple[int, int, int] = (10, 1, 1)
     source_snr_db: tuple[float, float] = (10.0, 20.0)
-    half_amplitude_rings: tuple[float, float] = (3.0, 4.5)
+    half_amplitude_rings: tuple[float, float] = (3.5, 5.0)
     peak_position: tuple[float, float] = (0.3, 0.7)
 
     def __post_init__(self) -> None:
