@@ -378,7 +378,7 @@ def synthetic_forward(tmp_path_factory):
     )
     meg_info = mne.channels.read_meg_canonical_info("neuromag")
     meg_info = mne.pick_info(
-        meg_info, mne.pick_channels(meg_info["ch_names"], meg_info["ch_names"][::6])
+        meg_info, mne.pick_channels(meg_info["ch_names"], meg_info["ch_names"][::5])
     )
     dev_head = np.eye(4)
     dev_head[2, 3] = 0.01
@@ -468,3 +468,56 @@ def test_from_forward_errors(synthetic_forward):
     empty = mne.Label(np.zeros(0, int), hemi="rh", name="empty-rh")
     with pytest.raises(ValueError, match=r"label 'empty-rh' \(labels\[4\]\) has no vertices"):
         HeadModel.from_forward(eeg_fwd, [*labels[:4], empty])
+
+
+def test_toy_formulas_agree_with_mne_sphere_forward(synthetic_forward):
+    # The toy's analytic EEG and MEG formulas against MNE's own sphere-model forward on
+    # the same sources and sensors: a homogeneous sphere for EEG (two shells of equal
+    # conductivity), Sarvas for magnetometers (MNE integrates over the coil area, hence
+    # a few per cent difference).
+    import mne
+
+    (eeg_fwd, meg_fwd), _, _, dev_head, head_mri = synthetic_forward
+    homogeneous = mne.make_sphere_model(
+        r0=(0.0, 0.0, 0.0),
+        head_radius=0.09,
+        relative_radii=(0.99, 1.0),
+        sigmas=(0.33, 0.33),
+        verbose="error",
+    )
+    trans = mne.transforms.Transform("head", "mri", head_mri)
+    eeg = mne.make_forward_solution(
+        eeg_fwd["info"], trans, eeg_fwd["src"], homogeneous, meg=False, verbose="error"
+    )
+    eeg = mne.convert_forward_solution(eeg, surf_ori=True, force_fixed=True, verbose="error")
+    electrodes = np.array([ch["loc"][:3] for ch in eeg["info"]["chs"]])
+    ours = _sphere_eeg_gain(eeg["source_rr"], eeg["source_nn"], electrodes, 0.09)
+    theirs = eeg["sol"]["data"]
+    ours, theirs = ours - ours.mean(axis=0), theirs - theirs.mean(axis=0)
+    assert np.linalg.norm(ours - theirs) < 1e-5 * np.linalg.norm(theirs)
+
+    meg = mne.convert_forward_solution(meg_fwd, surf_ori=True, force_fixed=True, verbose="error")
+    mags = [i for i, t in enumerate(meg["info"].get_channel_types()) if t == "mag"]
+    assert len(mags) >= 10
+    locs = np.array([meg["info"]["chs"][i]["loc"] for i in mags])
+    centres = mne.transforms.apply_trans(dev_head, locs[:, :3])
+    coil_normals = locs[:, 9:12] @ dev_head[:3, :3].T
+    ours = _sarvas_meg_gain(meg["source_rr"], meg["source_nn"], centres, coil_normals)
+    theirs = meg["sol"]["data"][mags]
+    assert np.linalg.norm(ours - theirs) < 0.05 * np.linalg.norm(theirs)
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_headmodel_info_and_build_guard(tmp_path, capsys):
+    from fairesi.cli import main
+
+    assert main(["headmodel", "info", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert "'toy': 50 regions, 50 source vertices" in out and "meg: 48 channels" in out
+    assert main(["headmodel", "info", str(tmp_path / "missing.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    existing = tmp_path / "hm.npz"
+    existing.write_bytes(b"keep me")
+    assert main(["headmodel", "build", "--out", str(existing)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
