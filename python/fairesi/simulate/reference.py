@@ -114,35 +114,24 @@ def _run(
                 if noisy:
                     z = P[run, 13, i] * math.sqrt(dt) * _normal(i, n, run_offset + run, k0, k1)
                 x0, x1, x2, x3, x4, x5 = y[0, i], y[1, i], y[2, i], y[3, i], y[4, i], y[5, i]
-                d = np.empty(6)
-                d[0], d[1], d[2] = x3, x4, x5
-                d[3] = A * a * _sig(two_nu, r, v0, x1 - x2) - 2.0 * a * x3 - a * a * x0
-                d[4] = (
-                    A * a * (mu + c_in[i] + a2 * J * _sig(two_nu, r, v0, a1 * J * x0))
-                    - 2.0 * a * x4
-                    - a * a * x1
-                )
-                d[5] = B * b * a4 * J * _sig(two_nu, r, v0, a3 * J * x0) - 2.0 * b * x5 - b * b * x2
-                p = np.empty(6)
-                for k in range(6):
-                    p[k] = y[k, i] + dt * d[k]
-                p[4] += z
-                e = np.empty(6)
-                e[0], e[1], e[2] = p[3], p[4], p[5]
-                e[3] = A * a * _sig(two_nu, r, v0, p[1] - p[2]) - 2.0 * a * p[3] - a * a * p[0]
-                e[4] = (
-                    A * a * (mu + c_in[i] + a2 * J * _sig(two_nu, r, v0, a1 * J * p[0]))
-                    - 2.0 * a * p[4]
-                    - a * a * p[1]
-                )
-                e[5] = (
-                    B * b * a4 * J * _sig(two_nu, r, v0, a3 * J * p[0])
-                    - 2.0 * b * p[5]
-                    - b * b * p[2]
-                )
-                for k in range(6):
-                    y[k, i] += 0.5 * dt * (d[k] + e[k])
-                y[4, i] += z
+                drive = mu + c_in[i]
+                d3 = A * a * _sig(two_nu, r, v0, x1 - x2) - 2.0 * a * x3 - a * a * x0
+                d4 = A * a * (drive + a2 * J * _sig(two_nu, r, v0, a1 * J * x0))
+                d4 += -2.0 * a * x4 - a * a * x1
+                d5 = B * b * a4 * J * _sig(two_nu, r, v0, a3 * J * x0) - 2.0 * b * x5 - b * b * x2
+                # Euler-Maruyama predictor, then the trapezoidal corrector (TVB's Heun).
+                p0, p1, p2 = x0 + dt * x3, x1 + dt * x4, x2 + dt * x5
+                p3, p4, p5 = x3 + dt * d3, x4 + dt * d4 + z, x5 + dt * d5
+                e3 = A * a * _sig(two_nu, r, v0, p1 - p2) - 2.0 * a * p3 - a * a * p0
+                e4 = A * a * (drive + a2 * J * _sig(two_nu, r, v0, a1 * J * p0))
+                e4 += -2.0 * a * p4 - a * a * p1
+                e5 = B * b * a4 * J * _sig(two_nu, r, v0, a3 * J * p0) - 2.0 * b * p5 - b * b * p2
+                y[0, i] = x0 + 0.5 * dt * (x3 + p3)
+                y[1, i] = x1 + 0.5 * dt * (x4 + p4)
+                y[2, i] = x2 + 0.5 * dt * (x5 + p5)
+                y[3, i] = x3 + 0.5 * dt * (d3 + e3)
+                y[4, i] = x4 + 0.5 * dt * (d4 + e4) + z
+                y[5, i] = x5 + 0.5 * dt * (d5 + e5)
                 hist[(n + 1) % S, i] = cmin + (cmax - cmin) / (
                     1.0 + math.exp(rc * (mid - (y[1, i] - y[2, i])))
                 )
