@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -186,5 +187,6 @@ def run(args: argparse.Namespace) -> int:
             f", {metrics['epoch'] + 1} epochs: val loss {metrics['val_loss']:.4g} "
             f"(best {metrics['best_val_loss']:.4g})"
         )
-    print(f"{summary}; checkpoints in {out}")
+    if os.environ.get("RANK", "0") == "0":  # one summary under torchrun
+        print(f"{summary}; checkpoints in {out}")
     return 0
