@@ -68,7 +68,9 @@ class SpectralTemporalRefine(nn.Module):
         return spectral_temporal_refine_reference(patches, self.tau, self.alpha)
 
 
-def make_refine(tau: float = 0.1, alpha: float = 0.5, fused: bool | None = None) -> nn.Module:
+def make_refine(
+    tau: float = 0.1, alpha: float = 0.5, fused: bool | None = None, patch_len: int = 16
+) -> nn.Module:
     """Return the refinement module: the fused op when available, else the reference.
 
     Parameters
@@ -77,8 +79,27 @@ def make_refine(tau: float = 0.1, alpha: float = 0.5, fused: bool | None = None)
         See :func:`spectral_temporal_refine_reference`.
     fused : bool | None
         True: require the fused op library; False: use the PyTorch reference;
-        None (default): use the fused op when its library is loaded.
+        None (default): use the fused op when its library is loaded and supports
+        ``patch_len``.
+    patch_len : int
+        Length L of the patches the module will get; the fused op handles L = 16 only.
+
+    Raises
+    ------
+    RuntimeError
+        ``fused=True`` and the op library is not loaded.
+    ValueError
+        ``fused=True`` and ``patch_len`` is not 16.
     """
-    if fused:
-        raise RuntimeError("the fused op library (fairesi.ops) is not available in this build")
+    if fused is False:
+        return SpectralTemporalRefine(tau, alpha)
+    from fairesi import ops  # imported here: fairesi.ops builds on this module
+
+    if patch_len != ops.PATCH_LEN:
+        if fused:
+            raise ValueError(f"the fused op needs patch_len {ops.PATCH_LEN}, got {patch_len}")
+        return SpectralTemporalRefine(tau, alpha)
+    if fused or ops.available():
+        # Raises RuntimeError naming the reason when fused=True and the library is absent.
+        return ops.FusedSpectralTemporalRefine(tau, alpha)
     return SpectralTemporalRefine(tau, alpha)
