@@ -131,7 +131,8 @@ class EvaluationResult:
         ``localization_metrics`` output over all evaluated samples (fractions, mm, plain
         nMSE), in sample order.
     summary : dict of str to (float, float)
-        ``fairesi.metrics.summarize`` of ``per_sample`` (same units).
+        ``fairesi.metrics.summarize`` of ``per_sample`` (same units; LE and SD leave out
+        samples where nothing was reconstructed, for which they are NaN).
     split : str
         The split evaluated.
     sample_index : numpy.ndarray (n,) int64
@@ -449,10 +450,18 @@ def write_report(
         "figure": out_dir / "reconstruction.png",
     }
     n = len(result.sample_index)
+    n_defined = {k: int(np.isfinite(v).sum()) for k, v in result.per_sample.items()}
+    note = ""
+    if n_defined["le_mm"] < n:
+        note = (
+            f"\nLE and SD are averaged over the {n_defined['le_mm']} samples where the "
+            f"estimate reconstructed at least one region (precision and recall count the "
+            f"other {n - n_defined['le_mm']} as 0).\n"
+        )
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(
             f"Evaluation on the first {n} samples of the {result.split} split "
-            f"(mean ± std over samples).\n\n" + result.table(label)
+            f"(mean ± std over samples).\n\n" + result.table(label) + note
         )
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -460,7 +469,7 @@ def write_report(
         for key, name, factor in TABLE_METRICS:
             mean, std = result.summary[key]
             paper = result.reference[key] if result.reference else ("", "")
-            writer.writerow([name, mean * factor, std * factor, *paper, n])
+            writer.writerow([name, mean * factor, std * factor, *paper, n_defined[key]])
     with atomic_path(paths["per_sample"]) as tmp, open(tmp, "w", newline="") as f:
         keys = [key for key, _, _ in TABLE_METRICS]
         writer = csv.writer(f)

@@ -1,0 +1,166 @@
+"""Evaluation harness: metrics table, report files, paper reference, bad input."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from fairesi.cli import main
+from fairesi.evaluate import (
+    PAPER_FAIR_ESI,
+    TABLE_METRICS,
+    evaluate_checkpoint,
+    evaluate_estimator,
+    format_table,
+    paper_reference,
+    write_report,
+)
+from fairesi.train import TrainConfig, train
+
+LABELS = [name for _, name, _ in TABLE_METRICS]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig.from_sources(
+        preset="tiny",
+        overrides={
+            "out_dir": str(out),
+            "n_train_samples": 16,
+            "batch_size": 8,
+            "max_steps": 2,
+            "threads": 1,
+            "progress": False,
+        },
+    )
+    train(config)
+    return out / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def synth():
+    from fairesi.data import SimConfig, Synthesizer
+    from fairesi.headmodel import HeadModel
+    from fairesi.simulate.bank import WaveformBank
+
+    head_model = HeadModel.toy()
+    config = SimConfig.preset("SimMEG", n_times=64, n_samples=240)
+    return Synthesizer(head_model, WaveformBank.synthetic(head_model.n_regions), config, seed=3)
+
+
+def test_checkpoint_report_has_four_files_and_five_metrics(checkpoint, tmp_path):
+    result = evaluate_checkpoint(checkpoint, n=10, batch_size=4, progress=False)
+    assert set(result.per_sample) == {key for key, _, _ in TABLE_METRICS}
+    assert all(v.shape == (10,) for v in result.per_sample.values())
+    paths = write_report(result, tmp_path / "eval")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "metrics.csv",
+        "metrics.md",
+        "per_sample.csv",
+        "reconstruction.png",
+    ]
+    markdown = paths["markdown"].read_text()
+    for label in LABELS:
+        assert label in markdown
+    with open(paths["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["metric"] for r in rows] == LABELS
+    for row, (key, _, factor) in zip(rows, TABLE_METRICS, strict=True):
+        values = result.per_sample[key] * factor
+        assert float(row["mean"]) == pytest.approx(np.nanmean(values))
+        assert float(row["std"]) == pytest.approx(np.nanstd(values))
+        assert int(row["n_samples"]) == np.isfinite(values).sum()
+    with open(paths["per_sample"], newline="") as f:
+        per_sample = list(csv.DictReader(f))
+    assert [int(r["sample"]) for r in per_sample] == list(range(10))
+    np.testing.assert_allclose(
+        [float(r["le_mm"]) for r in per_sample], result.per_sample["le_mm"], equal_nan=True
+    )
+    assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_checkpoint_gives_the_same_samples(checkpoint):
+    a = evaluate_checkpoint(checkpoint, n=6, batch_size=4, progress=False)
+    b = evaluate_checkpoint(checkpoint, n=6, batch_size=6, progress=False)
+    for key in a.per_sample:
+        np.testing.assert_allclose(a.per_sample[key], b.per_sample[key], rtol=1e-5, atol=1e-9)
+
+
+def test_perfect_estimator_scores_perfectly(synth):
+    index = torch.arange(10)
+    targets = iter(torch.split(synth.batch("test", index).target, 4))
+    result = evaluate_estimator(lambda x: next(targets), synth, n=10, batch_size=4, progress=False)
+    np.testing.assert_allclose(result.per_sample["precision"], 1.0)
+    np.testing.assert_allclose(result.per_sample["recall"], 1.0)
+    np.testing.assert_allclose(result.per_sample["le_mm"], 0.0, atol=1e-9)
+    np.testing.assert_allclose(result.per_sample["nmse"], 0.0, atol=1e-12)
+    assert result.reference is None  # 64 samples per trial is not a Table II configuration
+
+
+def test_estimator_output_is_checked(synth):
+    n_regions = synth.head_model.n_regions
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 64\), expected \(B, R, T\)"):
+        evaluate_estimator(lambda x: torch.zeros(2, 3, 64), synth, n=2, progress=False)
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        evaluate_estimator(
+            lambda x: torch.full((x.shape[0], n_regions, 64), float("nan")),
+            synth,
+            n=2,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match=r"n must be in \[1, 20\].*got 21"):
+        evaluate_estimator(lambda x: x, synth, n=21, progress=False)
+
+
+def test_paper_reference_and_table():
+    assert len(PAPER_FAIR_ESI) == 7
+    row = paper_reference(
+        {"modality": "meg", "n_times": 500, "snr_db": 5, "n_sources": 1, "n_rings": 2}
+    )
+    assert row["precision"] == (87.18, 13.74)
+    assert row["nmse"] == (1.47, 1.54)
+    eeg = {"modality": "eeg", "n_times": 260, "snr_db": 5.0, "n_sources": 1, "n_rings": 2}
+    assert paper_reference(eeg)["recall"] == (89.80, 15.40)
+    assert paper_reference({**eeg, "n_sources": 2}) is None
+    summary = {
+        "precision": (0.5, 0.25),
+        "recall": (1.0, 0.0),
+        "le_mm": (2.0, 1.0),
+        "sd_mm": (3.0, 1.5),
+        "nmse": (2e-4, 1e-4),
+    }
+    table = format_table(summary, label="ours", reference=row)
+    assert "| Metric | ours | FAIR-ESI (paper) |" in table
+    assert "| Precision (%) | 50.00 ± 25.00 | 87.18 ± 13.74 |" in table
+    assert "| nMSE (×1e-4) | 2.00 ± 1.00 | 1.47 ± 1.54 |" in table
+    assert "FAIR-ESI" not in format_table(summary)
+
+
+def test_checkpoint_for_another_head_model_is_refused(checkpoint, tmp_path):
+    from fairesi.headmodel import HeadModel
+
+    with pytest.raises(ValueError, match="50 regions.*30 regions"):
+        evaluate_checkpoint(checkpoint, head_model=HeadModel.toy(n_regions=30), progress=False)
+
+
+def test_cli(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--help"])
+    assert exc.value.code == 0
+    assert "--head-model" in capsys.readouterr().out
+    out = tmp_path / "eval"
+    args = ["evaluate", str(checkpoint), "--n", "4", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for label in LABELS:
+        assert label in printed
+    assert (out / "reconstruction.png").exists()
+
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])
+    bad_out = tmp_path / "not-written"
+    assert main(["evaluate", str(broken), "--out", str(bad_out), "--no-progress"]) == 2
+    assert "corrupt or truncated" in capsys.readouterr().err
+    assert not bad_out.exists()

@@ -1,0 +1,256 @@
+"""Training loop, checkpoints and exact resume (toy head model, synthetic bank, tiny preset)."""
+
+import csv
+import hashlib
+
+import pytest
+import torch
+
+from fairesi.cli import main
+from fairesi.train import (
+    NonFiniteError,
+    TrainConfig,
+    load_checkpoint,
+    read_checkpoint,
+    train,
+)
+
+# Four batches of 8 per epoch, so six steps cross an epoch boundary (validation, LR
+# scheduler, best.pt) and both halves of a split run stop mid-epoch.
+SMALL = {
+    "n_train_samples": 32,
+    "n_val_samples": 16,
+    "batch_size": 8,
+    "max_epochs": 50,
+    "checkpoint_every": 2,
+    "threads": 1,
+    "progress": False,
+}
+
+
+def small_config(out_dir, **overrides):
+    return TrainConfig.from_sources(
+        preset="tiny", overrides={**SMALL, "out_dir": str(out_dir), **overrides}
+    )
+
+
+def read_log(out_dir):
+    with open(out_dir / "train_log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_training_state(a, b):
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert opt_a.keys() == opt_b.keys()
+    for key in opt_a:
+        for name in opt_a[key]:
+            assert torch.equal(torch.as_tensor(opt_a[key][name]), torch.as_tensor(opt_b[key][name]))
+    assert a["scheduler"] == b["scheduler"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["progress"] == b["progress"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """Six steps in one go: the run every resumed run must reproduce exactly."""
+    out = tmp_path_factory.mktemp("reference")
+    metrics = train(small_config(out, max_steps=6))
+    return out, metrics
+
+
+def test_short_run_writes_checkpoints_and_log(reference_run):
+    out, metrics = reference_run
+    assert metrics["stopped"] == "max_steps"
+    assert metrics["step"] == 6 and metrics["epoch"] == 0
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "train_log.csv"}
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    epochs = [r for r in read_log(out) if r["kind"] == "epoch"]
+    assert [int(r["step"]) for r in epochs] == [4]
+    assert float(epochs[0]["val_loss"]) == pytest.approx(metrics["val_loss"])
+    best = read_checkpoint(out / "best.pt")
+    assert best["progress"]["step"] == 4 and best["progress"]["epoch"] == 1
+
+
+def test_checkpoint_loads_with_weights_only(reference_run):
+    out, _ = reference_run
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["format"] == "fairesi-checkpoint"
+    config = payload["config"]
+    assert set(config) == {"model", "data", "head_model", "train"}
+    assert config["model"]["name"] == "fair_esi"
+    assert config["head_model"]["n_regions"] == 50
+    assert len(config["head_model"]["ch_names"]) == 48  # toy MEG channels
+    assert config["data"]["n_times"] == 64
+
+    ckpt = load_checkpoint(out / "last.pt")
+    assert not ckpt.model.training
+    for key, value in ckpt.model.state_dict().items():
+        assert torch.equal(value, payload["state_dict"][key])
+    x = torch.randn(2, 48, 64)
+    with torch.no_grad():
+        assert ckpt.model(x).shape == (2, 50, 64)
+    assert ckpt.train_config.n_train_samples == SMALL["n_train_samples"]
+
+
+def test_loss_decreases(tmp_path):
+    train(small_config(tmp_path, max_epochs=3, n_train_samples=64, lr=3e-3))
+    epochs = [r for r in read_log(tmp_path) if r["kind"] == "epoch"]
+    assert len(epochs) == 3
+    val = [float(r["val_loss"]) for r in epochs]
+    train_loss = [float(r["loss"]) for r in epochs]
+    assert val[-1] < val[0]
+    assert train_loss[-1] < train_loss[0]
+
+
+def test_resume_is_bit_exact(reference_run, tmp_path):
+    ref_out, ref_metrics = reference_run
+    first = train(small_config(tmp_path, max_steps=3))
+    assert first["stopped"] == "max_steps" and first["step"] == 3
+    second = train(resume=tmp_path / "last.pt", max_steps=6)
+    assert second["step"] == 6
+    assert second["val_loss"] == ref_metrics["val_loss"]
+    assert_same_training_state(
+        read_checkpoint(tmp_path / "last.pt"), read_checkpoint(ref_out / "last.pt")
+    )
+    ref_rows = [(r["step"], r["loss"], r["val_loss"]) for r in read_log(ref_out)]
+    assert [(r["step"], r["loss"], r["val_loss"]) for r in read_log(tmp_path)] == ref_rows
+
+
+def test_ctrl_c_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
+    from fairesi import train as train_module
+
+    real_step = train_module._Run.train_step
+    calls = []
+
+    def interrupted_step(self, batch):
+        calls.append(1)
+        if len(calls) == 5:  # inside epoch 1, after an odd number of steps
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(train_module._Run, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tmp_path, max_steps=6))
+    assert read_checkpoint(tmp_path / "last.pt")["progress"]["step"] == 4
+    monkeypatch.setattr(train_module._Run, "train_step", real_step)
+    train(resume=tmp_path / "last.pt", max_steps=6)
+    ref_out, _ = reference_run
+    assert_same_training_state(
+        read_checkpoint(tmp_path / "last.pt"), read_checkpoint(ref_out / "last.pt")
+    )
+
+
+def test_truncated_and_corrupt_checkpoints_are_refused(reference_run, tmp_path):
+    data = (reference_run[0] / "last.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.pt.*corrupt or truncated"):
+        load_checkpoint(truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    with pytest.raises(ValueError, match="garbage.pt.*corrupt or truncated"):
+        load_checkpoint(garbage)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        load_checkpoint(empty)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="not a fairesi checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_for_another_head_model_is_refused(reference_run):
+    from fairesi.headmodel import HeadModel
+
+    path = reference_run[0] / "last.pt"
+    with pytest.raises(ValueError, match="50 regions.*40 regions"):
+        load_checkpoint(path, head_model=HeadModel.toy(n_regions=40))
+    with pytest.raises(ValueError, match="48 meg channels.*42"):
+        load_checkpoint(path, head_model=HeadModel.toy(n_meg=42))
+
+
+def test_nan_in_data_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from fairesi import data
+
+    real_batch = data.Synthesizer.batch
+    calls = []
+
+    def poisoned(self, split, index):
+        batch = real_batch(self, split, index)
+        calls.append(split)
+        if calls.count("train") == 3:
+            batch.x[0, 0, 0] = float("nan")
+        return batch
+
+    monkeypatch.setattr(data.Synthesizer, "batch", poisoned)
+    with pytest.raises(NonFiniteError, match="NaN/Inf.*last good checkpoint"):
+        train(small_config(tmp_path, max_steps=6))
+    kept = read_checkpoint(tmp_path / "last.pt")
+    assert kept["progress"]["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "train_log.csv"]
+
+
+def test_diverging_loss_is_reported(tmp_path, monkeypatch):
+    from fairesi import train as train_module
+
+    monkeypatch.setattr(train_module.nn.functional, "mse_loss", lambda a, b: (a - b).sum() / 0.0)
+    with pytest.raises(NonFiniteError, match="diverged"):
+        train(small_config(tmp_path, max_steps=2))
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_fresh_run_does_not_overwrite_a_previous_one(reference_run):
+    out, _ = reference_run
+    before = hashlib.sha256((out / "last.pt").read_bytes()).hexdigest()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(small_config(out, max_steps=1))
+    assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest() == before
+
+
+def test_config_sources_and_validation(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("batch_size = 4\nsnr_db = -5.0\n[model_hyper]\nfoo = 3\n")
+    config = TrainConfig.from_sources(
+        preset="tiny", toml_path=toml, overrides={"batch_size": 2, "model_hyper": {"bar": 1}}
+    )
+    assert config.batch_size == 2 and config.snr_db == -5.0 and config.head_model == "toy"
+    assert config.model_hyper == {"preset": "tiny", "foo": 3, "bar": 1}
+    with pytest.raises(ValueError, match="unknown training option.*'batchsize'"):
+        TrainConfig.from_sources(overrides={"batchsize": 3})
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        TrainConfig.from_sources(preset="huge")
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="device.*'tpu'"):
+        TrainConfig(device="tpu")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("batch_size = = 3")
+    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+        TrainConfig.from_sources(toml_path=bad)
+
+
+def test_resume_refuses_to_change_the_run(reference_run):
+    with pytest.raises(ValueError, match=r"\['lr'\].*cannot change"):
+        train(resume=reference_run[0] / "last.pt", lr=1.0)
+
+
+def test_cli_help_and_short_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--preset", "--resume", "--head-model", "--bank", "--max-minutes", "--threads"):
+        assert flag in text
+    common = ["--n-train-samples", "16", "--batch-size", "8", "--no-progress", "--threads", "1"]
+    out = str(tmp_path / "run")
+    assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "1", *common]) == 0
+    assert main(["train", "--resume", "--out", out, "--max-steps", "2", "--no-progress"]) == 0
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["progress"]["step"] == 2
+    assert main(["train", "--resume", "--out", out, "--lr", "1"]) == 2
+    assert "cannot change" in capsys.readouterr().err
