@@ -9,7 +9,7 @@ Inputs
     DeepSIF's anatomy files (``lh.pial``, ``rh.pial``: fsaverage5 pial surfaces, 10,242
     vertices per hemisphere, mm, FreeSurfer surface RAS; ``lh.nmm_994.annot``,
     ``rh.nmm_994.annot``: the 994-region parcellation) and the fsaverage files that ship
-    with MNE (``fsaverage-trans.fif``: head <-> MRI; ``fsaverage-inner_skull-bem.fif``).
+    with MNE (``fsaverage-trans.fif``: head <-> MRI).
     Every vertex of the annotation belongs to a region; a vertex labelled -1 would be
     kept as a source vertex with ``vertex_region == -1`` and no gain.
 
@@ -20,18 +20,22 @@ Source space
     ``mne.convert_forward_solution(surf_ori=True, force_fixed=True)``). Region gain is
     the sum of the gains of the region's vertices (DeepSIF convention).
 
-Conductor model (one sphere model for EEG and MEG, head frame)
-    Centre ``r0``: the least-squares sphere fitted to MNE's fsaverage inner-skull
-    surface. Brain shell radius: the largest distance of a cortical vertex from ``r0``
-    plus a 2 mm margin, so the whole cortex lies inside and no vertex is dropped (MNE's
-    automatic fit to the electrode positions excludes ~2,000 vertices and ~110 whole
-    regions). Outer shells at MNE's default relative radii (0.90, 0.92, 0.97, 1.0) of the
-    scalp radius and conductivities (0.33, 1.0, 0.004, 0.33) S/m. MEG uses the same
+Conductor model (one sphere model for EEG and MEG)
+    Centre ``r0``: the centre of the smallest sphere enclosing every cortical vertex.
+    Brain shell radius: that sphere's radius (88 mm) plus a 2 mm margin, so the whole
+    cortex lies inside and no vertex is dropped (MNE's automatic fit to the electrode
+    positions excludes ~2,000 vertices and ~110 whole regions). Outer shells at MNE's
+    default relative radii (0.90, 0.92, 0.97, 1.0), so the scalp radius is 100 mm, and
+    conductivities (0.33, 1.0, 0.004, 0.33) S/m. The elongated head does not fit a
+    sphere that encloses the whole cortex: the scalp sphere lies about 1 cm outside the
+    real scalp on average (``metadata['eeg_projection_shift_mm']``). MEG uses the same
     ``r0`` (Sarvas; the conductivities do not matter for MEG in a sphere).
 
 Sensors
     EEG: ``mne.channels.make_standard_montage('GSN-HydroCel-256')`` (positioned for
-    fsaverage by MNE), gains re-referenced to the channel average. MEG: Neuromag-306
+    fsaverage by MNE), electrodes projected radially onto the sphere for the
+    computation (MNE's sphere formula assumes them on its surface; the stored positions
+    are the montage's), gains re-referenced to the channel average. MEG: Neuromag-306
     from ``mne.channels.read_meg_canonical_info('neuromag')`` (102 magnetometers, 204
     planar gradiometers); the helmet is placed by a pure translation that puts the
     centre of the sphere fitted to the sensor positions at ``r0`` (a uniform
@@ -196,11 +200,9 @@ def build_default_head_model(
     # centre, which wrongly drops ~2,900 vertices when the two frames differ.
     identity = mne.transforms.Transform("head", "mri", np.eye(4))
 
-    # Conductor: centre on the inner skull, brain shell enclosing the whole cortex.
-    inner_skull = mne.read_bem_surfaces(mne_fsaverage / "fsaverage-inner_skull-bem.fif")[0]
-    r0_mri, inner_skull_radius = _fit_sphere(inner_skull["rr"])
+    # Conductor: the smallest sphere around the cortex, plus a margin, is the brain shell.
     cortex_mri = np.concatenate(anatomy["rr_mm"]) * 1e-3
-    cortex_extent = float(np.linalg.norm(cortex_mri - r0_mri, axis=1).max())
+    r0_mri, cortex_extent = _enclosing_sphere(cortex_mri)
     brain_radius = cortex_extent + BRAIN_SHELL_MARGIN_MM * 1e-3
     head_radius = brain_radius / SPHERE_RELATIVE_RADII[0]
     sphere = mne.make_sphere_model(
@@ -215,12 +217,21 @@ def build_default_head_model(
         mne.channels.make_standard_montage(EEG_MONTAGE).ch_names, 1000.0, "eeg"
     )
     eeg_info.set_montage(EEG_MONTAGE, verbose=log)
-    head_to_mri = mne.transforms.invert_transform(mri_to_head)["trans"]
+    electrodes_head = np.array([ch["loc"][:3] for ch in eeg_info["chs"]])
+    # MNE evaluates the sphere potential at the electrode's own radius, and the formula
+    # holds on the sphere's surface, so electrodes are projected radially onto it. The
+    # montage has no reference electrode (loc[3:6] == 0): the average reference is
+    # applied to the gains afterwards.
+    electrodes_mri = mne.transforms.apply_trans(
+        mne.transforms.invert_transform(mri_to_head), electrodes_head
+    )
+    offsets = electrodes_mri - r0_mri
+    electrodes_on_sphere = r0_mri + head_radius * offsets / np.linalg.norm(
+        offsets, axis=1, keepdims=True
+    )
     with eeg_info._unlock():
-        for ch in eeg_info["chs"]:
-            # loc[:3]: electrode, loc[3:6]: reference electrode
-            ch["loc"][:3] = mne.transforms.apply_trans(head_to_mri, ch["loc"][:3])
-            ch["loc"][3:6] = mne.transforms.apply_trans(head_to_mri, ch["loc"][3:6])
+        for ch, position in zip(eeg_info["chs"], electrodes_on_sphere, strict=True):
+            ch["loc"][:3] = position
     meg_info = mne.channels.read_meg_canonical_info(MEG_SYSTEM, verbose=log)
     sensor_centre, helmet_radius = _fit_sphere(np.array([ch["loc"][:3] for ch in meg_info["chs"]]))
     dev_mri = np.eye(4)
@@ -273,9 +284,12 @@ def build_default_head_model(
             )
         per_modality = HeadModel.from_forward(fwd, labels, name=DEFAULT_NAME)
         lead_field = per_modality.lead_field(modality)
-        lead_field.ch_positions_m = mne.transforms.apply_trans(
-            mri_to_head, lead_field.ch_positions_m.astype(np.float64)
-        ).astype(np.float32)
+        if modality == "eeg":
+            lead_field.ch_positions_m = electrodes_head.astype(np.float32)
+        else:
+            lead_field.ch_positions_m = mne.transforms.apply_trans(
+                mri_to_head, lead_field.ch_positions_m.astype(np.float64)
+            ).astype(np.float32)
         lead_fields[modality] = lead_field
         silent = np.flatnonzero(~np.any(lead_fields[modality].gain != 0, axis=0))
         if silent.size:
@@ -306,6 +320,16 @@ def build_default_head_model(
             "head frame (fsaverage-trans.fif), m",
             "eeg_montage": EEG_MONTAGE,
             "eeg_reference": "average",
+            "eeg_electrodes": "montage positions (stored); projected radially onto the "
+            "sphere surface for the forward computation",
+            "eeg_projection_shift_mm": {
+                "median": float(
+                    np.median(np.linalg.norm(electrodes_on_sphere - electrodes_mri, axis=1)) * 1e3
+                ),
+                "max": float(
+                    np.max(np.linalg.norm(electrodes_on_sphere - electrodes_mri, axis=1)) * 1e3
+                ),
+            },
             "meg_system": "neuromag306 (mne.channels.read_meg_canonical_info)",
             "meg_dev_head_t": dev_head.tolist(),
             "mri_head_t": mri_to_head["trans"].tolist(),
@@ -315,8 +339,7 @@ def build_default_head_model(
             "conductor": "sphere model (mne.make_sphere_model), EEG and MEG",
             "sphere_r0_mri_m": r0_mri.tolist(),
             "sphere_r0_head_m": mne.transforms.apply_trans(mri_to_head, r0_mri).tolist(),
-            "sphere_r0_from": "least-squares sphere fit to fsaverage-inner_skull-bem.fif",
-            "inner_skull_fit_radius_m": inner_skull_radius,
+            "sphere_r0_from": "centre of the smallest sphere enclosing all cortical vertices",
             "cortex_extent_from_r0_m": cortex_extent,
             "sphere_head_radius_m": head_radius,
             "sphere_relative_radii": list(SPHERE_RELATIVE_RADII),
@@ -333,6 +356,26 @@ def build_default_head_model(
             },
         },
     )
+
+
+def _enclosing_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Smallest sphere containing ``points`` (n, 3); returns (centre (3,), radius).
+
+    The largest distance to the points is a convex function of the centre, so a simplex
+    search from the centroid finds its minimum (to ~10 um for points in m).
+    """
+    from scipy.optimize import minimize
+
+    def max_distance(centre: np.ndarray) -> float:
+        return float(np.linalg.norm(points - centre, axis=1).max())
+
+    result = minimize(
+        max_distance,
+        points.mean(axis=0),
+        method="Nelder-Mead",
+        options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 4000},
+    )
+    return result.x, max_distance(result.x)
 
 
 def _fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
