@@ -57,6 +57,7 @@ __all__ = [
     "PatchwiseRefinement",
     "SourceReconstruction",
     "n_patches",
+    "select_key_patches",
 ]
 
 
@@ -262,6 +263,24 @@ class Patching(nn.Module):
         return padded.unfold(-1, self.patch_len, self.stride)
 
 
+def select_key_patches(patches: Tensor) -> Tensor:
+    """Each channel's key patch: the one with the largest energy (sum of squares).
+
+    Parameters
+    ----------
+    patches : Tensor, shape (B, C, Np, L)
+
+    Returns
+    -------
+    key_patches : Tensor, shape (B, C, L)
+        ``patches[b, c, argmax_j sum_l patches[b, c, j, l]**2]`` (first one on ties).
+    """
+    energy = (patches * patches).sum(-1)  # E: (B, C, Np)
+    key_index = energy.argmax(-1)  # p: (B, C)
+    gather_index = key_index[:, :, None, None].expand(-1, -1, 1, patches.shape[-1])
+    return patches.gather(2, gather_index).squeeze(2)  # (B, C, L)
+
+
 class ConvBlock(nn.Module):
     """Conv2D (or TransposeConv2D) - ELU - LayerNorm over the (channel, patch) grid.
 
@@ -321,10 +340,7 @@ class PatchwiseRefinement(nn.Module):
         """(B, C, Np, L) -> (B, C, Np, L)."""
         features = self.embed(p)  # P^F: (B, C, Np, d)
         if self.attention:
-            energy = (p * p).sum(-1)  # E: (B, C, Np)
-            key_index = energy.argmax(-1)  # p: (B, C)
-            gather_index = key_index[:, :, None, None].expand(-1, -1, 1, p.shape[-1])
-            key_patch = p.gather(2, gather_index).squeeze(2)  # P^L_{i,p}: (B, C, L)
+            key_patch = select_key_patches(p)  # P^L_{i,p}: (B, C, L)
             q = self.query(key_patch)  # (B, C, d)
             k = self.key(key_patch)
             v = self.value(key_patch)
