@@ -441,7 +441,9 @@ def build_bank(
     candidates = np.arange(R) if regions is None else np.unique(np.asarray(regions, dtype=int))
     if candidates.size == 0 or candidates.min() < 0 or candidates.max() >= R:
         raise ValueError(f"regions must be a non-empty subset of [0, {R})")
-    n_threads = int(n_threads) if n_threads else (len(os.sched_getaffinity(0)))
+    if not n_threads:
+        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        n_threads = n_threads or os.cpu_count() or 1
 
     config = {
         "format": _BANK_FORMAT,
