@@ -3,6 +3,7 @@ persistence, the shipped default and construction from an MNE Forward."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -516,3 +517,60 @@ def test_cli_headmodel_info_and_build_guard(tmp_path, capsys):
     assert main(["headmodel", "build", "--out", str(existing)]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
+
+
+# ---------------------------------------------------------------- building the default
+def test_read_deepsif_anatomy_handles_unlabelled_vertices(tmp_path):
+    import nibabel.freesurfer as nfs
+
+    from fairesi.headmodel_build import read_deepsif_anatomy
+
+    rr, tris = _sphere_mesh([0, 0, 0], 50, 12)
+    colors = np.array([[10 * k + 10, 0, 0, 0, 0] for k in range(3)], dtype=np.int32)
+    colors[:, 4] = colors[:, 0]  # annotation value = R + G*2^8 + B*2^16
+    # lh: regions '7' and '3' and an 'unknown' entry; one vertex unlabelled (-1)
+    lh_codes = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, -1, 0, 1])
+    rh_codes = np.zeros(12, dtype=int)
+    for hemi, codes, names in (
+        ("lh", lh_codes, [b"7", b"3", b"unknown"]),
+        ("rh", rh_codes, [b"5", b"8", b"9"]),
+    ):
+        nfs.write_geometry(str(tmp_path / f"{hemi}.pial"), rr, tris)
+        nfs.write_annot(str(tmp_path / f"{hemi}.nmm_994.annot"), codes, colors, names)
+    anatomy = read_deepsif_anatomy(tmp_path)
+    # regions that own vertices, ordered by numeric id
+    assert anatomy["region_names"] == ["3-lh", "5-rh", "7-lh"]
+    expected_lh = np.array([2, 2, 0, 0, -1, -1, 2, 0, -1, -1, 2, 0])
+    np.testing.assert_array_equal(anatomy["vertex_labels"][0], expected_lh)
+    np.testing.assert_array_equal(anatomy["vertex_labels"][1], np.ones(12))
+    np.testing.assert_allclose(anatomy["rr_mm"][0], rr, rtol=1e-6)
+
+
+def test_enclosing_sphere():
+    from fairesi.headmodel_build import _enclosing_sphere
+
+    rng = np.random.default_rng(0)
+    centre = np.array([0.01, -0.02, 0.03])
+    # points inside a sphere of radius 0.08, plus six on its surface pinning it down
+    inside = centre + 0.07 * rng.uniform(-1, 1, (500, 3)) / np.sqrt(3)
+    surface = centre + 0.08 * np.vstack([np.eye(3), -np.eye(3)])
+    got_centre, radius = _enclosing_sphere(np.vstack([inside, surface]))
+    np.testing.assert_allclose(got_centre, centre, atol=1e-4)
+    assert abs(radius - 0.08) < 1e-4
+
+
+@pytest.mark.skipif(
+    not os.environ.get("FAIRESI_TEST_BUILD"),
+    reason="rebuilds the default head model with MNE (~1 min); set FAIRESI_TEST_BUILD=1",
+)
+def test_rebuild_reproduces_shipped_default():
+    from fairesi.headmodel_build import build_default_head_model
+
+    built = build_default_head_model()
+    shipped = HeadModel.default()
+    assert built.region_names == shipped.region_names
+    np.testing.assert_array_equal(built.vertex_region, shipped.vertex_region)
+    for modality in ("eeg", "meg"):
+        np.testing.assert_allclose(
+            built.lead_field(modality).gain, shipped.lead_field(modality).gain, rtol=1e-4
+        )
