@@ -574,3 +574,23 @@ def test_rebuild_reproduces_shipped_default():
         np.testing.assert_allclose(
             built.lead_field(modality).gain, shipped.lead_field(modality).gain, rtol=1e-4
         )
+
+
+def test_from_forward_on_a_source_subset(synthetic_forward):
+    # Sources on part of the surface only (as for a decimated source space): regions are
+    # summed over their source vertices, geometry still comes from the full surface.
+    import mne
+
+    (eeg_fwd, _), labels, *_ = synthetic_forward
+    full = HeadModel.from_forward(eeg_fwd, labels)
+    subset = mne.forward.restrict_forward_to_label(eeg_fwd, labels[:7])
+    with pytest.raises(ValueError, match=r"labels \['q3-rh'\] contain no source vertex"):
+        HeadModel.from_forward(subset, labels)
+    part = HeadModel.from_forward(subset, labels[:7])
+    assert part.n_vertices == 324 - len(labels[7].vertices)
+    # the average reference is over channels, so each region's column is unchanged
+    np.testing.assert_allclose(
+        part.lead_field("eeg").gain, full.lead_field("eeg").gain[:, :7], rtol=1e-5, atol=1e-2
+    )
+    np.testing.assert_allclose(part.region_centroids_mm, full.region_centroids_mm[:7], atol=1e-4)
+    np.testing.assert_array_equal(part.region_areas_mm2, full.region_areas_mm2[:7])
