@@ -1,0 +1,407 @@
+"""Export trained models for inference without Python (SPEC section 8).
+
+Two formats, both read by the C++ runner ``fairesi-infer`` (``cpp/runner``):
+
+* **TorchScript** (``.pt``, the default): ``torch.jit.script`` of the model. A model
+  scripted while the fused op library is loaded calls
+  ``torch.ops.fairesi.spectral_temporal_refine`` by name, so whoever loads it must load
+  ``libfairesi_ops.so`` first (the runner does so when the metadata says
+  ``needs_ops_library``); with ``fused_op=False`` the scripted pure-PyTorch refinement is
+  exported and no library is needed.
+* **AOTInductor** (``.pt2``): ``torch.export`` + ``torch._inductor.aoti_compile_and_package``,
+  compiled C++ for the export machine's CPU (or GPU), with a dynamic batch dimension. The
+  refinement is always the pure-PyTorch one, compiled in, so no op library is needed. This
+  is the path that outlives TorchScript, which torch 2.13 deprecates. Compiling unrolls the
+  BiGRU over the T time steps, so it takes minutes for a full-size model.
+
+Both carry :data:`METADATA_FILE`, a JSON object (see :func:`build_metadata`) with what
+inference needs: channel names, types and order, sampling rate, samples per epoch, region
+count, names and centroids, the input normalisation (``'deepsif'``:
+:func:`fairesi.data.normalise_input`), the output layout (regions x times), the modality,
+the fairesi and torch versions, and whether the op library is needed. In a TorchScript
+archive it is an extra file; in an AOTInductor package it is an entry of the package
+metadata (``aot_inductor.metadata``).
+
+torch 2.13 warns that ``torch.jit`` is deprecated on every ``script``/``load``/``save``; this
+module silences exactly those warnings around its own calls and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import fairesi
+from fairesi.data import normalise_input
+from fairesi.io import atomic_path
+from fairesi.models.refine import SpectralTemporalRefine
+
+__all__ = [
+    "FORMATS",
+    "METADATA_FILE",
+    "ExportedModel",
+    "build_metadata",
+    "export_checkpoint",
+    "export_model",
+    "load_exported",
+    "read_metadata",
+    "runner_path",
+    "with_refinement",
+]
+
+#: Name of the metadata file inside an exported model (the runner reads the same name).
+METADATA_FILE = "fairesi_metadata.json"
+#: Export formats and their file suffixes.
+FORMATS = {"torchscript": ".pt", "aoti": ".pt2"}
+#: Sampling rate of the simulated training data (Hz) when a checkpoint does not record one.
+DEFAULT_SFREQ_HZ = 500.0
+
+_RUNNER_NAME = "fairesi-infer"
+_JIT_DEPRECATION = r"`torch\.jit\.(script|load|save)` is deprecated"
+
+
+@contextlib.contextmanager
+def _jit_deprecation_silenced() -> Iterator[None]:
+    """Silence torch 2.13's ``torch.jit`` deprecation warnings, and only those."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
+        yield
+
+
+def build_metadata(
+    head_model: Any,
+    modality: str,
+    n_times: int,
+    *,
+    sfreq: float = DEFAULT_SFREQ_HZ,
+    model_name: str | None = None,
+    model_hyper: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metadata stored with an exported model (without the format-specific fields).
+
+    Parameters
+    ----------
+    head_model : fairesi.headmodel.HeadModel
+        Head model the network was trained for (channels of ``modality``, regions).
+    modality : str
+        ``'eeg'`` or ``'meg'``.
+    n_times : int
+        Samples per input epoch T.
+    sfreq : float
+        Sampling rate of the input in Hz.
+    model_name : str or None
+        Registry name of the network (``'fair_esi'``, ...), for the record.
+    model_hyper : dict or None
+        The network's hyper-parameters, for the record (JSON-able).
+
+    Returns
+    -------
+    dict
+        JSON-able; :func:`export_model` adds ``format`` and ``needs_ops_library``.
+    """
+    lead_field = head_model.lead_field(modality)
+    if int(n_times) < 1:
+        raise ValueError(f"n_times must be >= 1, got {n_times}")
+    if not float(sfreq) > 0:
+        raise ValueError(f"sfreq must be > 0 Hz, got {sfreq}")
+    return {
+        "modality": modality,
+        "ch_names": [str(n) for n in lead_field.ch_names],
+        "ch_types": [str(t) for t in lead_field.ch_types],
+        "sfreq": float(sfreq),
+        "n_times": int(n_times),
+        "n_regions": int(head_model.n_regions),
+        "region_names": [str(n) for n in head_model.region_names],
+        "region_centroids_mm": np.asarray(head_model.region_centroids_mm, dtype=float).tolist(),
+        "head_model": str(head_model.name),
+        "normalisation": "deepsif",
+        "input_layout": "channels x times",
+        "output_layout": "regions x times",
+        "model": model_name,
+        "model_hyper": model_hyper or {},
+        "fairesi_version": fairesi.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def with_refinement(model: nn.Module, fused: bool) -> nn.Module:
+    """Copy of ``model`` whose spectral-temporal refinement is fused or pure PyTorch.
+
+    The refinement modules hold no weights (only ``tau`` and ``alpha``), so swapping them
+    keeps the trained network unchanged.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any network containing :class:`~fairesi.models.refine.SpectralTemporalRefine`
+        modules (or the fused subclass).
+    fused : bool
+        True: use ``fairesi.ops.FusedSpectralTemporalRefine`` (needs the op library);
+        False: use the pure-PyTorch reference.
+
+    Returns
+    -------
+    nn.Module
+        A deep copy; ``model`` itself is not modified.
+    """
+    if fused:
+        from fairesi.ops import FusedSpectralTemporalRefine as target
+    else:
+        target = SpectralTemporalRefine
+    model = copy.deepcopy(model)
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SpectralTemporalRefine) and type(child) is not target:
+                setattr(parent, name, target(child.tau, child.alpha))
+    return model
+
+
+def _calls_fairesi_ops(scripted: torch.jit.ScriptModule) -> bool:
+    """Whether the scripted forward calls an op of the ``fairesi`` namespace."""
+    return any(node.kind().startswith("fairesi::") for node in scripted.inlined_graph.nodes())
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    metadata: dict[str, Any],
+    *,
+    format: str = "torchscript",
+    fused_op: bool | None = None,
+    device: str = "cpu",
+    max_batch: int = 1024,
+) -> Path:
+    """Write ``model`` as a TorchScript archive or an AOTInductor package.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps normalised sensor data (B, C, T) to sources (B, R, T); put in eval mode.
+    path : path-like
+        Output file, written atomically (conventionally ``.pt`` / ``.pt2``).
+    metadata : dict
+        From :func:`build_metadata`.
+    format : {'torchscript', 'aoti'}
+        Export format, see the module docstring.
+    fused_op : bool or None
+        TorchScript only: True exports calls to the fused op (the op library must be
+        loaded), False the pure-PyTorch refinement, None the fused op when the library is
+        loaded. AOTInductor always compiles the pure-PyTorch refinement in.
+    device : str
+        AOTInductor only: ``'cpu'`` or ``'cuda'``, the device the package is compiled for.
+        TorchScript archives are device-independent (saved on the CPU).
+    max_batch : int
+        AOTInductor only: largest batch the package accepts.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; expected one of {list(FORMATS)}")
+    path = Path(path)
+    metadata = dict(metadata, format=format)
+    if format == "torchscript":
+        from fairesi import ops
+
+        if fused_op and not ops.available():
+            raise ValueError("fused_op=True, but the fairesi op library is not loaded")
+        fused = ops.available() if fused_op is None else bool(fused_op)
+        network = with_refinement(model, fused).cpu().eval()
+        with _jit_deprecation_silenced():
+            scripted = torch.jit.script(network)
+        metadata["needs_ops_library"] = _calls_fairesi_ops(scripted)
+        with atomic_path(path) as tmp:
+            scripted.save(str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        return path
+
+    if fused_op:
+        raise ValueError("fused_op=True is for TorchScript; AOTInductor compiles the refinement in")
+    network = with_refinement(model, False).to(device).eval()
+    metadata["needs_ops_library"] = False
+    example = torch.zeros(2, len(metadata["ch_names"]), metadata["n_times"], device=device)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with torch.no_grad():
+        program = torch.export.export(network, (example,), dynamic_shapes={"x": {0: batch}})
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            torch._inductor.aoti_compile_and_package(
+                program,
+                package_path=file,
+                inductor_configs={"aot_inductor.metadata": {METADATA_FILE: json.dumps(metadata)}},
+            )
+    return path
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    format: str = "torchscript",
+    fused_op: bool | None = None,
+    device: str = "cpu",
+    head_model: Any = None,
+) -> Path:
+    """Export the model of a training checkpoint with its metadata.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        A ``.pt`` checkpoint written by ``fairesi train``.
+    path : path-like
+        Output file.
+    format, fused_op, device
+        See :func:`export_model`.
+    head_model : HeadModel or None
+        Head model of the checkpoint; None resolves the one it names (see
+        :func:`fairesi.train.load_checkpoint`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    from fairesi.train import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, head_model=head_model)
+    config = ckpt.config
+    metadata = build_metadata(
+        ckpt.head_model,
+        config["head_model"]["modality"],
+        int(config["data"]["n_times"]),
+        sfreq=float(config["data"].get("sfreq", DEFAULT_SFREQ_HZ)),
+        model_name=config["model"]["name"],
+        model_hyper=config["model"]["hyper"],
+    )
+    return export_model(ckpt.model, path, metadata, format=format, fused_op=fused_op, device=device)
+
+
+def _format_of(path: Path) -> tuple[str, str | None]:
+    """``(format, TorchScript metadata text or None)`` of an exported file, from its zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if any(name.endswith("/archive_format") for name in names):
+                return "aoti", None
+            if any(name.endswith("/data.pkl") for name in names):
+                extra = [n for n in names if n.endswith(f"/extra/{METADATA_FILE}")]
+                return "torchscript", archive.read(extra[0]).decode() if extra else None
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not a TorchScript or AOTInductor archive") from None
+    raise ValueError(f"{path} is neither a TorchScript archive nor an AOTInductor package")
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The :data:`METADATA_FILE` of an exported model, without loading the network.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.pt`` or ``.pt2`` file written by :func:`export_model`.
+
+    Returns
+    -------
+    dict
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model {path} does not exist")
+    fmt, text = _format_of(path)
+    if fmt == "aoti":
+        from torch._C._aoti import AOTIModelPackageLoader
+
+        entries = AOTIModelPackageLoader.load_metadata_from_package(str(path), "model")
+        text = entries.get(METADATA_FILE)
+    if text is None:
+        raise ValueError(f"{path} has no {METADATA_FILE}; export it with `fairesi export`")
+    return json.loads(text)
+
+
+@dataclass
+class ExportedModel:
+    """An exported model loaded in Python, applied like the C++ runner applies it.
+
+    Attributes
+    ----------
+    module : callable
+        The TorchScript module or AOTInductor package: normalised (B, C, T) -> (B, R, T).
+    metadata : dict
+        Its :data:`METADATA_FILE`.
+    format : str
+        ``'torchscript'`` or ``'aoti'``.
+    """
+
+    module: Any
+    metadata: dict[str, Any]
+    format: str
+
+    def __call__(self, epochs: Tensor) -> Tensor:
+        """Sources of raw sensor data: (C, T) -> (R, T) or (B, C, T) -> (B, R, T), float32."""
+        single = epochs.dim() == 2
+        x = epochs.float().unsqueeze(0) if single else epochs.float()
+        expected = (len(self.metadata["ch_names"]), self.metadata["n_times"])
+        if x.dim() != 3 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"input of shape {tuple(epochs.shape)} does not fit the model; expected "
+                f"(channels, times) or (batch, channels, times) with {expected}"
+            )
+        with torch.inference_mode():
+            out = self.module(normalise_input(x))
+        return out[0] if single else out
+
+
+def load_exported(path: str | os.PathLike) -> ExportedModel:
+    """Load a ``.pt``/``.pt2`` written by :func:`export_model` (CPU).
+
+    A TorchScript model that calls the fused op needs ``fairesi.ops`` to have loaded the op
+    library (``ValueError`` otherwise).
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    fmt, _ = _format_of(path)
+    if fmt == "aoti":
+        module = torch._inductor.aoti_load_package(str(path))
+    else:
+        if metadata.get("needs_ops_library"):
+            from fairesi import ops
+
+            if not ops.available():
+                raise ValueError(f"{path} calls the fused op, but the fairesi op library is absent")
+        with _jit_deprecation_silenced():
+            module = torch.jit.load(str(path), map_location="cpu")
+        module.eval()
+    return ExportedModel(module=module, metadata=metadata, format=fmt)
+
+
+def runner_path() -> Path:
+    """Path of the ``fairesi-infer`` executable installed with the package.
+
+    Returns
+    -------
+    pathlib.Path
+        ``fairesi/bin/fairesi-infer`` inside the package.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the package was built without the runner (``FAIRESI_BUILD_RUNNER=OFF``).
+    """
+    path = Path(fairesi.__file__).resolve().parent / "bin" / _RUNNER_NAME
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise FileNotFoundError(
+            f"{_RUNNER_NAME} is not installed at {path}; build fairesi with its C++ runner "
+            "(pip install --no-build-isolation . with FAIRESI_BUILD_RUNNER=ON)"
+        )
+    return path
