@@ -191,3 +191,27 @@ def test_cli_bank(small_connectome, tmp_path):
         == 2
     )
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_deepsif_recipe_one_run_per_source_region(small_connectome, monkeypatch):
+    excitable_sets = []
+    real = bank_module.simulate_network
+
+    def spy(*args, **kwargs):
+        excitable_sets.append(tuple(np.nonzero(kwargs["region_A"] > 3.25)[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bank_module, "simulate_network", spy)
+    bank = build_bank(
+        small_connectome,
+        recipe="deepsif",
+        regions=[4, 9],
+        run_duration_s=8.0,
+        background_s=2.0,
+        settings=((0.083, 1.5), (0.08, 1.7)),
+        n_threads=2,
+    )
+    # Background (nobody excitable) + one run per (source region, setting).
+    assert sorted(excitable_sets) == [(), (4,), (4,), (9,), (9,)]
+    assert set(bank.spike_regions.tolist()) <= {4, 9}
+    assert bank.metadata["recipe"] == "deepsif" and bank.metadata["n_runs"] == 5
