@@ -479,7 +479,7 @@ class HeadModel:
         normals = np.cos(tilt)[:, None] * directions + np.sin(tilt)[:, None] * tangent
 
         hull = ConvexHull(directions)
-        adjacency = _adjacency_from_triangles(hull.simplices, np.arange(n_regions), n_regions)
+        adjacency = _adjacency_from_triangles(hull.simplices, None, n_regions)
 
         dipole_pos_m = centroids_mm * 1e-3
         eeg_pos_m = 0.090 * _fibonacci_sphere(n_eeg, z_min=-0.5)
@@ -569,10 +569,12 @@ class HeadModel:
 
         Raises
         ------
+        TypeError
+            If ``fwd`` is not an :class:`mne.Forward` or a label not an :class:`mne.Label`.
         ValueError
             If the source space is not a two-hemisphere surface space, the forward has no
-            EEG/MEG channel or channels of another type, or a label does not fit the
-            source space.
+            EEG/MEG channel or channels of another type, or a label is empty, overlaps
+            another, lies outside the source space's surface or holds no source vertex.
         """
         import mne
         from mne.io.constants import FIFF
