@@ -54,6 +54,10 @@ def test_registry_and_presets(toy_head_model) -> None:
     assert (config.n_channels, config.n_regions, config.n_times) == (32, 50, 26)
     assert config.latent == 64 and config.embed_dim == FairEsiConfig.PRESETS["cpu"]["embed_dim"]
     assert FairEsiConfig(**config.to_dict()) == config
+    # The field defaults are the 'cpu' preset.
+    assert FairEsiConfig.preset("cpu", n_channels=4, n_regions=5, n_times=9) == FairEsiConfig(
+        n_channels=4, n_regions=5, n_times=9
+    )
     paper = FairEsiConfig.preset("paper", n_channels=306, n_regions=994, n_times=500)
     assert paper.latent_width == 994
 
