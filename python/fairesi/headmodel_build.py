@@ -156,7 +156,7 @@ def read_deepsif_anatomy(anatomy_dir: str | os.PathLike) -> dict[str, Any]:
 def build_default_head_model(
     anatomy_dir: str | os.PathLike | None = None, *, verbose: bool = False, progress: bool = False
 ) -> HeadModel:
-    """Compute the default head model (takes a few minutes on two cores).
+    """Compute the default head model (about a minute on two cores).
 
     Parameters
     ----------

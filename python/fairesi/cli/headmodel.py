@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fairesi.cli import FairesiUserError
+
+if TYPE_CHECKING:
+    from fairesi.headmodel import HeadModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "build",
         help="compute the fsaverage5/994-region EEG-256 + MEG-306 head model with MNE",
         description="Compute the default head model (see fairesi.headmodel_build) and save it. "
-        "Takes a few minutes on two cores.",
+        "Takes about a minute on two cores.",
     )
     build.add_argument(
         "--out", required=True, type=Path, help="output .npz file (written atomically)"
@@ -84,7 +88,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(head_model) -> str:
+def _describe(head_model: HeadModel) -> str:
     import json
 
     degree = np.asarray(head_model.adjacency.sum(axis=1)).ravel()
