@@ -362,7 +362,7 @@ def load_bank(spec: str, head_model, seed: int = 0):
         return WaveformBank.synthetic(head_model.n_regions, seed=seed)
     path = Path(default_bank_path() if spec == "default" else spec)
     if not path.is_file():
-        hint = " (build it first, see `fairesi simulate --help`)" if spec == "default" else ""
+        hint = " (build it first with `fairesi simulate bank`)" if spec == "default" else ""
         raise FileNotFoundError(f"waveform bank {path} does not exist{hint}")
     return WaveformBank.load(path)
 
