@@ -35,7 +35,9 @@ Distributed training
 --------------------
 Launched with ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the loop wraps the model in
 ``DistributedDataParallel``; every rank takes a disjoint shard of each batch's sample indices,
-and only rank 0 writes logs and checkpoints. Nothing else changes.
+and only rank 0 writes logs and checkpoints (the logged training loss is rank 0's shard; the
+validation loss is reduced over all ranks). Nothing else changes, e.g.
+``torchrun --nproc_per_node=8 -m fairesi train --device cuda ...``.
 """
 
 from __future__ import annotations
