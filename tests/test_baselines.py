@@ -167,3 +167,35 @@ def test_sensor_maps_separate_colocated_sensors():
         sensor_grid_interpolation(positions[:, :2], types)
     with pytest.raises(ValueError, match="at least 3"):
         sensor_grid_interpolation(positions[:6], types[:6])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_registered_and_trained_by_the_pipeline(toy_head_model, tmp_path, name):
+    from fairesi.models import MODELS as REGISTRY
+    from fairesi.models import build_model
+    from fairesi.train import TrainConfig, load_checkpoint, train
+
+    assert REGISTRY[name] is MODELS[name]
+    assert isinstance(
+        build_model(name, toy_head_model, "eeg", N_TIMES, preset="tiny"), MODELS[name]
+    )
+    config = TrainConfig.from_sources(
+        preset="tiny",
+        overrides={
+            "model": name,
+            "n_train_samples": 16,
+            "n_val_samples": 8,
+            "batch_size": 8,
+            "max_steps": 3,
+            "threads": 1,
+            "progress": False,
+            "out_dir": str(tmp_path),
+        },
+    )
+    train(config)
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert isinstance(checkpoint.model, MODELS[name])
+    assert checkpoint.config["model"]["name"] == name
+    x = torch.randn(2, len(checkpoint.config["head_model"]["ch_names"]), 64)
+    with torch.no_grad():
+        assert checkpoint.model(x).shape == (2, checkpoint.head_model.n_regions, 64)

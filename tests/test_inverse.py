@@ -213,3 +213,11 @@ def test_champagne_bad_options(toy_head_model):
         Champagne(toy_head_model, "eeg", max_iter=0)
     assert isinstance(build_inverse("Champagne", toy_head_model, "eeg"), Champagne)
     assert set(INVERSE_METHODS) == {*MNE_METHODS, "Champagne"}
+
+
+def test_estimators_map_tensors_to_tensors(toy_head_model, inverses):
+    x = torch.randn(2, toy_head_model.lead_field("eeg").n_channels, 12)
+    for estimator in (inverses["eeg", "dSPM"], Champagne(toy_head_model, "eeg", max_iter=3)):
+        out = estimator(x)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        torch.testing.assert_close(out, torch.from_numpy(estimator.apply(x.numpy())))

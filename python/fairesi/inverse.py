@@ -180,7 +180,20 @@ def make_noise_covariance(info: mne.Info, noise_std: float | np.ndarray) -> mne.
     )
 
 
-class ClassicalInverse:
+class RegionEstimator:
+    """Base of the classical methods: ``apply`` on arrays, ``__call__`` on tensors."""
+
+    def apply(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Region time courses ``(B, R, T)`` float32 from sensor data ``(B, C, T)``."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` as a tensor-to-tensor estimator, ``(B, C, T) -> (B, R, T)`` float32
+        on ``x``'s device (the interface of :func:`fairesi.evaluate.evaluate_estimator`)."""
+        return torch.from_numpy(self.apply(x)).to(x.device)
+
+
+class ClassicalInverse(RegionEstimator):
     """Minimum norm, dSPM, sLORETA or eLORETA as one precomputed linear kernel.
 
     Parameters
@@ -319,7 +332,7 @@ class ChampagneResult:
     converged: bool
 
 
-class Champagne:
+class Champagne(RegionEstimator):
     """Champagne sparse Bayesian learning, batched over samples.
 
     Model per sample: ``y(t) = L s(t) + e(t)``, ``s(t) ~ N(0, diag(gamma))``,
@@ -365,7 +378,7 @@ class Champagne:
         noise_std: float | np.ndarray | None = None,
         update: str = "convex",
         max_iter: int = 300,
-        tol: float = 1e-6,
+        tol: float = 1e-5,
         device: str | torch.device = "cpu",
     ) -> None:
         if update not in ("convex", "em"):
@@ -430,23 +443,35 @@ class Champagne:
             device=self.device,
         )
 
-        chol = self._sigma_cholesky(gamma, noise_var, eye)
-        costs = [_cost(chol, y_eff)]
+        costs: list[torch.Tensor] = []
         converged = False
-        n_iter = 0
-        while n_iter < self.max_iter:
-            n_iter += 1
-            whitened_data = torch.cholesky_solve(y_eff, chol)  # Sigma^-1 Y_eff  (B, C, k)
-            a = (gain.T @ whitened_data).square().sum(dim=2)  # (B, R)
-            z = (gain * torch.cholesky_solve(gain.expand(n_batch, -1, -1), chol)).sum(dim=1)
+        while True:
+            chol = self._sigma_cholesky(gamma, noise_var, eye)
+            # With Sigma = K K^T: log|Sigma| = 2 sum log diag K, tr(C_y Sigma^-1) = |K^-1 Y|^2,
+            # and L_i^T Sigma^-1 Y = (K^-1 L_i)^T (K^-1 Y).
+            half_data = torch.linalg.solve_triangular(chol, y_eff, upper=False)  # (B, C, k)
+            log_det = 2.0 * chol.diagonal(dim1=1, dim2=2).log().sum(dim=1)
+            costs.append(log_det + half_data.square().sum(dim=(1, 2)))
+            if len(costs) > 1:
+                change = (costs[-2] - costs[-1]).abs() / costs[-2].abs().clamp_min(1.0)
+                if bool((change < self.tol).all()):
+                    converged = True
+                    break
+            if len(costs) > self.max_iter:
+                break
+            half_gain = torch.linalg.solve_triangular(
+                chol, gain.expand(n_batch, -1, -1), upper=False
+            )
+            a = (half_gain.transpose(1, 2) @ half_data).square().sum(dim=2)  # (B, R)
+            z = half_gain.square().sum(dim=1)  # (B, R)
             if self.update == "convex":
                 gamma = gamma * torch.sqrt(a / z)
             else:
                 gamma = gamma + gamma.square() * (a - z)
             if learn_noise:
-                sigma_inv = torch.cholesky_solve(eye.expand(n_batch, -1, -1), chol)
-                data_term = whitened_data.square().sum(dim=(1, 2))
-                trace = sigma_inv.diagonal(dim1=1, dim2=2).sum(dim=1)
+                chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
+                data_term = (chol_inv.transpose(1, 2) @ half_data).square().sum(dim=(1, 2))
+                trace = chol_inv.square().sum(dim=(1, 2))  # tr(Sigma^-1)
                 lam = noise_var[:, 0]
                 if self.update == "convex":
                     lam = lam * torch.sqrt(data_term / trace)
@@ -456,12 +481,6 @@ class Champagne:
                 # variance is 0); clamping a 1-D surrogate minimiser keeps the cost monotone.
                 lam = lam.clamp_min(_MIN_NOISE_VAR)
                 noise_var = lam[:, None].expand(-1, n_channels).clone()
-            chol = self._sigma_cholesky(gamma, noise_var, eye)
-            costs.append(_cost(chol, y_eff))
-            change = (costs[-2] - costs[-1]).abs() / costs[-2].abs().clamp_min(1.0)
-            if bool((change < self.tol).all()):
-                converged = True
-                break
 
         means = gamma[:, :, None] * (gain.T @ torch.cholesky_solve(y, chol))
         means = means * scale[:, None, None]
@@ -470,7 +489,7 @@ class Champagne:
             gamma=(gamma * scale[:, None].square()).cpu().numpy(),
             noise_var=(noise_var * scale[:, None].square()).cpu().numpy(),
             cost=torch.stack(costs).cpu().numpy(),
-            n_iter=n_iter,
+            n_iter=len(costs) - 1,
             converged=converged,
         )
 
@@ -489,13 +508,6 @@ def _covariance_root(y: torch.Tensor) -> torch.Tensor:
         return y / n_times**0.5
     eigval, eigvec = torch.linalg.eigh(y @ y.transpose(1, 2) / n_times)
     return eigvec * eigval.clamp_min(0.0).sqrt()[:, None, :]
-
-
-def _cost(chol: torch.Tensor, y_eff: torch.Tensor) -> torch.Tensor:
-    """Champagne cost ``log|Sigma| + tr(C_y Sigma^-1)`` per sample, from ``chol(Sigma)``."""
-    log_det = 2.0 * chol.diagonal(dim1=1, dim2=2).log().sum(dim=1)
-    half = torch.linalg.solve_triangular(chol, y_eff, upper=False)
-    return log_det + half.square().sum(dim=(1, 2))
 
 
 def build_inverse(

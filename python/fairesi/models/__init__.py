@@ -11,13 +11,17 @@ from typing import Any
 
 from torch import nn
 
+from fairesi.models.convdip import ConvDip
+from fairesi.models.deepsif import DeepSif
 from fairesi.models.fair_esi import FairEsi, FairEsiConfig
 
-__all__ = ["MODELS", "FairEsi", "FairEsiConfig", "build_model"]
+__all__ = ["MODELS", "ConvDip", "DeepSif", "FairEsi", "FairEsiConfig", "build_model"]
 
 #: Registry name -> model class (each has ``from_head_model``).
 MODELS: dict[str, type] = {
     "fair_esi": FairEsi,
+    "deepsif": DeepSif,
+    "convdip": ConvDip,
 }
 
 
