@@ -134,8 +134,10 @@ def test_ablations_change_the_output() -> None:
     assert tiny().blocks[0].conv.conv.in_channels == 2 * tiny().config.embed_dim
 
 
-def test_gradients_reach_every_parameter() -> None:
-    model = tiny(n_blocks=2)
+@pytest.mark.parametrize("patchwise", [True, False])
+def test_gradients_reach_every_parameter(patchwise: bool) -> None:
+    # Also with the attention ablated: no parameter may go unused (DDP would fail).
+    model = tiny(n_blocks=2, patchwise=patchwise)
     out = model(torch.randn(3, 12, 40))
     out.square().mean().backward()
     for name, parameter in model.named_parameters():
@@ -151,8 +153,10 @@ def test_deterministic_given_a_seed() -> None:
     torch.testing.assert_close(a(x), a(x), rtol=0, atol=0)
 
 
-def test_torchscript_round_trip() -> None:
-    model = tiny().eval()
+@pytest.mark.parametrize("flags", [(True, True, True), (False, False, False)])
+def test_torchscript_round_trip(flags: tuple[bool, bool, bool]) -> None:
+    spectral, temporal, patchwise = flags
+    model = tiny(spectral=spectral, temporal=temporal, patchwise=patchwise).eval()
     x = torch.randn(2, 12, 33)
     scripted = torch.jit.script(model)
     buffer = io.BytesIO()

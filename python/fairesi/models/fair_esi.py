@@ -30,8 +30,8 @@ Interpretations of what the paper leaves open (SPEC section 5 fixes the rest):
   are summed in a space of ``latent`` features per time sample. ``latent = n_regions``
   (the ``'paper'`` preset) is the paper's region space; a smaller ``latent`` (the ``'cpu'``
   preset) keeps the BiGRU affordable on a CPU. The transpose conv is separable: a
-  ConvTranspose1d with kernel L and stride S along the patch axis (the exact adjoint of the
-  patching, so it restores the T samples by overlap-add), then a linear map of the channels
+  ConvTranspose1d with kernel L and stride S along the patch axis (the transposed layout of
+  the patching, so it restores the T samples by overlap-add), then a linear map of the channels
   to the latent space. "+ X" needs X in that space, so it is a bias-free linear map of the
   channels (the "linear residual of X"). A linear head maps the BiGRU's two directions to
   the regions. The output layout is **(B, n_regions, T)**, like ``mne.SourceEstimate``.
@@ -53,6 +53,7 @@ from fairesi.models.refine import make_refine
 __all__ = [
     "FairEsi",
     "FairEsiConfig",
+    "KeyPatchAttention",
     "Patching",
     "PatchwiseRefinement",
     "SourceReconstruction",
@@ -309,8 +310,32 @@ class ConvBlock(nn.Module):
         return self.norm(F.elu(y).permute(0, 2, 3, 1))
 
 
+class KeyPatchAttention(nn.Module):
+    """Self-attention across channels on their key patches (Eqs. 2-3).
+
+    ``Q, K, V = W_Q, W_K, W_V`` applied to each channel's key patch (L -> d);
+    ``softmax(Q K^T / sqrt(d)) V`` mixes the C channels.
+    """
+
+    def __init__(self, patch_len: int, embed_dim: int) -> None:
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(embed_dim)
+        self.query = nn.Linear(patch_len, embed_dim)
+        self.key = nn.Linear(patch_len, embed_dim)
+        self.value = nn.Linear(patch_len, embed_dim)
+
+    def forward(self, p: Tensor) -> Tensor:
+        """(B, C, Np, L) -> (B, C, d)."""
+        key_patch = select_key_patches(p)  # P^L_{i,p}: (B, C, L)
+        q = self.query(key_patch)  # (B, C, d)
+        k = self.key(key_patch)
+        v = self.value(key_patch)
+        weights = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1)  # (B, C, C)
+        return weights @ v  # (B, C, d)
+
+
 class PatchwiseRefinement(nn.Module):
-    """One FAIR block: key-patch self-attention across channels + two conv blocks (Fig. 2c).
+    """One FAIR block: key-patch attention, concatenation, two conv blocks (Fig. 2c).
 
     Parameters
     ----------
@@ -321,20 +346,16 @@ class PatchwiseRefinement(nn.Module):
     conv_channels, conv_kernel : int
         Width and kernel of the Conv2D / TransposeConv2D pair.
     attention : bool
-        False drops the attention branch (patch-wise ablation); the conv blocks then run
-        on the patch features ``P^F`` alone.
+        False drops the attention branch (patch-wise ablation; it then has no parameters,
+        so none goes unused); the conv blocks run on the patch features ``P^F`` alone.
     """
 
     def __init__(
         self, patch_len: int, embed_dim: int, conv_channels: int, conv_kernel: int, attention: bool
     ) -> None:
         super().__init__()
-        self.attention = attention
-        self.scale = 1.0 / math.sqrt(embed_dim)
         self.embed = nn.Linear(patch_len, embed_dim)
-        self.query = nn.Linear(patch_len, embed_dim)
-        self.key = nn.Linear(patch_len, embed_dim)
-        self.value = nn.Linear(patch_len, embed_dim)
+        self.attention = KeyPatchAttention(patch_len, embed_dim) if attention else None
         conv_in = 2 * embed_dim if attention else embed_dim
         self.conv = ConvBlock(conv_in, conv_channels, conv_kernel, transpose=False)
         self.deconv = ConvBlock(conv_channels, patch_len, conv_kernel, transpose=True)
@@ -342,13 +363,8 @@ class PatchwiseRefinement(nn.Module):
     def forward(self, p: Tensor) -> Tensor:
         """(B, C, Np, L) -> (B, C, Np, L)."""
         features = self.embed(p)  # P^F: (B, C, Np, d)
-        if self.attention:
-            key_patch = select_key_patches(p)  # P^L_{i,p}: (B, C, L)
-            q = self.query(key_patch)  # (B, C, d)
-            k = self.key(key_patch)
-            v = self.value(key_patch)
-            weights = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1)  # (B, C, C)
-            attended = weights @ v  # (B, C, d)
+        if self.attention is not None:
+            attended = self.attention(p)  # (B, C, d)
             broadcast = attended[:, :, None, :].expand(features.shape)  # (B, C, Np, d)
             features = torch.cat([features, broadcast], dim=-1)  # P^A: (B, C, Np, 2d)
         return self.deconv(self.conv(features))  # P^O*: (B, C, Np, L)
