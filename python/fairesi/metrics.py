@@ -31,7 +31,9 @@ nearest ground-truth region, Euclidean between centroids, mm):
 * ``le_mm = mean_{i in Rec} d_i`` (localisation error, DeepSIF's per-sample ``le``)
 * ``sd_mm = sqrt(sum_{i in Rec} d_i² w_i / sum_{i in Rec} w_i)`` with
   ``w_i = sum_t Ŝ[i, t]²`` (spatial dispersion: energy-weighted spread of the estimate
-  around the ground truth, over the same reconstructed regions as LE)
+  around the ground truth, over the same reconstructed regions as LE; like
+  ``mne.simulation.metrics.spatial_deviation_error``, the sum runs over the thresholded
+  estimate only, so that low-amplitude leakage does not dominate)
 * ``nmse = mean_{i, t} (S[i, t] / max|S| - Ŝ[i, t] / max|Ŝ|)²`` (plain number; Table II
   prints it in units of 1e-4)
 
@@ -51,6 +53,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "METRIC_KEYS",
     "localization_metrics",
     "otsu_threshold",
     "reconstructed_regions",
