@@ -1,5 +1,7 @@
 """Atomic writes and the CLI dispatcher."""
 
+import os
+import stat
 import subprocess
 import sys
 
@@ -16,6 +18,17 @@ def test_atomic_path_moves_complete_file(tmp_path):
         assert not target.exists()
     assert target.read_text() == "complete"
     assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_follows_umask(tmp_path):
+    target = tmp_path / "out.txt"
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
 def test_atomic_path_keeps_old_file_on_error(tmp_path):
