@@ -1,0 +1,628 @@
+"""Table II benchmark: networks and classical inverses on identical test samples.
+
+For every configuration (a row of the paper's Table II: dataset, SNR r, sources N_s,
+rings N_n) :func:`run_benchmark` builds the data exactly as ``fairesi train`` does for
+that configuration (same training preset, head model, waveform bank and seed, so the
+test split is the one the networks never saw), then evaluates every method on the same
+first ``n`` test samples with :func:`fairesi.evaluate.evaluate_estimator`:
+
+* learned methods (names in :data:`fairesi.models.MODELS`: ``'fair_esi'``, ``'deepsif'``,
+  ``'convdip'``) from their checkpoints, one per configuration, located with a path
+  pattern and trained first when asked (``fairesi train`` with the same preset);
+* classical methods (:data:`fairesi.inverse.INVERSE_METHODS`: ``'sLORETA'``,
+  ``'Champagne'`` ...) directly on the normalised network input. The sensor noise there
+  is white with one level per sample, so ``ClassicalInverse`` uses a uniform noise
+  covariance (its level does not matter, see the class) and Champagne learns the level.
+
+:meth:`BenchmarkResult.write` produces ``benchmark.md`` (one Table II-style table per
+configuration: our mean ± std per method, then the paper's figures for the same row),
+``benchmark.csv`` (long format), ``per_sample.csv`` and a figure per configuration
+comparing all methods on the first test sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairesi.evaluate import PAPER_FAIR_ESI, TABLE_METRICS, EvaluationResult
+from fairesi.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+#: Display names of the methods, as in the paper's Table II where it has them.
+METHOD_LABELS = {
+    "fair_esi": "FAIR-ESI",
+    "deepsif": "DeepSIF",
+    "convdip": "ConvDip",
+    "MNE": "MNE",
+    "dSPM": "dSPM",
+    "sLORETA": "sLORETA",
+    "eLORETA": "eLORETA",
+    "Champagne": "Champagne",
+}
+
+#: Methods run when none are named: those of the paper's Table II that fairesi implements.
+DEFAULT_METHODS = ("fair_esi", "deepsif", "convdip", "sLORETA", "Champagne")
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One data configuration of Table II.
+
+    Attributes
+    ----------
+    dataset : str
+        ``'SimMEG'`` or ``'SimEEG'`` (a :class:`fairesi.data.SimConfig` preset).
+    snr_db : float
+        Sensor SNR r, dB.
+    n_sources, n_rings : int
+        Number of sources N_s and neighbour rings N_n.
+    """
+
+    dataset: str
+    snr_db: float
+    n_sources: int
+    n_rings: int
+
+    @property
+    def label(self) -> str:
+        """File-name-safe name, e.g. ``'SimMEG_r5_Ns1_Nn2'``."""
+        return f"{self.dataset}_r{self.snr_db:g}_Ns{self.n_sources}_Nn{self.n_rings}"
+
+    @property
+    def title(self) -> str:
+        """Human-readable name, e.g. ``'SimMEG, r = 5 dB, N_s = 1, N_n = 2'``."""
+        return (
+            f"{self.dataset}, r = {self.snr_db:g} dB, N_s = {self.n_sources}, N_n = {self.n_rings}"
+        )
+
+    @property
+    def key(self) -> tuple[str, float, int, int]:
+        """Key of the paper's tables (:data:`PAPER_TABLE2`)."""
+        return (self.dataset, float(self.snr_db), int(self.n_sources), int(self.n_rings))
+
+    @classmethod
+    def parse(cls, text: str) -> TableRow:
+        """Parse ``'DATASET:SNR_DB:N_SOURCES:N_RINGS'``, e.g. ``'SimMEG:-5:1:2'``."""
+        parts = text.split(":")
+        if len(parts) != 4:
+            raise ValueError(
+                f"configuration {text!r} must be DATASET:SNR_DB:N_SOURCES:N_RINGS, "
+                "e.g. SimMEG:5:1:2"
+            )
+        try:
+            return cls(parts[0], float(parts[1]), int(parts[2]), int(parts[3]))
+        except ValueError:
+            raise ValueError(
+                f"configuration {text!r}: SNR must be a number and N_s, N_n integers"
+            ) from None
+
+
+#: The seven configurations of the paper's Table II (six SimMEG rows, one SimEEG row).
+TABLE2_ROWS = (
+    TableRow("SimMEG", -5.0, 1, 2),
+    TableRow("SimMEG", 5.0, 1, 2),
+    TableRow("SimMEG", 15.0, 1, 2),
+    TableRow("SimMEG", 5.0, 2, 2),
+    TableRow("SimMEG", 5.0, 3, 2),
+    TableRow("SimMEG", 5.0, 2, 3),
+    TableRow("SimEEG", 5.0, 1, 2),
+)
+
+_M = ("precision", "recall", "le_mm", "sd_mm", "nmse")
+
+
+def _paper(*cells: tuple[float, float]) -> dict[str, tuple[float, float]]:
+    return dict(zip(_M, cells, strict=True))
+
+
+#: The paper's Table II for the methods fairesi implements, in the table's units
+#: (precision/recall %, LE/SD mm, nMSE x 1e-4): row key -> method -> metric -> (mean, std).
+#: FAIR-ESI's column is :data:`fairesi.evaluate.PAPER_FAIR_ESI`.
+PAPER_TABLE2: dict[tuple[str, float, int, int], dict[str, dict[str, tuple[float, float]]]] = {
+    ("SimMEG", -5.0, 1, 2): {
+        "sLORETA": _paper(
+            (8.15, 9.39), (18.79, 18.45), (80.09, 39.21), (84.31, 38.12), (13.32, 4.59)
+        ),
+        "Champagne": _paper(
+            (9.54, 11.1), (19.66, 24.92), (66.18, 36.98), (76.12, 41.83), (17.54, 8.19)
+        ),
+        "convdip": _paper((31.09, 40.61), (20.56, 30.39), (2.37, 4.22), (3.42, 4.54), (6.3, 4.2)),
+        "deepsif": _paper((79.25, 19.19), (83.85, 20.97), (2.88, 7.2), (4.18, 7.7), (2.49, 2.2)),
+    },
+    ("SimMEG", 5.0, 1, 2): {
+        "sLORETA": _paper(
+            (13.19, 16.02), (20.54, 21.64), (57.76, 25.21), (60.01, 26.43), (15.14, 5.69)
+        ),
+        "Champagne": _paper(
+            (15.63, 18.93), (24.82, 26.31), (41.94, 19.69), (48.95, 22.78), (13.18, 7.75)
+        ),
+        "convdip": _paper((50.11, 33.25), (53.33, 36.7), (3.88, 4.09), (5.15, 4.22), (5.21, 3.51)),
+        "deepsif": _paper((82.2, 16.4), (89.48, 14.37), (1.97, 3.11), (3.08, 3.83), (1.94, 1.87)),
+    },
+    ("SimMEG", 15.0, 1, 2): {
+        "sLORETA": _paper(
+            (17.77, 22.52), (21.09, 25.38), (37.45, 25.27), (38.63, 26.5), (10.79, 6.89)
+        ),
+        "Champagne": _paper(
+            (20.81, 25.53), (28.1, 29.16), (26.43, 19.74), (31.4, 21.26), (11.52, 6.71)
+        ),
+        "convdip": _paper((50.49, 31.46), (56.64, 36.18), (4.54, 6.14), (5.78, 6.16), (5.59, 5.81)),
+        "deepsif": _paper((82.44, 16.59), (89.65, 14.31), (1.96, 3.28), (3.04, 3.89), (1.94, 1.87)),
+    },
+    ("SimMEG", 5.0, 2, 2): {
+        "sLORETA": _paper(
+            (11.08, 12.61), (15.66, 16.57), (81.73, 47.13), (83.8, 45.57), (17.11, 7.04)
+        ),
+        "Champagne": _paper(
+            (13.21, 15.74), (23.04, 25.38), (69.92, 44.97), (78.72, 45.84), (15.22, 7.87)
+        ),
+        "convdip": _paper(
+            (51.43, 36.03), (27.12, 23.14), (3.51, 4.47), (4.86, 4.59), (12.59, 75.18)
+        ),
+        "deepsif": _paper((81.77, 15.32), (63.64, 22.2), (2.16, 3.71), (3.49, 4.15), (3.89, 3.64)),
+    },
+    ("SimMEG", 5.0, 3, 2): {
+        "sLORETA": _paper(
+            (8.52, 9.61), (13.48, 15.56), (85.81, 48.83), (88.37, 47.38), (18.38, 7.57)
+        ),
+        "Champagne": _paper(
+            (10.75, 12.64), (20.14, 24.08), (78.75, 47.71), (89.01, 47.69), (17.93, 7.92)
+        ),
+        "convdip": _paper((49.88, 35.02), (22.14, 23.19), (4.44, 5.9), (5.92, 6.28), (11.85, 23.2)),
+        "deepsif": _paper((83.54, 15.95), (60.82, 22.18), (2.27, 4.48), (3.33, 4.54), (4.36, 4.2)),
+    },
+    ("SimMEG", 5.0, 2, 3): {
+        "sLORETA": _paper(
+            (4.99, 5.14), (10.17, 15.49), (87.72, 49.98), (90.2, 48.21), (19.81, 8.73)
+        ),
+        "Champagne": _paper(
+            (8.25, 9.43), (18.17, 22.43), (75.19, 46.91), (81.78, 47.17), (17.37, 8.03)
+        ),
+        "convdip": _paper(
+            (49.0, 33.36), (26.55, 21.94), (4.71, 5.84), (6.28, 6.12), (11.42, 24.17)
+        ),
+        "deepsif": _paper((81.51, 14.54), (56.73, 21.54), (2.2, 3.53), (3.59, 3.91), (5.72, 5.36)),
+    },
+    ("SimEEG", 5.0, 1, 2): {
+        "sLORETA": _paper(
+            (12.39, 16.05), (12.55, 16.12), (50.82, 28.7), (49.65, 36.75), (10.53, 3.95)
+        ),
+        "Champagne": _paper(
+            (12.2, 14.23), (21.45, 24.63), (43.96, 20.12), (50.93, 23.59), (15.17, 7.81)
+        ),
+        "convdip": _paper((43.37, 38.3), (36.89, 35.82), (3.44, 4.05), (4.74, 4.2), (10.36, 41.67)),
+        "deepsif": _paper((78.27, 21.08), (81.24, 23.28), (2.92, 7.38), (4.2, 7.7), (2.68, 2.17)),
+    },
+}
+
+
+def paper_figures(row: TableRow, method: str) -> dict[str, tuple[float, float]] | None:
+    """The paper's Table II cell block for a method and configuration, or None."""
+    if method == "fair_esi":
+        return PAPER_FAIR_ESI.get(row.key)
+    return PAPER_TABLE2.get(row.key, {}).get(method)
+
+
+def _is_learned(method: str) -> bool:
+    from fairesi.models import MODELS
+
+    return method in MODELS
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """Validate method names (learned: ``fairesi.models.MODELS``; classical:
+    :data:`fairesi.inverse.INVERSE_METHODS`) and return them as a list."""
+    from fairesi.inverse import INVERSE_METHODS
+    from fairesi.models import MODELS
+
+    known = [*MODELS, *INVERSE_METHODS]
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ValueError(f"unknown methods {unknown or '(none given)'}; expected some of {known}")
+    return list(dict.fromkeys(methods))
+
+
+@dataclass
+class BenchmarkResult:
+    """Evaluations of several methods on several configurations.
+
+    Attributes
+    ----------
+    rows : list of TableRow
+        The configurations, in order.
+    methods : list of str
+        The methods, in order.
+    results : dict
+        ``(row.label, method) -> EvaluationResult`` on the same samples per row.
+    seconds : dict
+        ``(row.label, method) -> wall time`` of the evaluation (data synthesis included), s.
+    checkpoints : dict
+        ``(row.label, method) -> checkpoint path`` of the learned methods.
+    n_samples : int
+        Test samples per configuration.
+    preset : str
+        Training preset that defined the data (and the trained models).
+    """
+
+    rows: list[TableRow]
+    methods: list[str]
+    results: dict[tuple[str, str], EvaluationResult] = field(default_factory=dict)
+    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    checkpoints: dict[tuple[str, str], str] = field(default_factory=dict)
+    n_samples: int = 0
+    preset: str = ""
+
+    def table(self, row: TableRow) -> str:
+        """Markdown table of one configuration: ours per method, then the paper's figures."""
+        paper = [m for m in self.methods if paper_figures(row, m)]
+        header = ["Metric", *(METHOD_LABELS[m] for m in self.methods)]
+        header += [f"{METHOD_LABELS[m]} (paper)" for m in paper]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for key, name, factor in TABLE_METRICS:
+            cells = [name]
+            for method in self.methods:
+                mean, std = self.results[row.label, method].summary[key]
+                cells.append(f"{mean * factor:.2f} ± {std * factor:.2f}")
+            for method in paper:
+                mean, std = paper_figures(row, method)[key]
+                cells.append(f"{mean:.2f} ± {std:.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        seconds = [f"{1e3 * self.seconds[row.label, m] / self.n_samples:.1f}" for m in self.methods]
+        lines.append("| ms / sample | " + " | ".join(seconds) + " |" + " |" * len(paper))
+        return "\n".join(lines) + "\n"
+
+    def markdown(self) -> str:
+        """All configurations' tables with a short header."""
+        parts = [
+            f"# Table II benchmark (training preset '{self.preset}', first {self.n_samples} "
+            "test samples per configuration, mean ± std over samples)\n"
+        ]
+        for row in self.rows:
+            parts.append(f"\n## {row.title}\n\n{self.table(row)}")
+        return "".join(parts)
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``benchmark.md``, ``benchmark.csv``, ``per_sample.csv`` and one
+        ``<configuration>.png`` per configuration into ``out_dir`` (atomically).
+
+        Returns
+        -------
+        paths : dict of str to pathlib.Path
+            Keys 'markdown', 'csv', 'per_sample' and each row's label (its figure).
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "markdown": out_dir / "benchmark.md",
+            "csv": out_dir / "benchmark.csv",
+            "per_sample": out_dir / "per_sample.csv",
+        }
+        with atomic_path(paths["markdown"]) as tmp:
+            tmp.write_text(self.markdown())
+        config_cols = ["dataset", "snr_db", "n_sources", "n_rings"]
+        with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                [*config_cols, "method", "metric", "mean", "std", "n_defined", "n_samples"]
+                + ["paper_mean", "paper_std", "seconds", "checkpoint"]
+            )
+            for row in self.rows:
+                for method in self.methods:
+                    result = self.results[row.label, method]
+                    paper = paper_figures(row, method)
+                    for key, name, factor in TABLE_METRICS:
+                        mean, std = result.summary[key]
+                        writer.writerow(
+                            [row.dataset, row.snr_db, row.n_sources, row.n_rings, method, name]
+                            + [mean * factor, std * factor]
+                            + [int(np.isfinite(result.per_sample[key]).sum()), self.n_samples]
+                            + list(paper[key] if paper else ("", ""))
+                            + [self.seconds[row.label, method]]
+                            + [self.checkpoints.get((row.label, method), "")]
+                        )
+        with atomic_path(paths["per_sample"]) as tmp, open(tmp, "w", newline="") as f:
+            keys = [key for key, _, _ in TABLE_METRICS]
+            writer = csv.writer(f)
+            writer.writerow([*config_cols, "method", "sample", *keys])
+            for row in self.rows:
+                for method in self.methods:
+                    result = self.results[row.label, method]
+                    for i, index in enumerate(result.sample_index):
+                        values = [float(result.per_sample[k][i]) for k in keys]
+                        writer.writerow(
+                            [row.dataset, row.snr_db, row.n_sources, row.n_rings, method]
+                            + [int(index), *values]
+                        )
+        for row in self.rows:
+            first = self.results[row.label, self.methods[0]].example
+            estimates = {
+                METHOD_LABELS[m]: self.results[row.label, m].example["estimate"]
+                for m in self.methods
+            }
+            paths[row.label] = plot_comparison(
+                first["centroids_mm"],
+                first["target"],
+                estimates,
+                out_dir / f"{row.label}.png",
+                source_mask=first["source_mask"],
+                title=f"{row.title}: test sample 0",
+            )
+        return paths
+
+
+def plot_comparison(
+    centroids_mm: np.ndarray,
+    target: np.ndarray,
+    estimates: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    source_mask: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Save a PNG comparing several estimates of one sample with its ground truth.
+
+    One column per map (ground truth, then each estimate), a top and a left view of the
+    region centroids coloured by the amplitude at the ground truth's peak time, each map
+    normalised to its largest magnitude at that time; ground-truth regions are outlined.
+
+    Parameters
+    ----------
+    centroids_mm : np.ndarray, shape (R, 3)
+        Region centroids, mm (x right, y anterior, z superior).
+    target : np.ndarray, shape (R, T)
+        Ground truth.
+    estimates : mapping of str to np.ndarray, shape (R, T)
+        Method label -> estimate.
+    path : path-like
+        The PNG to write (atomically).
+    source_mask : np.ndarray, shape (R,), bool, optional
+        Ground-truth regions.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    centroids_mm = np.asarray(centroids_mm)
+    peak_time = int(np.unravel_index(np.argmax(np.abs(target)), target.shape)[1])
+    maps = {"ground truth": np.asarray(target), **{k: np.asarray(v) for k, v in estimates.items()}}
+    fig = Figure(figsize=(2.6 * len(maps) + 1.0, 5.2), layout="constrained")
+    axes = fig.subplots(2, len(maps), squeeze=False)
+    views = (("top", 0, 1), ("left", 1, 2))
+    points = None
+    for col, (name, data) in enumerate(maps.items()):
+        values = data[:, peak_time] / max(float(np.abs(data[:, peak_time]).max()), 1e-30)
+        order = np.argsort(np.abs(values))  # strongest regions drawn on top
+        for row, (view, i, j) in enumerate(views):
+            ax = axes[row, col]
+            points = ax.scatter(
+                centroids_mm[order, i],
+                centroids_mm[order, j],
+                c=values[order],
+                cmap="RdBu_r",
+                vmin=-1,
+                vmax=1,
+                s=8,
+            )
+            if source_mask is not None:
+                gt = np.asarray(source_mask, dtype=bool)
+                ax.scatter(
+                    centroids_mm[gt, i],
+                    centroids_mm[gt, j],
+                    facecolors="none",
+                    edgecolors="k",
+                    s=20,
+                    linewidths=0.5,
+                )
+            ax.set(title=f"{name} ({view})", aspect="equal", xticks=[], yticks=[])
+    fig.colorbar(points, ax=axes, label="amplitude / max at the true peak time", shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    return path
+
+
+def _row_train_config(
+    row: TableRow, method: str, preset: str, seed: int, overrides: Mapping[str, Any]
+):
+    """The ``TrainConfig`` that trains ``method`` on ``row`` (and defines its data)."""
+    from fairesi.train import TrainConfig
+
+    return TrainConfig.from_sources(
+        preset=preset,
+        overrides={
+            **overrides,
+            "model": method if _is_learned(method) else "fair_esi",
+            "dataset": row.dataset,
+            "snr_db": row.snr_db,
+            "n_sources": row.n_sources,
+            "n_rings": row.n_rings,
+            "seed": seed,
+        },
+    )
+
+
+def _learned_estimator(
+    method: str,
+    row: TableRow,
+    pattern: str,
+    *,
+    preset: str,
+    seed: int,
+    head_model: Any,
+    train_missing: bool,
+    train_overrides: Mapping[str, Any],
+    sim_config: Any,
+    device: str,
+) -> tuple[torch.nn.Module, str]:
+    """Load (training first when asked and missing) a method's checkpoint for one row."""
+    from fairesi.train import load_checkpoint, train
+
+    path = Path(pattern.format(method=method, config=row.label))
+    if not path.is_file():
+        if not train_missing:
+            raise FileNotFoundError(
+                f"no {method} checkpoint for {row.title} at {path}; train it with "
+                f"`fairesi train --model {method}` or pass --train-missing"
+            )
+        config = _row_train_config(
+            row, method, preset, seed, {**train_overrides, "out_dir": str(path.parent)}
+        )
+        last = path.parent / "last.pt"
+        logger.info("training %s for %s in %s", method, row.title, path.parent)
+        if last.is_file():
+            train(
+                resume=last, **{k: v for k, v in train_overrides.items() if k in config.RUN_CONTROL}
+            )
+        else:
+            train(config)
+        if not path.is_file():
+            # Runs stopped by a step or time budget before an epoch ended have no best.pt.
+            path = last
+    checkpoint = load_checkpoint(path, map_location=device, head_model=head_model)
+    data = checkpoint.config["data"]
+    expected = sim_config.to_dict()
+    differ = sorted(k for k in expected if k in data and data[k] != expected[k])
+    if checkpoint.config["train"]["seed"] != seed:
+        differ.append("seed")
+    if differ:
+        raise ValueError(
+            f"checkpoint {path} was trained on other data than {row.title} with preset "
+            f"'{preset}' (fields {differ} differ), so its test split would not be the others'"
+        )
+    return checkpoint.model, str(path)
+
+
+def run_benchmark(
+    rows: Sequence[TableRow] = TABLE2_ROWS,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    preset: str = "cpu",
+    checkpoints: Mapping[str, str] | None = None,
+    runs_dir: str | os.PathLike = "runs/benchmark",
+    train_missing: bool = False,
+    train_overrides: Mapping[str, Any] | None = None,
+    classical_options: Mapping[str, Mapping[str, Any]] | None = None,
+    n: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+) -> BenchmarkResult:
+    """Evaluate methods on the same test samples of several configurations.
+
+    Parameters
+    ----------
+    rows : sequence of TableRow
+        Configurations (default: the seven of Table II).
+    methods : sequence of str
+        Learned (``fairesi.models.MODELS``) and classical (``fairesi.inverse.INVERSE_METHODS``)
+        method names.
+    preset : str
+        ``fairesi train`` preset ('tiny', 'cpu', 'paper') that defines the head model, the
+        waveform bank, the data sizes and, for ``train_missing``, the training.
+    checkpoints : mapping of str to str, optional
+        Learned method -> checkpoint path pattern with ``{config}`` (a row's label, e.g.
+        ``SimMEG_r5_Ns1_Nn2``) and ``{method}`` placeholders. Methods not given use
+        ``RUNS_DIR/{method}/{config}/best.pt``.
+    runs_dir : path-like
+        Root of the default checkpoint locations.
+    train_missing : bool
+        Train (or resume) a learned method whose checkpoint is missing, into the
+        checkpoint's directory, with the preset and ``train_overrides``.
+    train_overrides : mapping, optional
+        ``TrainConfig`` fields for that training (e.g. ``max_minutes``, ``threads``) and for
+        the data (``head_model``, ``bank``, ``n_samples``, ``n_times``).
+    classical_options : mapping, optional
+        Classical method -> keyword arguments of its class (e.g.
+        ``{"Champagne": {"max_iter": 100}}``).
+    n : int
+        Test samples per configuration (the first ``n`` of the test split).
+    seed : int
+        Data seed (and the seed the checkpoints must have been trained with).
+    batch_size : int
+        Samples per estimator call.
+    device : str
+        Where data synthesis and the networks run.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    result : BenchmarkResult
+    """
+    from fairesi.data import Synthesizer
+    from fairesi.evaluate import evaluate_estimator
+    from fairesi.inverse import build_inverse
+    from fairesi.train import load_bank, load_head_model, make_sim_config
+
+    methods = check_methods(methods)
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no configurations to benchmark")
+    checkpoints = dict(checkpoints or {})
+    not_learned = sorted(m for m in checkpoints if not _is_learned(m))
+    if not_learned:
+        raise ValueError(f"checkpoints given for methods that are not networks: {not_learned}")
+    train_overrides = dict(train_overrides or {})
+    classical_options = dict(classical_options or {})
+    result = BenchmarkResult(rows=rows, methods=methods, n_samples=int(n), preset=preset)
+    inverses: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        data_config = _row_train_config(row, methods[0], preset, seed, train_overrides)
+        sim_config = make_sim_config(data_config)
+        head_model = load_head_model(data_config.head_model)
+        bank = load_bank(data_config.bank, head_model, seed=data_config.seed)
+        synth = Synthesizer(head_model, bank, sim_config, seed=seed, device=device)
+        for method in methods:
+            if _is_learned(method):
+                pattern = checkpoints.get(
+                    method, str(Path(runs_dir) / "{method}" / "{config}" / "best.pt")
+                )
+                estimator, path = _learned_estimator(
+                    method,
+                    row,
+                    pattern,
+                    preset=preset,
+                    seed=seed,
+                    head_model=head_model,
+                    train_missing=train_missing,
+                    train_overrides=train_overrides,
+                    sim_config=sim_config,
+                    device=device,
+                )
+                result.checkpoints[row.label, method] = path
+            else:
+                cache_key = (sim_config.modality, method)
+                if cache_key not in inverses:
+                    inverses[cache_key] = build_inverse(
+                        method, head_model, sim_config.modality, **classical_options.get(method, {})
+                    )
+                estimator = inverses[cache_key]
+            # Timed: the evaluation only (synthesis included), not training or set-up.
+            started = time.perf_counter()
+            result.results[row.label, method] = evaluate_estimator(
+                estimator, synth, split="test", n=n, batch_size=batch_size, progress=progress
+            )
+            result.seconds[row.label, method] = time.perf_counter() - started
+            logger.info("%s / %s: %.1f s", row.label, method, result.seconds[row.label, method])
+    return result
