@@ -321,14 +321,14 @@ def test_cli_writes_the_dataset_of_the_synthesizer(toy_head_model, bank, tmp_pat
     toy_head_model.save(head_path)
     bank.save(bank_path)
     argv = ["simulate", "dataset", "--config", "SimEEG", "--snr", "15", "--n-rings", "1"]
-    argv += ["--split", "val", "--n", "5", "--n-samples", "1200", "--seed", "3"]
+    argv += ["--split", "val", "--start", "2", "--n", "5", "--n-samples", "1200", "--seed", "3"]
     argv += ["--bank", str(bank_path), "--head-model", str(head_path), "--out", str(out)]
     assert main([*argv, "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     stored = DatasetFile(out)
     config = SimConfig.preset("SimEEG", snr_db=15.0, n_rings=1, n_samples=1200)
     assert stored.config == config and stored.seed == 3 and len(stored) == 5
-    expected = Synthesizer(toy_head_model, bank, config, seed=3).batch("val", torch.arange(5))
+    expected = Synthesizer(toy_head_model, bank, config, seed=3).batch("val", torch.arange(2, 7))
     got = stored.batch(range(5))
     assert torch.equal(got.x, expected.x) and torch.equal(got.target, expected.target)
 

@@ -888,11 +888,12 @@ def write_dataset(
     split: str,
     n: int | None = None,
     *,
+    start: int = 0,
     batch_size: int = 64,
     progress: bool = True,
     compression_level: int = 4,
 ) -> Path:
-    """Write samples ``0..n-1`` of ``split`` to a chunked, compressed HDF5 file.
+    """Write samples ``start .. start + n - 1`` of ``split`` to a chunked, compressed HDF5 file.
 
     The file holds the normalised input ``x`` (N, C, T), the target stored sparsely as
     ``target_regions`` (N, K) int32 (patch regions, -1 = padding) and ``target_values``
@@ -910,7 +911,10 @@ def write_dataset(
     synth : Synthesizer
     split : {'train', 'val', 'test'}
     n : int, optional
-        Number of samples (default: the whole split).
+        Number of samples (default: the rest of the split from ``start``).
+    start : int
+        First sample index. Disjoint ``[start, start + n)`` ranges written by separate
+        processes or machines are shards of the same dataset.
     batch_size : int
         Samples synthesised per step.
     progress : bool
@@ -930,9 +934,13 @@ def write_dataset(
     from fairesi.io import atomic_path
 
     size = synth.split_size(split)
-    n = size if n is None else int(n)
-    if not 1 <= n <= size:
-        raise ValueError(f"n must be in [1, {size}] for the {split} split, got {n}")
+    if not 0 <= start < size:
+        raise ValueError(f"start must be in [0, {size}) for the {split} split, got {start}")
+    n = size - start if n is None else int(n)
+    if not 1 <= n <= size - start:
+        raise ValueError(
+            f"n must be in [1, {size - start}] for the {split} split from start={start}, got {n}"
+        )
     cfg, lf, hm = synth.config, synth.lead_field, synth.head_model
     n_c, n_t, n_s, m = synth.n_channels, cfg.n_times, cfg.n_sources, synth.max_patch_size
     k = n_s * m
@@ -946,6 +954,7 @@ def write_dataset(
                 "seed": str(synth.seed),
                 "split": split,
                 "n_samples": n,
+                "first_sample": start,
                 "normalisation": "deepsif",
                 "sfreq": float(synth.bank.sfreq),
                 "modality": cfg.modality,
@@ -977,11 +986,11 @@ def write_dataset(
             "background_start": f.create_dataset("background_start", (n,), "i8"),
         }
         bar = tqdm(total=n, desc=f"{split} samples", unit="sample", disable=not progress)
-        for start in range(0, n, batch_size):
-            index = torch.arange(start, min(start + batch_size, n))
+        for first in range(0, n, batch_size):
+            index = torch.arange(start + first, start + min(first + batch_size, n))
             composed = synth._compose(split, index)
             p = composed.params
-            rows = slice(start, start + len(index))
+            rows = slice(first, first + len(index))
             columns = {
                 "x": normalise_input(composed.sensor_clean + composed.noise),
                 "target_regions": composed.regions,

@@ -54,7 +54,14 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
         "--n",
         type=int,
         default=None,
-        help="number of samples, from index 0 (default: the whole split)",
+        help="number of samples (default: the rest of the split from --start)",
+    )
+    p.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="first sample index; disjoint [start, start + n) ranges are shards of one "
+        "dataset (default: 0)",
     )
     p.add_argument(
         "--n-samples",
@@ -109,17 +116,19 @@ def run_dataset(args: argparse.Namespace) -> int:
     )
     head_model = HeadModel.default() if args.head_model is None else HeadModel.load(args.head_model)
     synth = Synthesizer(head_model, WaveformBank.load(bank_path), config, seed=args.seed)
-    n = synth.split_size(args.split) if args.n is None else args.n
+    n = synth.split_size(args.split) - args.start if args.n is None else args.n
     write_dataset(
         args.out,
         synth,
         args.split,
         n,
+        start=args.start,
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
     print(
-        f"wrote {args.out}: {n} {args.split} samples of {args.config} (snr {args.snr:g} dB, "
+        f"wrote {args.out}: {args.split} samples {args.start}..{args.start + n - 1} of "
+        f"{args.config} (snr {args.snr:g} dB, "
         f"{args.n_sources} source(s), {args.n_rings} ring(s), seed {args.seed})"
     )
     return 0
