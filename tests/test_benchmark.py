@@ -1,0 +1,114 @@
+"""``fairesi benchmark``: configurations x methods on the same test samples (tiny preset)."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from fairesi.benchmark import (
+    PAPER_TABLE2,
+    TABLE2_ROWS,
+    TableRow,
+    check_methods,
+    paper_figures,
+    run_benchmark,
+)
+from fairesi.cli import main
+from fairesi.evaluate import PAPER_FAIR_ESI
+
+pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
+
+ROW = TableRow("SimMEG", 5.0, 1, 2)
+FAST = {"threads": 1, "progress": False, "max_steps": 2, "n_train_samples": 16, "n_val_samples": 8}
+
+
+def test_rows_and_paper_figures():
+    assert TableRow.parse("SimMEG:-5:1:2") == TableRow("SimMEG", -5.0, 1, 2)
+    assert TableRow("SimMEG", -5.0, 1, 2).label == "SimMEG_r-5_Ns1_Nn2"
+    with pytest.raises(ValueError, match="DATASET:SNR_DB"):
+        TableRow.parse("SimMEG:5:1")
+    with pytest.raises(ValueError, match="integers"):
+        TableRow.parse("SimMEG:5:one:2")
+    # The seven Table II rows, each with the paper's figures for every implemented method.
+    assert len(TABLE2_ROWS) == 7 and set(PAPER_TABLE2) == {r.key for r in TABLE2_ROWS}
+    assert set(PAPER_FAIR_ESI) == set(PAPER_TABLE2)
+    assert paper_figures(ROW, "deepsif")["precision"] == (82.2, 16.4)
+    assert paper_figures(ROW, "fair_esi")["le_mm"] == (1.27, 2.65)
+    assert paper_figures(ROW, "eLORETA") is None
+    with pytest.raises(ValueError, match="unknown methods"):
+        check_methods(["sLORETA", "beamformer"])
+
+
+def test_benchmark_runs_methods_on_the_same_samples(tmp_path):
+    result = run_benchmark(
+        [ROW],
+        ["deepsif", "sLORETA", "dSPM"],
+        preset="tiny",
+        runs_dir=tmp_path / "runs",
+        train_missing=True,
+        train_overrides=FAST,
+        n=6,
+        batch_size=4,
+        progress=False,
+    )
+    checkpoint = tmp_path / "runs" / "deepsif" / ROW.label
+    assert (checkpoint / "last.pt").is_file()
+    examples = [result.results[ROW.label, m].example for m in result.methods]
+    for example in examples[1:]:
+        np.testing.assert_array_equal(example["target"], examples[0]["target"])
+    # sLORETA and dSPM share MNE's kernel up to a per-region scale: same sign pattern.
+    s, d = (examples[i]["estimate"] for i in (1, 2))
+    assert np.array_equal(np.sign(s), np.sign(d))
+    for method in result.methods:
+        per_sample = result.results[ROW.label, method].per_sample
+        assert all(len(v) == 6 for v in per_sample.values())
+        assert 0 <= np.nanmin(per_sample["precision"]) <= np.nanmax(per_sample["precision"]) <= 1
+
+    paths = result.write(tmp_path / "report")
+    markdown = paths["markdown"].read_text()
+    assert "| Metric | DeepSIF | sLORETA | dSPM | DeepSIF (paper) | sLORETA (paper) |" in markdown
+    assert "82.20 ± 16.40" in markdown  # the paper's DeepSIF precision for this row
+    with open(paths["csv"], newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 3 * 5
+    precision = {r["method"]: float(r["mean"]) for r in table if r["metric"] == "Precision (%)"}
+    for method in result.methods:
+        summary_mean = result.results[ROW.label, method].summary["precision"][0]
+        assert precision[method] == pytest.approx(100 * summary_mean)
+    with open(paths["per_sample"], newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3 * 6
+    assert paths[ROW.label].stat().st_size > 10_000
+
+    # An existing checkpoint is reused; one trained on other data is refused.
+    again = run_benchmark(
+        [ROW], ["deepsif"], preset="tiny", runs_dir=tmp_path / "runs", n=6, progress=False
+    )
+    torch.testing.assert_close(
+        torch.as_tensor(again.results[ROW.label, "deepsif"].example["estimate"]),
+        torch.as_tensor(examples[0]["estimate"]),
+    )
+    with pytest.raises(ValueError, match="other data"):
+        run_benchmark(
+            [TableRow("SimMEG", 15.0, 1, 2)],
+            ["deepsif"],
+            preset="tiny",
+            checkpoints={"deepsif": str(checkpoint / "last.pt")},
+            n=2,
+            progress=False,
+        )
+
+
+def test_benchmark_cli_errors(tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(
+        ["benchmark", "--preset", "tiny", "--config", "SimMEG:5:1:2", "--methods", "deepsif"]
+        + ["--runs-dir", str(tmp_path), "--out", str(out), "--no-progress", "--n", "2"]
+    )
+    assert code == 2
+    assert "--train-missing" in capsys.readouterr().err
+    assert not out.exists()
+    code = main(["benchmark", "--checkpoint", "deepsif", "--out", str(out)])
+    assert code == 2 and "METHOD=PATH" in capsys.readouterr().err
+    code = main(["benchmark", "--methods", "sLORETA", "--checkpoint", "sLORETA=x.pt"])
+    assert code == 2 and "not networks" in capsys.readouterr().err
