@@ -63,7 +63,13 @@ def test_sensor_data_is_lead_field_times_sources_plus_noise(synth):
     torch.testing.assert_close(
         raw.sensor_clean.double() / scale, projected / scale, atol=2e-6, rtol=0
     )
+    # DeepSIF's input normalisation, in numpy, of lead field x sources + noise.
+    y = projected.numpy() + raw.noise.double().numpy()
+    y = y - y.mean(axis=2, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    y = y / np.abs(y).max(axis=(1, 2), keepdims=True)
     batch = synth.batch("train", index)
+    np.testing.assert_allclose(batch.x.numpy(), y, atol=2e-5, rtol=0)
     torch.testing.assert_close(batch.x, normalise_input(raw.sensor_clean + raw.noise))
 
     # The sources, rebuilt independently from the drawn parameters with numpy.
@@ -78,6 +84,10 @@ def test_sensor_data_is_lead_field_times_sources_plus_noise(synth):
                 half - int(raw.peak_sample[b, k]) + np.arange(n_t), 0, spikes.shape[1] - 1
             )
             waveform = spikes[int(raw.spike_index[b, k]), seg]
+            # A source uses one of its centre's own spikes whenever the bank has one.
+            centre = int(raw.centres[b, k])
+            if centre in bank.spike_regions:
+                assert bank.spike_regions[int(raw.spike_index[b, k])] == centre
             for region, w in zip(raw.patch_regions[b, k], raw.patch_weights[b, k], strict=True):
                 if region >= 0:
                     expected[int(region)] = float(raw.source_scale[b, k]) * float(w) * waveform

@@ -238,7 +238,7 @@ class Batch:
 
 @dataclass
 class RawBatch:
-    """Every intermediate of a batch before normalisation (for checks and storage).
+    """Every intermediate of a batch before normalisation (for checks and inspection).
 
     ``sensor_clean + noise`` is the sensor data before normalisation and
     ``sensor_clean == lead_field.gain @ sources`` (float32 rounding).
