@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import fairesi.data
 from fairesi.cli import main
 from fairesi.cli._simulate_dataset import CONFIGS
 from fairesi.cli._simulate_dataset import SPLITS as CLI_SPLITS
@@ -301,6 +302,42 @@ def test_hdf5_round_trip_is_identical(synth, tmp_path):
     assert torch.equal(stored[5]["x"], expected.x[5])
     loader = torch.utils.data.DataLoader(stored, batch_size=4, collate_fn=collate_batch)
     assert torch.equal(torch.cat([b.target for b in loader]), expected.target)
+
+
+def test_interrupted_hdf5_write_resumes_from_finished_shards(synth, tmp_path, monkeypatch):
+    monkeypatch.setattr(fairesi.data, "_SHARD_SAMPLES", 3)
+    path = tmp_path / "train.h5"
+    compose = Synthesizer._compose
+    calls = []
+
+    def interrupted(self, split, index):
+        calls.append(index.tolist())
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return compose(self, split, index)
+
+    monkeypatch.setattr(Synthesizer, "_compose", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(path, synth, "train", 8, start=10, batch_size=3, progress=False)
+    assert not path.exists()
+    shard_dir = tmp_path / "train.h5.shards"
+    assert sorted(p.name for p in shard_dir.iterdir()) == ["000000010-3.h5", "000000013-3.h5"]
+
+    def counted(self, split, index):
+        calls.append(index.tolist())
+        return compose(self, split, index)
+
+    calls.clear()
+    monkeypatch.setattr(Synthesizer, "_compose", counted)
+    write_dataset(path, synth, "train", 8, start=10, batch_size=3, progress=False)
+    assert calls == [[16, 17]]
+    assert [p.name for p in tmp_path.iterdir()] == ["train.h5"]
+    stored = DatasetFile(path)
+    expected = synth.batch("train", torch.arange(10, 18))
+    got = stored.batch(range(8))
+    for name in ("x", "target", "source_mask", "centres"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+    assert stored.attrs["first_sample"] == 10 and len(stored) == 8
 
 
 def test_bad_input_raises_clear_errors(toy_head_model, bank):

@@ -880,6 +880,22 @@ def collate_batch(items: Batch | Sequence[dict[str, torch.Tensor]]) -> Batch:
 # HDF5 storage
 
 _H5_FORMAT = "fairesi-dataset-1"
+# A file of more samples is built from resumable shards of this many samples.
+_SHARD_SAMPLES = 4096
+# Per-sample arrays of a dataset file (besides the metadata datasets).
+_SAMPLE_ARRAYS = (
+    "x",
+    "target_regions",
+    "target_values",
+    "sample_index",
+    "centres",
+    "patch_weights",
+    "source_scale",
+    "source_snr_db",
+    "spike_index",
+    "peak_sample",
+    "background_start",
+)
 
 
 def write_dataset(
@@ -902,7 +918,12 @@ def write_dataset(
     ``peak_sample``, ``background_start``, ``sample_index``), and as attributes the
     configuration, seed, split, head model and bank descriptions, channel names/types,
     region centroids and versions. :class:`DatasetFile` reads it back into batches equal
-    to ``synth.batch`` bit for bit. The file is written atomically.
+    to ``synth.batch`` bit for bit.
+
+    The file is written atomically. More than 4096 samples are first written as shards
+    of 4096 into ``<path>.shards/`` and then merged (compressed chunks are copied as
+    they are); an interrupted run started again with the same arguments keeps the
+    finished shards.
 
     Parameters
     ----------
@@ -927,6 +948,8 @@ def write_dataset(
     pathlib.Path
         ``path``.
     """
+    import shutil
+
     import h5py
     from tqdm import tqdm
 
@@ -941,68 +964,136 @@ def write_dataset(
         raise ValueError(
             f"n must be in [1, {size - start}] for the {split} split from start={start}, got {n}"
         )
-    cfg, lf, hm = synth.config, synth.lead_field, synth.head_model
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    hm = synth.head_model
+    # What a shard must share with this call to be reused.
+    identity = {
+        "format": _H5_FORMAT,
+        "config": json.dumps(synth.config.to_dict()),
+        "seed": str(synth.seed),
+        "split": split,
+        "head_model": json.dumps(
+            {"name": hm.name, "n_regions": hm.n_regions, "metadata": hm.metadata}, default=str
+        ),
+        "bank_metadata": json.dumps(dict(synth.bank.metadata), default=str),
+        "compression_level": compression_level,
+    }
+    attrs = {
+        **identity,
+        "normalisation": "deepsif",
+        "sfreq": float(synth.bank.sfreq),
+        "modality": synth.config.modality,
+        "fairesi_version": str(__version__),
+        "torch_version": str(torch.__version__),
+    }
+    path = Path(path)
+    bar = tqdm(total=n, desc=f"{split} samples", unit="sample", disable=not progress)
+    try:
+        if n <= _SHARD_SAMPLES:
+            with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+                _write_samples(f, synth, split, start, n, attrs, batch_size, bar)
+            return path
+        shard_dir = path.with_name(path.name + ".shards")
+        shards = []
+        for first in range(start, start + n, _SHARD_SAMPLES):
+            count = min(_SHARD_SAMPLES, start + n - first)
+            shard = shard_dir / f"{first:09d}-{count}.h5"
+            if _is_shard_of(shard, identity):
+                bar.update(count)
+            else:
+                with atomic_path(shard) as tmp, h5py.File(tmp, "w") as f:
+                    _write_samples(f, synth, split, first, count, attrs, batch_size, bar)
+            shards.append(shard)
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            dsets = _create_dataset_arrays(f, synth, start, n, attrs)
+            row = 0
+            for shard in shards:
+                with h5py.File(shard, "r") as g:
+                    count = g["x"].shape[0]
+                    for name in _SAMPLE_ARRAYS:
+                        _copy_rows(g[name], dsets[name], row)
+                row += count
+        shutil.rmtree(shard_dir)
+        return path
+    finally:
+        bar.close()
+
+
+def _create_dataset_arrays(f, synth: Synthesizer, start: int, n: int, attrs: dict) -> dict:
+    """Attributes, metadata datasets and the empty per-sample arrays of a dataset file."""
+    import h5py
+
+    cfg, lf = synth.config, synth.lead_field
     n_c, n_t, n_s, m = synth.n_channels, cfg.n_times, cfg.n_sources, synth.max_patch_size
     k = n_s * m
-    gz = {"compression": "gzip", "compression_opts": compression_level, "shuffle": True}
-    path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(
-            {
-                "format": _H5_FORMAT,
-                "config": json.dumps(cfg.to_dict()),
-                "seed": str(synth.seed),
-                "split": split,
-                "n_samples": n,
-                "first_sample": start,
-                "normalisation": "deepsif",
-                "sfreq": float(synth.bank.sfreq),
-                "modality": cfg.modality,
-                "head_model": json.dumps(
-                    {"name": hm.name, "n_regions": hm.n_regions, "metadata": hm.metadata},
-                    default=str,
-                ),
-                "bank_metadata": json.dumps(dict(synth.bank.metadata), default=str),
-                "fairesi_version": str(__version__),
-                "torch_version": str(torch.__version__),
-            }
-        )
-        f.create_dataset("ch_names", data=np.array(lf.ch_names, dtype=h5py.string_dtype()))
-        f.create_dataset("ch_types", data=np.array(lf.ch_types, dtype=h5py.string_dtype()))
-        f.create_dataset("region_centroids_mm", data=np.asarray(hm.region_centroids_mm))
-        dsets = {
-            "x": f.create_dataset("x", (n, n_c, n_t), "f4", chunks=(1, n_c, n_t), **gz),
-            "target_regions": f.create_dataset("target_regions", (n, k), "i4", **gz),
-            "target_values": f.create_dataset(
-                "target_values", (n, k, n_t), "f4", chunks=(1, k, n_t), **gz
-            ),
-            "sample_index": f.create_dataset("sample_index", (n,), "i8"),
-            "centres": f.create_dataset("centres", (n, n_s), "i8"),
-            "patch_weights": f.create_dataset("patch_weights", (n, n_s, m), "f4"),
-            "source_scale": f.create_dataset("source_scale", (n, n_s), "f4"),
-            "source_snr_db": f.create_dataset("source_snr_db", (n, n_s), "f4"),
-            "spike_index": f.create_dataset("spike_index", (n, n_s), "i8"),
-            "peak_sample": f.create_dataset("peak_sample", (n, n_s), "i8"),
-            "background_start": f.create_dataset("background_start", (n,), "i8"),
+    f.attrs.update({**attrs, "n_samples": n, "first_sample": start})
+    f.create_dataset("ch_names", data=np.array(lf.ch_names, dtype=h5py.string_dtype()))
+    f.create_dataset("ch_types", data=np.array(lf.ch_types, dtype=h5py.string_dtype()))
+    f.create_dataset("region_centroids_mm", data=np.asarray(synth.head_model.region_centroids_mm))
+    gz = {"compression": "gzip", "compression_opts": attrs["compression_level"], "shuffle": True}
+    # Large arrays are chunked per sample, for random access and chunk copies.
+    shapes = {
+        "x": ((n, n_c, n_t), "f4", (1, n_c, n_t)),
+        "target_regions": ((n, k), "i4", (min(n, 1024), k)),
+        "target_values": ((n, k, n_t), "f4", (1, k, n_t)),
+        "sample_index": ((n,), "i8", None),
+        "centres": ((n, n_s), "i8", None),
+        "patch_weights": ((n, n_s, m), "f4", None),
+        "source_scale": ((n, n_s), "f4", None),
+        "source_snr_db": ((n, n_s), "f4", None),
+        "spike_index": ((n, n_s), "i8", None),
+        "peak_sample": ((n, n_s), "i8", None),
+        "background_start": ((n,), "i8", None),
+    }
+    return {
+        name: f.create_dataset(name, shape, dtype, chunks=chunks, **(gz if chunks else {}))
+        for name, (shape, dtype, chunks) in shapes.items()
+    }
+
+
+def _write_samples(f, synth, split, start, n, attrs, batch_size, bar) -> None:
+    """Synthesise samples ``start .. start + n - 1`` into the open HDF5 file ``f``."""
+    dsets = _create_dataset_arrays(f, synth, start, n, attrs)
+    for first in range(0, n, batch_size):
+        index = torch.arange(start + first, start + min(first + batch_size, n))
+        composed = synth._compose(split, index)
+        columns = {
+            "x": normalise_input(composed.sensor_clean + composed.noise),
+            "target_regions": composed.regions,
+            "target_values": _normalise_max(composed.patch_activity),
+            "sample_index": index,
+            **{name: composed.params[name] for name in dsets if name in composed.params},
         }
-        bar = tqdm(total=n, desc=f"{split} samples", unit="sample", disable=not progress)
-        for first in range(0, n, batch_size):
-            index = torch.arange(start + first, start + min(first + batch_size, n))
-            composed = synth._compose(split, index)
-            p = composed.params
-            rows = slice(first, first + len(index))
-            columns = {
-                "x": normalise_input(composed.sensor_clean + composed.noise),
-                "target_regions": composed.regions,
-                "target_values": _normalise_max(composed.patch_activity),
-                "sample_index": index,
-                **{name: p[name] for name in dsets if name in p},
-            }
-            for name, value in columns.items():
-                dsets[name][rows] = value.cpu().numpy()
-            bar.update(len(index))
-        bar.close()
-    return path
+        rows = slice(first, first + len(index))
+        for name, value in columns.items():
+            dsets[name][rows] = value.cpu().numpy()
+        bar.update(len(index))
+
+
+def _is_shard_of(shard: Path, identity: dict) -> bool:
+    """Whether ``shard`` is a finished shard written with the same ``identity`` attributes."""
+    import h5py
+
+    if not shard.is_file():
+        return False
+    try:
+        with h5py.File(shard, "r") as g:
+            return all(g.attrs.get(key) == value for key, value in identity.items())
+    except OSError:  # not an HDF5 file: rewrite it
+        return False
+
+
+def _copy_rows(source, dest, row: int) -> None:
+    """Copy all rows of HDF5 dataset ``source`` into ``dest`` from ``row`` on; per-sample
+    chunks are copied still compressed."""
+    if source.chunks is not None and source.chunks[0] == 1 and source.chunks == dest.chunks:
+        tail = (0,) * (source.ndim - 1)
+        for i in range(source.shape[0]):
+            mask, chunk = source.id.read_direct_chunk((i, *tail))
+            dest.id.write_direct_chunk((row + i, *tail), chunk, mask)
+    else:
+        dest[row : row + source.shape[0]] = source[()]
 
 
 class DatasetFile(torch.utils.data.Dataset):

@@ -30,7 +30,8 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
             "normalisation; SPEC section 4) and write them to a chunked, gzip-compressed "
             "HDF5 file with the ground truth and all metadata. Sample i of a split depends "
             "only on (seed, split, i), so a file holds exactly what training on the fly sees. "
-            "The file is written atomically."
+            "The file is written atomically; more than 4096 samples are first written as "
+            "shards in OUT.shards/, so running an interrupted command again resumes it."
         ),
     )
     p.add_argument(
