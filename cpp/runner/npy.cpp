@@ -25,6 +25,22 @@ constexpr uint64_t kMaxElements = uint64_t{1} << 34;
   throw InputError("input '" + name + "': " + what);
 }
 
+// `text` as it may appear in a one-line message: at most 40 characters, bytes outside
+// printable ASCII escaped as \xNN (a corrupt header is arbitrary binary).
+std::string printable(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < 40; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += {'\\', 'x', hex[c >> 4], hex[c & 15]};
+    }
+  }
+  return text.size() > 40 ? out + "..." : out;
+}
+
 // Parser of the Python dict literal in a .npy header, e.g.
 // {'descr': '<f4', 'fortran_order': False, 'shape': (306, 500), }
 class HeaderParser {
@@ -49,7 +65,7 @@ class HeaderParser {
         shape = parse_shape();
         seen_shape = true;
       } else {
-        fail(name_, "unexpected key '" + key + "' in the .npy header (expected descr, "
+        fail(name_, "unexpected key '" + printable(key) + "' in the .npy header (expected descr, "
                     "fortran_order, shape)");
       }
       skip_space();
@@ -198,7 +214,7 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& name) {
       (descr[0] == '<' || descr[0] == '>' || descr[0] == '=')) {
     itemsize = descr[2] == '4' ? 4 : 8;
   } else {
-    fail(name, "data type '" + descr + "' is not supported; expected float32 or float64 "
+    fail(name, "data type '" + printable(descr) + "' is not supported; expected float32 or float64 "
                    "('<f4', '>f4', '<f8', '>f8')");
   }
   array.source_dtype = itemsize == 4 ? "float32" : "float64";

@@ -58,6 +58,7 @@ __all__ = [
     "load_exported",
     "read_metadata",
     "runner_path",
+    "test_epoch",
     "with_refinement",
 ]
 
@@ -286,6 +287,36 @@ def export_checkpoint(
         model_hyper=config["model"]["hyper"],
     )
     return export_model(ckpt.model, path, metadata, format=format, fused_op=fused_op, device=device)
+
+
+def test_epoch(checkpoint: str | os.PathLike, index: int = 0) -> np.ndarray:
+    """One raw sensor epoch of a checkpoint's simulated test split, to try an export on.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        A checkpoint written by ``fairesi train``; its data configuration, seed, head model
+        and waveform bank decide the epoch.
+    index : int
+        Sample index within the test split.
+
+    Returns
+    -------
+    np.ndarray, shape (n_channels, n_times), float32
+        Sensor data before normalisation (lead-field units x mV), as acquisition software
+        would pass it to ``fairesi-infer``.
+    """
+    from fairesi.data import SimConfig, Synthesizer
+    from fairesi.train import load_bank, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    train_config = ckpt.train_config
+    bank = load_bank(train_config.bank, ckpt.head_model, seed=train_config.seed)
+    synth = Synthesizer(
+        ckpt.head_model, bank, SimConfig.from_dict(ckpt.config["data"]), seed=train_config.seed
+    )
+    raw = synth.raw("test", torch.tensor([index]))
+    return (raw.sensor_clean + raw.noise)[0].numpy()
 
 
 def _format_of(path: Path) -> tuple[str, str | None]:

@@ -1,0 +1,89 @@
+"""``fairesi export``: write a trained checkpoint as a TorchScript archive or a .pt2 package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fairesi.cli import FairesiUserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained checkpoint for fairesi-infer (TorchScript or AOTInductor)",
+        description="Write the model of a training checkpoint, with the metadata inference "
+        "needs (channel names and order, sampling rate, samples per epoch, regions and their "
+        "centroids, normalisation, versions), as a TorchScript archive (.pt) or an "
+        "AOTInductor package (.pt2) for the C++ runner fairesi-infer.",
+    )
+    parser.add_argument("checkpoint", help="checkpoint file written by `fairesi train`")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output file (.pt for TorchScript, .pt2 for AOTI)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["torchscript", "aoti"],
+        default=None,
+        help="torchscript (fast to export, loads anywhere libtorch runs) or aoti "
+        "(torch.export + AOTInductor: compiled for this machine's CPU or a GPU, takes "
+        "minutes; no op library needed); default: aoti for a .pt2 output, else torchscript",
+    )
+    parser.add_argument(
+        "--fused-op",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TorchScript: export calls to the fused refinement op (the runner then loads "
+        "libfairesi_ops.so) or, with --no-fused-op, the pure-PyTorch refinement; default: "
+        "the fused op when its library is built",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="aoti: device to compile for, cpu or cuda (default: cpu)",
+    )
+    parser.add_argument(
+        "--head-model",
+        default=None,
+        help="head model the checkpoint was trained on: 'default', 'toy' or a head-model "
+        "file (default: the one the checkpoint names)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export ``args.checkpoint`` to ``args.output``; returns the exit code."""
+    from fairesi.export import export_checkpoint, read_metadata
+    from fairesi.train import load_head_model
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    output = Path(args.output)
+    fmt = args.format or ("aoti" if output.suffix == ".pt2" else "torchscript")
+    if fmt == "aoti" and args.fused_op:
+        raise FairesiUserError("--fused-op applies to TorchScript; AOTI compiles the refinement in")
+    head_model = load_head_model(args.head_model) if args.head_model else None
+    if fmt == "aoti":
+        print(
+            "fairesi export: compiling with AOTInductor (several minutes on a CPU) ...",
+            file=sys.stderr,
+        )
+    export_checkpoint(
+        checkpoint,
+        output,
+        format=fmt,
+        fused_op=args.fused_op,
+        device=args.device,
+        head_model=head_model,
+    )
+    meta = read_metadata(output)
+    needs = "needs the fairesi op library" if meta["needs_ops_library"] else "no op library needed"
+    print(
+        f"wrote {output} ({fmt}; {meta['modality']}: {len(meta['ch_names'])} channels x "
+        f"{meta['n_times']} samples at {meta['sfreq']:g} Hz -> {meta['n_regions']} regions; "
+        f"{needs})"
+    )
+    return 0
