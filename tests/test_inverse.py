@@ -13,6 +13,7 @@ from fairesi.inverse import (
     build_inverse,
     make_forward,
     make_info,
+    noise_std_from_gain,
 )
 
 MODALITIES = ("eeg", "meg")
@@ -165,7 +166,8 @@ def test_champagne_cost_decreases_monotonically(toy_head_model, update, learn_no
     champagne = Champagne(
         toy_head_model,
         "meg",
-        noise_std=None if learn_noise else noise_std,
+        noise_std=noise_std * rng.uniform(0.5, 2.0, clean.shape[1]),
+        learn_noise=learn_noise,
         update=update,
         max_iter=60,
         tol=1e-12,
@@ -182,8 +184,11 @@ def test_champagne_cost_decreases_monotonically(toy_head_model, update, learn_no
 def test_champagne_recovers_focal_source(toy_head_model, modality):
     regions = np.arange(0, toy_head_model.n_regions, 3)
     x = _focal_data(toy_head_model, modality, regions)
-    for noise_std in (None, 1e-4 * x.std()):
-        result = Champagne(toy_head_model, modality, noise_std=noise_std).fit(x)
+    for learn_noise in (True, False):
+        champagne = Champagne(
+            toy_head_model, modality, noise_std=1e-4 * x.std(), learn_noise=learn_noise
+        )
+        result = champagne.fit(x)
         assert result.converged
         np.testing.assert_array_equal(_peak_regions(result.means), regions)
         # A noise-free single source is recovered with its amplitude, not just its place.
@@ -197,7 +202,16 @@ def test_champagne_posterior_mean_formula(toy_head_model):
     gain = toy_head_model.lead_field("eeg").gain.astype(np.float64)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, gain.shape[0], 30)) * gain.std()
-    result = Champagne(toy_head_model, "eeg", max_iter=5).fit(x)
+    shape = rng.uniform(0.5, 2.0, gain.shape[0])
+    result = Champagne(toy_head_model, "eeg", noise_std=shape, max_iter=5).fit(x)
+    # Learned noise keeps the given shape across channels.
+    level = result.noise_var / shape**2
+    np.testing.assert_allclose(level, np.repeat(level[:, :1], len(shape), axis=1))
+    # Only that shape matters, not its global level.
+    scaled = Champagne(toy_head_model, "eeg", noise_std=7.0 * shape, max_iter=5).fit(x)
+    np.testing.assert_allclose(
+        scaled.means, result.means, rtol=1e-4, atol=1e-6 * abs(result.means).max()
+    )
     for b in range(2):
         sigma = np.diag(result.noise_var[b]) + (gain * result.gamma[b]) @ gain.T
         expected = result.gamma[b][:, None] * (gain.T @ np.linalg.solve(sigma, x[b]))
@@ -221,3 +235,9 @@ def test_estimators_map_tensors_to_tensors(toy_head_model, inverses):
         out = estimator(x)
         assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
         torch.testing.assert_close(out, torch.from_numpy(estimator.apply(x.numpy())))
+
+
+def test_noise_std_from_gain(toy_head_model):
+    gain = toy_head_model.lead_field("meg").gain.astype(np.float64)
+    expected = np.array([np.sqrt(np.mean(row**2)) for row in gain])
+    np.testing.assert_allclose(noise_std_from_gain(toy_head_model, "meg"), expected, rtol=1e-12)

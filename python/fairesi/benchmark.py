@@ -10,9 +10,10 @@ first ``n`` test samples with :func:`fairesi.evaluate.evaluate_estimator`:
   ``'convdip'``) from their checkpoints, one per configuration, located with a path
   pattern and trained first when asked (``fairesi train`` with the same preset);
 * classical methods (:data:`fairesi.inverse.INVERSE_METHODS`: ``'sLORETA'``,
-  ``'Champagne'`` ...) directly on the normalised network input. The sensor noise there
-  is white with one level per sample, so ``ClassicalInverse`` uses a uniform noise
-  covariance (its level does not matter, see the class) and Champagne learns the level.
+  ``'Champagne'`` ...) directly on the normalised network input. The simulated sensor
+  noise of each channel is a fixed fraction of that channel's signal power, so the noise
+  covariance is diagonal with the relative levels of :func:`fairesi.inverse.noise_std_from_gain`
+  (its global level does not matter for the MNE methods; Champagne learns it per sample).
 
 :meth:`BenchmarkResult.write` produces ``benchmark.md`` (one Table II-style table per
 configuration: our mean ± std per method, then the paper's figures for the same row),
@@ -554,7 +555,8 @@ def run_benchmark(
         the data (``head_model``, ``bank``, ``n_samples``, ``n_times``).
     classical_options : mapping, optional
         Classical method -> keyword arguments of its class (e.g.
-        ``{"Champagne": {"max_iter": 100}}``).
+        ``{"Champagne": {"max_iter": 100}}``); ``noise_std`` defaults to
+        :func:`fairesi.inverse.noise_std_from_gain`.
     n : int
         Test samples per configuration (the first ``n`` of the test split).
     seed : int
@@ -572,7 +574,7 @@ def run_benchmark(
     """
     from fairesi.data import Synthesizer
     from fairesi.evaluate import evaluate_estimator
-    from fairesi.inverse import build_inverse
+    from fairesi.inverse import build_inverse, noise_std_from_gain
     from fairesi.train import load_bank, load_head_model, make_sim_config
 
     methods = check_methods(methods)
@@ -614,8 +616,12 @@ def run_benchmark(
             else:
                 cache_key = (sim_config.modality, method)
                 if cache_key not in inverses:
+                    options = {
+                        "noise_std": noise_std_from_gain(head_model, sim_config.modality),
+                        **classical_options.get(method, {}),
+                    }
                     inverses[cache_key] = build_inverse(
-                        method, head_model, sim_config.modality, **classical_options.get(method, {})
+                        method, head_model, sim_config.modality, **options
                     )
                 estimator = inverses[cache_key]
             # Timed: the evaluation only (synthesis included), not training or set-up.

@@ -180,6 +180,38 @@ def make_noise_covariance(info: mne.Info, noise_std: float | np.ndarray) -> mne.
     )
 
 
+def noise_std_from_gain(head_model: HeadModel, modality: str) -> np.ndarray:
+    """Relative sensor noise levels matching :mod:`fairesi.data`'s sensor noise.
+
+    The simulated noise of channel ``c`` has a fixed fraction of that channel's signal
+    power; with all regions equally active in expectation, that power is proportional to
+    ``sum_r G[c, r]**2``. So the noise standard deviation is proportional to each row's
+    gain norm, which also sets the relative weight of magnetometers and gradiometers.
+
+    Parameters
+    ----------
+    head_model : HeadModel
+        The head model.
+    modality : str
+        ``'eeg'`` or ``'meg'``.
+
+    Returns
+    -------
+    noise_std : np.ndarray, shape (C,), float64
+        Root mean square gain of every channel (data units per source unit), a noise level
+        up to one global factor, which the MNE methods and Champagne's learned noise do
+        not need.
+    """
+    gain = np.asarray(head_model.lead_field(modality).gain, dtype=np.float64)
+    rms = np.sqrt((gain**2).mean(axis=1))
+    if not (rms > 0).all():
+        raise ValueError(
+            f"channels {np.flatnonzero(rms <= 0).tolist()} of the {modality} lead field have "
+            "zero gain; their noise level cannot be derived from it"
+        )
+    return rms
+
+
 class RegionEstimator:
     """Base of the classical methods: ``apply`` on arrays, ``__call__`` on tensors."""
 
@@ -338,8 +370,11 @@ class Champagne(RegionEstimator):
     Model per sample: ``y(t) = L s(t) + e(t)``, ``s(t) ~ N(0, diag(gamma))``,
     ``e(t) ~ N(0, Sigma_e)``, so ``Sigma_y = Sigma_e + L diag(gamma) L^T``. The type-II
     maximum-likelihood cost ``log|Sigma_y| + tr(C_y Sigma_y^-1)`` (``C_y = Y Y^T / T``) is
-    minimised over ``gamma`` (and a homoscedastic ``Sigma_e = lam I`` when the noise is
-    learned, bounded below at -60 dB of the data power). With ``a_i = ||L_i^T Sigma_y^-1 Y||^2 / T`` and ``z_i = L_i^T Sigma_y^-1 L_i``:
+    minimised over ``gamma``, and over the noise level ``lam`` when it is learned. The noise
+    is ``Sigma_e = lam diag(noise_std**2)``: the data and the gain are whitened by
+    ``noise_std`` first, so that the noise is ``lam I``; ``lam = 1`` when the noise is
+    known, else it is learned (bounded below at -60 dB of the whitened data power). With
+    ``a_i = ||L_i^T Sigma_y^-1 Y||^2 / T`` and ``z_i = L_i^T Sigma_y^-1 L_i``:
 
     - ``'convex'`` (convex bounding, Wipf et al. 2010): ``gamma_i <- gamma_i sqrt(a_i / z_i)``;
       learned noise ``lam <- lam sqrt(||Sigma_y^-1 Y||^2 / T / tr(Sigma_y^-1))``.
@@ -357,9 +392,11 @@ class Champagne(RegionEstimator):
         The head model (its regions are the sources).
     modality : str
         ``'eeg'`` or ``'meg'``.
-    noise_std : float | np.ndarray | None
-        Known sensor noise standard deviation (scalar or ``(C,)``, data units), or
-        ``None`` to learn one noise variance per sample.
+    noise_std : float | np.ndarray, shape (C,)
+        Sensor noise standard deviation (data units). With ``learn_noise`` only its shape
+        across channels matters (e.g. :func:`noise_std_from_gain`); the level is learned.
+    learn_noise : bool
+        Learn the noise level of every sample (default) or take ``noise_std`` as known.
     update : str
         ``'convex'`` (default, faster) or ``'em'``.
     max_iter : int
@@ -375,7 +412,8 @@ class Champagne(RegionEstimator):
         head_model: HeadModel,
         modality: str,
         *,
-        noise_std: float | np.ndarray | None = None,
+        noise_std: float | np.ndarray = 1.0,
+        learn_noise: bool = True,
         update: str = "convex",
         max_iter: int = 300,
         tol: float = 1e-5,
@@ -392,13 +430,14 @@ class Champagne(RegionEstimator):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.device = torch.device(device)
-        self.gain = torch.as_tensor(
+        gain = torch.as_tensor(
             np.asarray(head_model.lead_field(modality).gain), dtype=torch.float64
         ).to(self.device)
-        n_channels = self.gain.shape[0]
-        self.noise_std = (
-            None if noise_std is None else _noise_std_per_channel(noise_std, n_channels)
+        self.noise_std = torch.as_tensor(
+            _noise_std_per_channel(noise_std, gain.shape[0]), device=self.device
         )
+        self.learn_noise = bool(learn_noise)
+        self.whitened_gain = gain / self.noise_std[:, None]
 
     def apply(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """Posterior mean region time courses, ``(B, R, T)`` float32 (see :meth:`fit`)."""
@@ -416,10 +455,11 @@ class Champagne(RegionEstimator):
         -------
         result : ChampagneResult
         """
-        gain = self.gain
+        gain = self.whitened_gain
         n_channels, n_regions = gain.shape
         y = torch.as_tensor(_as_batch(x, n_channels), device=self.device)
-        n_batch, _, n_times = y.shape
+        y = y / self.noise_std[:, None]  # whitened: the noise is lam * I
+        n_batch = y.shape[0]
         scale = y.square().mean(dim=(1, 2)).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
         y = y / scale[:, None, None]
         # Only C_y = Y Y^T / T enters the variance updates; a square root of it with at most
@@ -427,14 +467,7 @@ class Champagne(RegionEstimator):
         y_eff = _covariance_root(y)
 
         eye = torch.eye(n_channels, dtype=torch.float64, device=self.device)
-        learn_noise = self.noise_std is None
-        if learn_noise:
-            noise_var = torch.full(
-                (n_batch, n_channels), 0.1, dtype=torch.float64, device=self.device
-            )
-        else:
-            std = torch.as_tensor(self.noise_std, device=self.device)
-            noise_var = (std[None, :] / scale[:, None]).square()
+        lam = 0.1 * torch.ones_like(scale) if self.learn_noise else scale.square().reciprocal()
         # Start with the source power explaining the whole data power on average.
         gamma = torch.full(
             (n_batch, n_regions),
@@ -446,7 +479,8 @@ class Champagne(RegionEstimator):
         costs: list[torch.Tensor] = []
         converged = False
         while True:
-            chol = self._sigma_cholesky(gamma, noise_var, eye)
+            sigma = (gain * gamma[:, None, :]) @ gain.T + lam[:, None, None] * eye
+            chol = torch.linalg.cholesky(sigma)
             # With Sigma = K K^T: log|Sigma| = 2 sum log diag K, tr(C_y Sigma^-1) = |K^-1 Y|^2,
             # and L_i^T Sigma^-1 Y = (K^-1 L_i)^T (K^-1 Y).
             half_data = torch.linalg.solve_triangular(chol, y_eff, upper=False)  # (B, C, k)
@@ -468,11 +502,10 @@ class Champagne(RegionEstimator):
                 gamma = gamma * torch.sqrt(a / z)
             else:
                 gamma = gamma + gamma.square() * (a - z)
-            if learn_noise:
+            if self.learn_noise:
                 chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
                 data_term = (chol_inv.transpose(1, 2) @ half_data).square().sum(dim=(1, 2))
                 trace = chol_inv.square().sum(dim=(1, 2))  # tr(Sigma^-1)
-                lam = noise_var[:, 0]
                 if self.update == "convex":
                     lam = lam * torch.sqrt(data_term / trace)
                 else:
@@ -480,25 +513,17 @@ class Champagne(RegionEstimator):
                 # The floor keeps Sigma_y invertible on noise-free data (whose ML noise
                 # variance is 0); clamping a 1-D surrogate minimiser keeps the cost monotone.
                 lam = lam.clamp_min(_MIN_NOISE_VAR)
-                noise_var = lam[:, None].expand(-1, n_channels).clone()
 
         means = gamma[:, :, None] * (gain.T @ torch.cholesky_solve(y, chol))
-        means = means * scale[:, None, None]
+        noise_var = (lam * scale.square())[:, None] * self.noise_std.square()
         return ChampagneResult(
-            means=means.float().cpu().numpy(),
+            means=(means * scale[:, None, None]).float().cpu().numpy(),
             gamma=(gamma * scale[:, None].square()).cpu().numpy(),
-            noise_var=(noise_var * scale[:, None].square()).cpu().numpy(),
+            noise_var=noise_var.cpu().numpy(),
             cost=torch.stack(costs).cpu().numpy(),
             n_iter=len(costs) - 1,
             converged=converged,
         )
-
-    def _sigma_cholesky(
-        self, gamma: torch.Tensor, noise_var: torch.Tensor, eye: torch.Tensor
-    ) -> torch.Tensor:
-        """Cholesky factor of ``Sigma_y = diag(noise_var) + L diag(gamma) L^T``, (B, C, C)."""
-        sigma = (self.gain * gamma[:, None, :]) @ self.gain.T + noise_var[:, :, None] * eye
-        return torch.linalg.cholesky(sigma)
 
 
 def _covariance_root(y: torch.Tensor) -> torch.Tensor:
