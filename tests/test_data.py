@@ -300,7 +300,10 @@ def test_hdf5_round_trip_is_identical(synth, tmp_path):
     for name in ("x", "target", "source_mask", "centres"):
         assert torch.equal(getattr(got, name), getattr(expected, name)[order]), name
     assert torch.equal(stored[5]["x"], expected.x[5])
-    loader = torch.utils.data.DataLoader(stored, batch_size=4, collate_fn=collate_batch)
+    # The file is open in this process already; forked workers must reopen it.
+    loader = torch.utils.data.DataLoader(
+        stored, batch_size=4, num_workers=2, collate_fn=collate_batch
+    )
     assert torch.equal(torch.cat([b.target for b in loader]), expected.target)
 
 

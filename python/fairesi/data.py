@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1136,12 +1137,15 @@ class DatasetFile(torch.utils.data.Dataset):
         self.split = str(self.attrs["split"])
         self.n_regions = int(json.loads(self.attrs["head_model"])["n_regions"])
         self._file = None
+        self._file_pid = -1
 
     def _h5(self):
         import h5py
 
-        if self._file is None:
+        # A handle inherited through fork (DataLoader workers) is not safe to share.
+        if self._file is None or self._file_pid != os.getpid():
             self._file = h5py.File(self.path, "r")
+            self._file_pid = os.getpid()
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:
