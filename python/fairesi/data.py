@@ -45,6 +45,12 @@ experiment.
 The sensor projection never multiplies the full ``(R, T)`` source matrix: the lead field
 times the whole background bank is computed once, and a sample only corrects the patch
 regions, so the cost per sample is ``O(C * T * patch size)`` instead of ``O(C * T * R)``.
+
+Interfaces: :meth:`Synthesizer.batch` (a :class:`Batch` on the synthesizer's device),
+:meth:`Synthesizer.raw` (every un-normalised intermediate), :func:`iter_batches` /
+:func:`epoch_order` for the training loop, :class:`SynthDataset` + :func:`collate_batch`
+for ``torch.utils.data.DataLoader``, and :func:`write_dataset` / :class:`DatasetFile`
+for HDF5 files (``fairesi simulate dataset``).
 """
 
 from __future__ import annotations
@@ -65,6 +71,22 @@ import torch
 if TYPE_CHECKING:
     from fairesi.headmodel import HeadModel
     from fairesi.simulate import WaveformBank
+
+__all__ = [
+    "PRESETS",
+    "SPLITS",
+    "Batch",
+    "DatasetFile",
+    "RawBatch",
+    "SimConfig",
+    "SynthDataset",
+    "Synthesizer",
+    "collate_batch",
+    "epoch_order",
+    "iter_batches",
+    "normalise_input",
+    "write_dataset",
+]
 
 SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
