@@ -55,6 +55,8 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
 
 
 def forward_backward(refine: Callable, patches: torch.Tensor, grad: torch.Tensor) -> Callable:
+    """A call that runs ``refine`` forward on ``patches`` and backward with ``grad``."""
+
     def step() -> None:
         x = patches.detach().requires_grad_()
         refine(x, TAU, ALPHA).backward(grad)
@@ -63,6 +65,7 @@ def forward_backward(refine: Callable, patches: torch.Tensor, grad: torch.Tensor
 
 
 def bench_refine(device: torch.device, repeats: int, compile_ref: bool) -> list[dict]:
+    """Time every shape and pass; print and return one row dict each (times in ms)."""
     fused = torch.ops.fairesi.spectral_temporal_refine
     compiled = torch.compile(spectral_temporal_refine_reference) if compile_ref else None
     rows = []
@@ -114,6 +117,7 @@ def bench_refine(device: torch.device, repeats: int, compile_ref: bool) -> list[
 
 
 def print_header() -> None:
+    """Print the markdown table header."""
     print(
         f"| {'shape':<32} | {'pass':<7} | {'eager ms':>9} | {'compile ms':>10} | "
         f"{'fused ms':>9} | {'copy ms':>8} | {'fused GB/s':>10} | {'eager/fused':>11} | "
@@ -126,6 +130,7 @@ def print_header() -> None:
 
 
 def print_row(r: dict) -> None:
+    """Print one table row, with the fused op's speed-ups."""
     print(
         f"| {r['shape']:<32} | {r['pass_']:<7} | {r['eager']:>9.2f} | {r['compile']:>10.2f} | "
         f"{r['fused']:>9.2f} | {r['copy']:>8.2f} | {r['gbps']:>10.2f} | "
@@ -137,6 +142,7 @@ def print_row(r: dict) -> None:
 def training_step(
     model: torch.nn.Module, optim: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor
 ) -> None:
+    """One MSE optimisation step of ``model`` on (x, target)."""
     optim.zero_grad(set_to_none=True)
     torch.nn.functional.mse_loss(model(x), target).backward()
     optim.step()
