@@ -17,7 +17,7 @@ from fairesi.cli import main
 from fairesi.data import normalise_input
 from fairesi.export import (
     METADATA_FILE,
-    _jit_deprecation_silenced,
+    _torch_deprecations_silenced,
     build_metadata,
     export_checkpoint,
     export_model,
@@ -118,7 +118,7 @@ def test_jit_deprecation_is_silenced_and_nothing_else(meg_model, toy_head_model,
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with _jit_deprecation_silenced():
+        with _torch_deprecations_silenced():
             warnings.warn(
                 "`torch.jit.script` is deprecated. Please switch", DeprecationWarning, stacklevel=1
             )
@@ -141,7 +141,7 @@ def test_read_metadata_refuses_foreign_files(meg_model, tmp_path):
     with pytest.raises(ValueError, match="not a TorchScript or AOTInductor archive"):
         read_metadata(junk)
     bare = tmp_path / "bare.pt"
-    with _jit_deprecation_silenced():
+    with _torch_deprecations_silenced():
         torch.jit.script(with_refinement(meg_model, False)).save(str(bare))
     with pytest.raises(ValueError, match=f"has no {METADATA_FILE}"):
         read_metadata(bare)
