@@ -110,6 +110,17 @@ def test_strided_inputs_are_accepted():
     )
 
 
+def test_non_finite_patches_give_nan_like_the_reference():
+    # NaN and inf must not be hidden by the clamps of the vectorised exp.
+    x = _patches((10, 16), 1.0)
+    x[3, 5] = float("nan")
+    x[7, 0] = float("inf")
+    out = _op()(x, 0.1, 0.5)
+    expected = spectral_temporal_refine_reference(x, 0.1, 0.5)
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert out[3].isnan().all() and out[7].isnan().all()
+
+
 def test_empty_input():
     x = torch.empty(0, 3, 16)
     assert _op()(x, 0.1, 0.5).shape == (0, 3, 16)
