@@ -140,6 +140,8 @@ def test_classical_inverse_bad_input(toy_head_model, inverses):
         ClassicalInverse(toy_head_model, "eeg", "LCMV")
     with pytest.raises(ValueError, match="noise_std"):
         ClassicalInverse(toy_head_model, "eeg", "MNE", noise_std=-1.0)
+    with pytest.raises(ValueError, match=r"shape \(32,\)"):
+        ClassicalInverse(toy_head_model, "eeg", "MNE", noise_std=np.ones(3))
     with pytest.raises(ValueError, match="unknown inverse method"):
         build_inverse("beamformer", toy_head_model, "eeg")
 

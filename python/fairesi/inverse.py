@@ -16,8 +16,9 @@ Two families, both returning region time courses ``(B, R, T)`` like the networks
 ``Champagne``
     sparse Bayesian learning (Wipf et al. 2010, NeuroImage 49:641; Cai et al. 2021,
     NeuroImage 225:117411), our own batched implementation with convex-bounding or EM
-    updates of the source variances, a known or learned (homoscedastic) noise variance,
-    and a stopping rule on the relative change of the cost.
+    updates of the source variances, a diagonal noise covariance of known shape across
+    channels whose level is known or learned, and a stopping rule on the relative change
+    of the cost.
 
 Both take sensor data ``x (B, C, T)`` as a NumPy array or a torch tensor in the units of
 the lead field's rows (or the normalised network input: the methods are equivariant to a
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 #: Methods of :class:`ClassicalInverse`, spelled as in :func:`mne.minimum_norm.apply_inverse`.
 MNE_METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
 
-#: Lower bound of a learned noise variance, relative to the mean channel power (-60 dB).
+#: Lower bound of a learned noise level, relative to the mean power of the whitened data.
 _MIN_NOISE_VAR = 1e-6
 
 #: Every classical method name accepted by :func:`build_inverse`.
@@ -63,7 +64,12 @@ def _as_batch(x: np.ndarray | torch.Tensor, n_channels: int) -> np.ndarray:
 
 def _noise_std_per_channel(noise_std: float | np.ndarray, n_channels: int) -> np.ndarray:
     """Broadcast a scalar or per-channel sensor noise standard deviation to ``(C,)``."""
-    std = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), (n_channels,)).copy()
+    std = np.asarray(noise_std, dtype=np.float64)
+    if std.shape not in ((), (n_channels,)):
+        raise ValueError(
+            f"noise_std must be a scalar or have shape ({n_channels},), got shape {std.shape}"
+        )
+    std = np.broadcast_to(std, (n_channels,)).copy()
     if not (np.isfinite(std).all() and (std > 0).all()):
         raise ValueError(f"noise_std must be finite and > 0 for every channel, got {noise_std!r}")
     return std
