@@ -449,7 +449,9 @@ class FairEsi(nn.Module):
         if config.spectral or config.temporal:
             # alpha = 1 keeps only the spectral view, alpha = 0 only the temporal view.
             alpha = config.alpha if config.spectral and config.temporal else float(config.spectral)
-            refine = make_refine(tau=config.tau, alpha=alpha, fused=config.fused_refine)
+            refine = make_refine(
+                tau=config.tau, alpha=alpha, fused=config.fused_refine, patch_len=config.patch_len
+            )
         self.refine = refine
         self.blocks = nn.ModuleList(
             [
