@@ -45,6 +45,8 @@ def test_select_spikes_rules():
     x[1] += _bump(n, 1500, 10.0)  # region 1 not excitable
     x[2] += _bump(n, 2000, 10.0)  # rejected: its neighbour 3 spikes inside the segment
     x[3] += _bump(n, 2100, 10.0)
+    x[0, 2600:] += np.linspace(0.0, 30.0, n - 2600)  # rising edge: not the segment maximum
+    x[0, 2500] += 9.0
     excitable = np.array([True, False, True, False])
     near = np.eye(4, dtype=bool)
     near[2, 3] = near[3, 2] = True

@@ -28,9 +28,9 @@ Spike rules (DeepSIF's ``process_raw_nmm.m``): a sample is a spike peak if the 5
 region closer than ``min_separation`` samples (100 = 0.2 s) are one spike; we keep the
 tallest (DeepSIF keeps the first). A spike enters the bank if its region was excitable
 in that run, its whole segment lies inside the run, and no other spike of the same
-region or of any region closer than ``min_hops`` falls inside the segment. The segment
-is ``segment_len`` samples with the peak at index ``segment_len // 2``, minus the
-region's median over the run (its resting level).
+region or of any region closer than ``min_hops`` falls inside the segment, and the peak
+is the segment's maximum. The segment is ``segment_len`` samples with the peak at index
+``segment_len // 2``, minus the region's median over the run (its resting level).
 
 Background: one run with no excitable region, transient dropped, each region's mean
 removed; a sample takes a random window of it.
@@ -154,6 +154,8 @@ def select_spikes(
         inside[k] = False
         if np.any(near[r, regions[inside]]):
             continue
+        if traces[r, start : start + segment_len].max() > traces[r, t]:
+            continue  # a rise to a peak beyond the segment: the centre is not its maximum
         kept.append(k)
     kept_idx = np.asarray(kept, dtype=np.int64)
     baseline = np.median(traces, axis=1)
