@@ -183,7 +183,8 @@ void load_ops_library(const std::string& library, const std::string& model_path)
   const std::string why = "model '" + model_path + "' calls " + kFusedOp +
                           " and needs the fairesi op library";
   if (library.empty()) {
-    throw ModelError(why + ", but no library path was given (--ops-library)");
+    throw ModelError(why +
+                     ", but no library path was given (RunnerOptions::ops_library, --ops-library)");
   }
   struct stat st {};
   if (::stat(library.c_str(), &st) != 0) {

@@ -206,8 +206,9 @@ def export_model(
         Export format, see the module docstring.
     fused_op : bool or None
         TorchScript only: True exports calls to the fused op (the op library must be
-        loaded), False the pure-PyTorch refinement, None the fused op when the library is
-        loaded. AOTInductor always compiles the pure-PyTorch refinement in.
+        loaded; the op takes patches of 16 samples), False the pure-PyTorch refinement, None
+        the refinement the model was built with (``make_refine`` picks the fused op when its
+        library is loaded). AOTInductor always compiles the pure-PyTorch refinement in.
     device : str
         AOTInductor only: ``'cpu'`` or ``'cuda'``, the device the package is compiled for.
         TorchScript archives are device-independent (saved on the CPU).
@@ -228,8 +229,8 @@ def export_model(
 
         if fused_op and not ops.available():
             raise ValueError("fused_op=True, but the fairesi op library is not loaded")
-        fused = ops.available() if fused_op is None else bool(fused_op)
-        network = with_refinement(model, fused).cpu().eval()
+        network = model if fused_op is None else with_refinement(model, bool(fused_op))
+        network = copy.deepcopy(network).cpu().eval()
         with _torch_deprecations_silenced():
             scripted = torch.jit.script(network)
         metadata["needs_ops_library"] = _calls_fairesi_ops(scripted)
