@@ -158,6 +158,8 @@ def test_bit_identical_across_threads_and_batch_splits(network):
     one = simulate_network(big, 0.3, n_runs=1, seed=5, n_threads=1, run_offset=9)
     two = simulate_network(big, 0.3, n_runs=1, seed=5, n_threads=2, run_offset=9)
     np.testing.assert_array_equal(one, two)
+    three = simulate_network(big, 0.3, n_runs=1, seed=5, n_threads=3, run_offset=9)
+    np.testing.assert_array_equal(one, three)  # 3 threads over 3 blocks of 64/64/22 regions
     assert not np.array_equal(one, simulate_network(big, 0.3, seed=6, n_threads=1, run_offset=9))
 
 

@@ -11,10 +11,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace fairesi::nmm {
@@ -357,6 +359,31 @@ void step_block(const StepContext& ctx, RunWorkspace& ws, int64_t lo, int64_t hi
   }
 }
 
+// Centralised barrier that spins briefly, then yields the core to other threads. The
+// last thread to arrive publishes a new generation (release); waiters acquire it, so
+// every hist entry written before the barrier is visible after it.
+class YieldingBarrier {
+ public:
+  void reset(int n_threads) { n_threads_ = n_threads; }
+  void wait() {
+    const int64_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_threads_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int spin = 0; generation_.load(std::memory_order_acquire) == generation; ++spin) {
+      if (spin >= kSpins) std::this_thread::yield();
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 4000;
+  int n_threads_ = 1;
+  std::atomic<int> arrived_{0};
+  std::atomic<int64_t> generation_{0};
+};
+
 [[noreturn]] void fail(const std::string& what) { throw std::invalid_argument(what); }
 
 }  // namespace
@@ -479,16 +506,25 @@ void simulate(const Connectivity& conn, const Coupling& cp,
       }
     }
   } else {
-    // Few runs: the threads share each run's region blocks, one barrier per step.
+    // Few runs: the threads share each run's region blocks, one barrier per step. The
+    // barrier yields the CPU while waiting: OpenMP's spinning barrier makes a run ~100x
+    // slower when another process holds one of the cores.
     for (int64_t run = 0; run < n_runs; ++run) {
       RunWorkspace ws(R, n_slots);
       init_run(ws, params, run, cp, cfg.dt_ms);
       const StepContext ctx = context(run);
-#pragma omp parallel num_threads(n_threads)
-      for (int64_t n = 0; n < n_steps; ++n) {
-#pragma omp for schedule(static)
-        for (int64_t blk = 0; blk < n_blocks; ++blk)
-          step_block(ctx, ws, blk * kBlock, std::min(R, (blk + 1) * kBlock), n);
+      YieldingBarrier barrier;
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(n_threads, n_blocks)))
+      {
+        const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+#pragma omp single
+        barrier.reset(static_cast<int>(team));  // implicit barrier: everyone sees the size
+        const int64_t first = n_blocks * me / team, last = n_blocks * (me + 1) / team;
+        for (int64_t n = 0; n < n_steps; ++n) {
+          for (int64_t blk = first; blk < last; ++blk)
+            step_block(ctx, ws, blk * kBlock, std::min(R, (blk + 1) * kBlock), n);
+          barrier.wait();
+        }
       }
     }
   }
