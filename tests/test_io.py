@@ -61,6 +61,8 @@ def test_cli_without_command_fails():
 
 
 def test_module_entry_point():
-    res = subprocess.run([sys.executable, "-m", "fairesi", "--version"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "fairesi", "--version"], capture_output=True, text=True
+    )
     assert res.returncode == 0
     assert res.stdout.startswith("fairesi ")
