@@ -107,7 +107,8 @@ py::array_t<float> simulate_py(CArray<int32_t> indptr, CArray<int32_t> indices,
 
 PYBIND11_MODULE(_nmm, m) {
   m.doc() = "C++17/OpenMP Jansen-Rit network simulator (use fairesi.simulate, not this module).";
-  m.attr("PARAM_NAMES") = py::cast(std::vector<std::string>(kParamNames.begin(), kParamNames.end()));
+  m.attr("PARAM_NAMES") =
+      py::cast(std::vector<std::string>(kParamNames.begin(), kParamNames.end()));
   m.def("simulate", &simulate_py, py::arg("indptr"), py::arg("indices"), py::arg("weights"),
         py::arg("delay_steps"), py::arg("params"), py::arg("coupling"), py::arg("n_runs"),
         py::arg("dt_ms"), py::arg("n_transient_steps"), py::arg("n_out"), py::arg("decimation"),

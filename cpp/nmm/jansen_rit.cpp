@@ -36,14 +36,18 @@ int param_index(const std::string& name) {
 
 namespace {
 
+// Hot helpers are inlined into every target clone of step_block (below); called out of
+// line they would run the baseline-ISA code only.
+#define FAIRESI_HOT_INLINE inline __attribute__((always_inline))
+
 constexpr int64_t kBlock = 64;  // regions per work unit; a multiple of 4 (one Philox draw)
 
 // ------------------------------------------------------------------------- Philox4x32-10
 constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
 
-inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0,
-                         uint32_t k1) {
+FAIRESI_HOT_INLINE void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                                     uint32_t k0, uint32_t k1) {
   const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
   const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
   const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
@@ -54,8 +58,8 @@ inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
   c3 = lo0;
 }
 
-inline void philox10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0,
-                     uint32_t k1) {
+FAIRESI_HOT_INLINE void philox10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                                 uint32_t k0, uint32_t k1) {
   for (int round = 0; round < 10; ++round) {
     philox_round(c0, c1, c2, c3, k0, k1);
     k0 += kPhiloxW0;
@@ -64,14 +68,14 @@ inline void philox10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uin
 }
 
 // Uniform in the open interval (0, 1): never 0, so log() below is finite.
-inline double to_unit(uint32_t x) { return (static_cast<double>(x) + 0.5) * 0x1p-32; }
+FAIRESI_HOT_INLINE double to_unit(uint32_t x) { return (static_cast<double>(x) + 0.5) * 0x1p-32; }
 
 // ------------------------------------------------------------------------- exp
 // exp(x) for the sigmoids: Cody-Waite reduction and a degree-12 Taylor polynomial,
 // written with plain arithmetic so that the compiler vectorises it (libm's exp is a
 // scalar call). Relative error ~2e-16 on [-708, 708]; inputs are clamped to that range,
 // where the sigmoids are saturated anyway.
-inline double exp_sigmoid(double x) {
+FAIRESI_HOT_INLINE double exp_sigmoid(double x) {
   constexpr double kShifter = 0x1.8p52;  // adding it rounds to an integer in the low bits
   constexpr double kLog2e = 0x1.71547652b82fep0;
   constexpr double kLn2Hi = 0x1.62e42fee00000p-1, kLn2Lo = 0x1.a39ef35793c76p-33;
@@ -156,7 +160,7 @@ void init_run(RunWorkspace& ws, const std::array<ParamView, kNumParams>& params,
 // log(x) for x in (0, 1] (Box-Muller radius): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
 // log(m) = 2 atanh((m - 1) / (m + 1)) by its series to s^17. Plain arithmetic, so it
 // vectorises; relative error ~1e-16.
-inline double log_unit(double x) {
+FAIRESI_HOT_INLINE double log_unit(double x) {
   constexpr double kLn2 = 0.6931471805599453094;
   constexpr double kSqrt2 = 1.4142135623730950488;
   int64_t bits;
@@ -188,7 +192,7 @@ inline double log_unit(double x) {
 
 // sin and cos of 2 pi t for t in (0, 1): quadrant from round(4 t), then Taylor series on
 // [-pi/4, pi/4] (to x^15 / x^16, error < 1e-16) and a branch-free quadrant rotation.
-inline void sincos_2pi(double t, double& sin_out, double& cos_out) {
+FAIRESI_HOT_INLINE void sincos_2pi(double t, double& sin_out, double& cos_out) {
   constexpr double kShifter = 0x1.8p52;
   constexpr double kTwoPi = 6.283185307179586476925286766559;
   const double shifted = 4.0 * t + kShifter;
@@ -223,8 +227,8 @@ inline void sincos_2pi(double t, double& sin_out, double& cos_out) {
 // Fill z[0 .. hi-lo) with standard normals for regions lo..hi of step `step` (lo is a
 // multiple of 4). One Philox draw (counter = region quad, step, run) gives 4 uniforms:
 // two Box-Muller pairs (u0, u1) -> regions 4q, 4q+1 and (u2, u3) -> 4q+2, 4q+3.
-inline void gaussian_block(double* z, int64_t lo, int64_t hi, int64_t step, uint32_t run_ctr,
-                           uint32_t k0, uint32_t k1) {
+FAIRESI_HOT_INLINE void gaussian_block(double* z, int64_t lo, int64_t hi, int64_t step,
+                                       uint32_t run_ctr, uint32_t k0, uint32_t k1) {
   uint32_t u[kBlock];
   const int64_t n_quads = (hi - lo + 3) / 4;
   const uint32_t q0 = static_cast<uint32_t>(lo / 4);
