@@ -211,7 +211,9 @@ def simulate_network(
         Global index of the first run in the noise stream: runs ``[run_offset,
         run_offset + n_runs)`` of a larger job give the same output however it is split.
     n_threads : int, optional
-        OpenMP threads (default: all available).
+        OpenMP threads (default: all available). Runs are spread over the threads; with
+        fewer runs than threads, the threads share each run's regions instead (one
+        synchronisation per step, which only pays off on otherwise idle cores).
 
     Returns
     -------
