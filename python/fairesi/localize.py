@@ -1,0 +1,245 @@
+"""Source estimates of recorded MNE data with an exported fairesi model.
+
+:func:`localize` takes an ``mne.Evoked`` or ``mne.io.Raw`` (or a ``.fif`` file of
+either) and a model written by ``fairesi export``, and returns an
+``mne.SourceEstimate`` on the model's head-model source space:
+
+1. the model's channels are picked from the recording by name (spaces ignored, so
+   ``MEG0113`` matches ``MEG 0113``), in the model's order; a missing channel is an
+   error naming it;
+2. the sampling rate must equal the model's (resample the recording first otherwise);
+3. the recording is cut into consecutive windows of the model's ``n_times`` samples;
+   the last window is aligned to the end of the recording, so every sample is covered
+   without padding (samples covered twice take the last window's estimate);
+4. each window is normalised as in training (DeepSIF: channel time mean, then time
+   point channel mean removed, divided by the window's max |x|) and run through the
+   network, giving region time courses in the network's normalised units;
+5. every source vertex takes its region's time course (vertices outside every region
+   get zeros), so the estimate can be plotted and morphed like any MNE estimate.
+
+The sensor positions of the head model are a template (fsaverage head, standard
+montage / helmet): results on real recordings are only as good as that template fits
+the subject, as for DeepSIF and FAIR-ESI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _squash(name: str) -> str:
+    return name.replace(" ", "")
+
+
+def read_recording(path: str | os.PathLike) -> Any:
+    """Read an ``.fif`` file as ``mne.Evoked`` (``-ave.fif``, first condition) or ``mne.io.Raw``.
+
+    Parameters
+    ----------
+    path : path-like
+        A FIF file written by MNE-Python or an acquisition system.
+
+    Returns
+    -------
+    mne.Evoked | mne.io.Raw
+    """
+    import mne
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recording {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"recording {path} is empty")
+    if path.name.endswith(("-ave.fif", "_ave.fif", "-ave.fif.gz", "_ave.fif.gz")):
+        return mne.read_evokeds(path, condition=0, verbose="error")
+    return mne.io.read_raw_fif(path, preload=True, verbose="error")
+
+
+def recording_data(inst: Any, metadata: dict[str, Any]) -> np.ndarray:
+    """The model's channels of a recording, in the model's order and checked.
+
+    Parameters
+    ----------
+    inst : mne.Evoked | mne.io.Raw
+        The recording; SI units (V, T, T/m) as MNE stores them.
+    metadata : dict
+        The exported model's metadata (``ch_names``, ``sfreq``, ``n_times``).
+
+    Returns
+    -------
+    np.ndarray, shape (n_channels, n_samples), float64
+    """
+    sfreq = float(inst.info["sfreq"])
+    if abs(sfreq - float(metadata["sfreq"])) > 1e-6 * float(metadata["sfreq"]):
+        raise ValueError(
+            f"the recording is sampled at {sfreq:g} Hz but the model expects "
+            f"{float(metadata['sfreq']):g} Hz; resample it first "
+            f"(inst.resample({float(metadata['sfreq']):g}))"
+        )
+    index = {_squash(name): i for i, name in enumerate(inst.ch_names)}
+    wanted = [_squash(name) for name in metadata["ch_names"]]
+    missing = [metadata["ch_names"][k] for k, name in enumerate(wanted) if name not in index]
+    if missing:
+        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise ValueError(
+            f"the recording lacks {len(missing)} of the model's {len(wanted)} channels: {shown}"
+        )
+    picks = [index[name] for name in wanted]
+    bads = sorted(set(inst.info["bads"]) & {inst.ch_names[i] for i in picks})
+    if bads:
+        warnings.warn(
+            f"channels marked bad are used as they are (the model needs all of them): {bads}",
+            stacklevel=3,
+        )
+    data = inst.get_data(picks=picks) if hasattr(inst, "get_data") else inst.data[picks]
+    if not np.isfinite(data).all():
+        raise ValueError("the recording contains NaN or Inf samples in the model's channels")
+    if data.shape[1] < int(metadata["n_times"]):
+        raise ValueError(
+            f"the recording has {data.shape[1]} samples; the model needs at least "
+            f"{int(metadata['n_times'])} ({int(metadata['n_times']) / sfreq:g} s)"
+        )
+    return data
+
+
+def window_starts(n_samples: int, n_times: int) -> np.ndarray:
+    """Start samples of consecutive windows covering ``n_samples`` (last one end-aligned).
+
+    Parameters
+    ----------
+    n_samples : int
+        Length of the recording, >= ``n_times``.
+    n_times : int
+        Window length.
+
+    Returns
+    -------
+    np.ndarray, shape (n_windows,), int64
+    """
+    starts = list(range(0, n_samples - n_times + 1, n_times))
+    if starts[-1] + n_times < n_samples:
+        starts.append(n_samples - n_times)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def localize_regions(model: Any, data: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
+    """Region time courses of a (channels, samples) recording, window by window.
+
+    Parameters
+    ----------
+    model : fairesi.export.ExportedModel
+        Loaded with :func:`fairesi.export.load_exported`.
+    data : np.ndarray, shape (n_channels, n_samples)
+        The model's channels in its order (see :func:`recording_data`).
+    batch_size : int
+        Windows per forward pass.
+
+    Returns
+    -------
+    np.ndarray, shape (n_regions, n_samples), float32
+        The network's estimate, normalised per window as in training.
+    """
+    n_times = int(model.metadata["n_times"])
+    starts = window_starts(data.shape[1], n_times)
+    out = np.zeros((int(model.metadata["n_regions"]), data.shape[1]), dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first : first + batch_size]
+        windows = torch.stack([x[:, s : s + n_times] for s in chunk])  # (B, C, T)
+        estimate = model(windows).numpy()  # (B, R, T)
+        for s, est in zip(chunk, estimate, strict=True):
+            out[:, s : s + n_times] = est
+    return out
+
+
+def localize(
+    model: str | os.PathLike | Any,
+    inst: Any,
+    *,
+    head_model: Any = None,
+    batch_size: int = 16,
+) -> Any:
+    """Estimate the sources of a recording with an exported model.
+
+    Parameters
+    ----------
+    model : path-like | fairesi.export.ExportedModel
+        A ``.pt`` (TorchScript) or ``.pt2`` (AOTInductor) file from ``fairesi export``.
+    inst : mne.Evoked | mne.io.Raw | path-like
+        The recording, or a ``.fif`` file of it (see :func:`read_recording`).
+    head_model : fairesi.headmodel.HeadModel | None
+        Source space to expand regions onto; None uses the embedded default, which must be
+        the one the model was trained on.
+    batch_size : int
+        Windows per forward pass.
+
+    Returns
+    -------
+    stc : mne.SourceEstimate
+        ``(n_vertices, n_samples)`` on the head model's source space, starting at the
+        recording's first time point; arbitrary (normalised) units.
+    """
+    import mne
+
+    from fairesi.export import load_exported
+    from fairesi.headmodel import HeadModel
+
+    exported = model if hasattr(model, "metadata") else load_exported(model)
+    if isinstance(inst, str | os.PathLike):
+        inst = read_recording(inst)
+    if head_model is None:
+        head_model = HeadModel.default()
+    meta = exported.metadata
+    if head_model.n_regions != int(meta["n_regions"]) or head_model.name != meta["head_model"]:
+        raise ValueError(
+            f"the model was trained on head model {meta['head_model']!r} with "
+            f"{meta['n_regions']} regions, not {head_model.name!r} with {head_model.n_regions}; "
+            "pass the matching head model"
+        )
+    regions = localize_regions(exported, recording_data(inst, meta), batch_size=batch_size)
+    vertex_region = np.asarray(head_model.vertex_region)
+    data = np.where(vertex_region[:, None] >= 0, regions[np.maximum(vertex_region, 0)], 0.0)
+    return mne.SourceEstimate(
+        data.astype(np.float32),
+        vertices=[np.asarray(v) for v in head_model.vertno],
+        tmin=float(inst.times[0]),
+        tstep=1.0 / float(inst.info["sfreq"]),
+        subject=head_model.metadata.get("subject", "fsaverage"),
+    )
+
+
+def save_estimate(stc: Any, path: str | os.PathLike) -> list[Path]:
+    """Save a source estimate atomically as ``.stc`` (two files) or ``.h5``.
+
+    Parameters
+    ----------
+    stc : mne.SourceEstimate
+    path : path-like
+        Ending in ``.h5`` for one HDF5 file, else the ``.stc`` stem: ``STEM-lh.stc`` and
+        ``STEM-rh.stc`` are written.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ftype = "h5" if path.suffix == ".h5" else "stc"
+    stem = path.with_suffix("") if ftype == "h5" or path.suffix == ".stc" else path
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".stc-") as tmp:
+        stc.save(Path(tmp) / stem.name, ftype=ftype, overwrite=True, verbose="error")
+        written = []
+        for file in sorted(Path(tmp).iterdir()):
+            target = stem.parent / file.name
+            shutil.move(file, target)
+            written.append(target)
+    return written

@@ -1,0 +1,119 @@
+"""fairesi.localize: recorded MNE data -> exported model -> mne.SourceEstimate."""
+
+import mne
+import numpy as np
+import pytest
+import torch
+
+from fairesi.cli import main
+from fairesi.export import build_metadata, export_model, load_exported
+from fairesi.localize import localize, localize_regions, save_estimate, window_starts
+from fairesi.models import build_model
+
+N_TIMES = 32
+SFREQ = 500.0
+
+
+@pytest.fixture(scope="module")
+def exported(toy_head_model, tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("fair_esi", toy_head_model, "meg", N_TIMES, preset="tiny").eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    metadata = build_metadata(toy_head_model, "meg", N_TIMES, sfreq=SFREQ)
+    export_model(model, path, metadata, fused_op=False)
+    return path
+
+
+def _evoked(head_model, n_samples, *, rename=None, sfreq=SFREQ, seed=0):
+    lead_field = head_model.lead_field("meg")
+    names = [rename(n) if rename else n for n in lead_field.ch_names]
+    info = mne.create_info(names, sfreq, lead_field.ch_types)
+    data = np.random.default_rng(seed).standard_normal((len(names), n_samples)) * 1e-12
+    return mne.EvokedArray(data, info, tmin=-0.1, verbose="error")
+
+
+def test_window_starts_cover_every_sample():
+    assert window_starts(32, 32).tolist() == [0]
+    assert window_starts(64, 32).tolist() == [0, 32]
+    assert window_starts(70, 32).tolist() == [0, 32, 38]
+
+
+def test_localize_matches_the_model_window_by_window(exported, toy_head_model):
+    # Channels shuffled and renamed with spaces: picked back by name, in the model's order.
+    evoked = _evoked(toy_head_model, 75, rename=lambda n: n.replace("MEG", "MEG "))
+    evoked.reorder_channels(evoked.ch_names[::-1])
+    stc = localize(exported, evoked, head_model=toy_head_model)
+
+    model = load_exported(exported)
+    data = evoked.data[::-1]  # back in the model's channel order
+    x = torch.from_numpy(data.astype(np.float32))
+    expected = np.zeros((toy_head_model.n_regions, 75), np.float32)
+    for start in (0, 32, 43):
+        expected[:, start : start + N_TIMES] = model(x[:, start : start + N_TIMES]).numpy()
+    np.testing.assert_allclose(localize_regions(model, data), expected, atol=1e-6)
+
+    assert stc.data.shape == (sum(len(v) for v in toy_head_model.vertno), 75)
+    region = toy_head_model.vertex_region
+    np.testing.assert_allclose(stc.data[region >= 0], expected[region[region >= 0]], atol=1e-6)
+    assert np.all(stc.data[region < 0] == 0)
+    assert stc.tmin == pytest.approx(-0.1)
+    assert stc.tstep == pytest.approx(1 / SFREQ)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "n_samples", "message"),
+    [
+        ({"sfreq": 1000.0}, 64, "1000 Hz but the model expects 500 Hz"),
+        ({"rename": lambda n: "X" + n}, 64, "lacks 48 of the model's 48 channels"),
+        ({}, 20, "needs at least 32"),
+    ],
+)
+def test_bad_recordings(exported, toy_head_model, kwargs, n_samples, message):
+    evoked = _evoked(toy_head_model, n_samples, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        localize(exported, evoked, head_model=toy_head_model)
+
+
+def test_nan_recording(exported, toy_head_model):
+    evoked = _evoked(toy_head_model, 64)
+    evoked.data[3, 10] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        localize(exported, evoked, head_model=toy_head_model)
+
+
+def test_wrong_head_model(exported, toy_head_model):
+    from fairesi.headmodel import HeadModel
+
+    with pytest.raises(ValueError, match="trained on head model"):
+        localize(exported, _evoked(toy_head_model, 64), head_model=HeadModel.toy(n_regions=40))
+
+
+@pytest.mark.parametrize("suffix", ["", ".h5"])
+def test_save_estimate_round_trip(exported, toy_head_model, tmp_path, suffix):
+    stc = localize(exported, _evoked(toy_head_model, 64), head_model=toy_head_model)
+    written = save_estimate(stc, tmp_path / f"est{suffix}")
+    names = sorted(p.name for p in written)
+    assert names == (["est-stc.h5"] if suffix else ["est-lh.stc", "est-rh.stc"])
+    back = mne.read_source_estimate(written[0])
+    np.testing.assert_allclose(back.data, stc.data, rtol=1e-5, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def test_cli(exported, toy_head_model, tmp_path, capsys):
+    head = tmp_path / "toy.npz"
+    toy_head_model.save(head)
+    fif = tmp_path / "rec-ave.fif"
+    _evoked(toy_head_model, 64).save(fif, verbose="error")
+    argv = [
+        "localize",
+        str(exported),
+        str(fif),
+        "-o",
+        str(tmp_path / "est"),
+        "--head-model",
+        str(head),
+    ]
+    assert main(argv) == 0
+    assert "est-lh.stc" in capsys.readouterr().out
+    assert main(["localize", str(exported), str(tmp_path / "none.fif"), "-o", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
