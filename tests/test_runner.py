@@ -89,30 +89,13 @@ def test_round_trip_python_torchscript_runner(exported, tmp_path):
     torchscript = load_exported(path)(x)
 
     np.save(tmp_path / "batch.npy", x.numpy())
-    np.save(tmp_path / "epoch.npy", x[1].numpy())
     infer(path, tmp_path / "batch.npy", tmp_path / "batch_out.npy", "--batch")
-    infer(path, tmp_path / "epoch.npy", tmp_path / "epoch_out.npy", "--threads", "1")
     batch_out = np.load(tmp_path / "batch_out.npy")
-    epoch_out = np.load(tmp_path / "epoch_out.npy")
 
     assert batch_out.dtype == np.float32 and batch_out.shape == (3, meta["n_regions"], n_times)
-    assert epoch_out.shape == (meta["n_regions"], n_times)
     assert np.abs(eager).max() > 1e-3  # a real output, not zeros
     torch.testing.assert_close(torchscript, eager, rtol=0, atol=1e-5)
     torch.testing.assert_close(torch.from_numpy(batch_out), eager, rtol=0, atol=1e-5)
-    torch.testing.assert_close(torch.from_numpy(epoch_out), eager[1], rtol=0, atol=1e-5)
-
-
-def test_float64_big_endian_input_reads_like_float32(exported, tmp_path):
-    _, path, meta = exported
-    x = np.random.default_rng(3).standard_normal((len(meta["ch_names"]), meta["n_times"]))
-    x *= SCALE
-    np.save(tmp_path / "f32.npy", x.astype("<f4"))
-    np.save(tmp_path / "f64be.npy", x.astype(">f8"))
-    infer(path, tmp_path / "f32.npy", tmp_path / "a.npy")
-    infer(path, tmp_path / "f64be.npy", tmp_path / "b.npy")
-    # float64 is rounded to float32 first, exactly as numpy's astype does.
-    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
 class PatchMixer(nn.Module):
@@ -167,6 +150,24 @@ def meg_export(sim_head_model, tmp_path_factory):
     meta = build_metadata(sim_head_model, "meg", 500)
     export_model(model.eval(), path, meta, fused_op=False)
     return model, path, meta
+
+
+def test_single_epoch_float64_big_endian(meg_export, tmp_path):
+    model, path, meta = meg_export
+    x = np.random.default_rng(3).standard_normal((len(meta["ch_names"]), meta["n_times"]))
+    x *= SCALE
+    np.save(tmp_path / "f32.npy", x.astype("<f4"))
+    np.save(tmp_path / "f64be.npy", x.astype(">f8"))
+    infer(path, tmp_path / "f32.npy", tmp_path / "a.npy", "--threads", "1")
+    infer(path, tmp_path / "f64be.npy", tmp_path / "b.npy")
+    single = np.load(tmp_path / "a.npy")  # (C, T) in, (R, T) out
+    with torch.no_grad():
+        eager = model(normalise_input(torch.from_numpy(x.astype(np.float32))[None]))[0]
+    torch.testing.assert_close(torch.from_numpy(single), eager, rtol=0, atol=1e-5)
+    # float64 is rounded to float32 first, exactly as numpy's astype does.
+    torch.testing.assert_close(
+        torch.from_numpy(np.load(tmp_path / "b.npy")), eager, rtol=0, atol=1e-5
+    )
 
 
 def _bad_model_files(model, good: Path, meta: dict, where: Path) -> dict[str, Path]:
@@ -337,7 +338,7 @@ def test_metadata_timing_and_console_script(meg_export, bad_files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "o.npy"))
     proc = subprocess.run(
-        [sys.executable, "-c", "from fairesi.cli.infer import main; main()", "--version"],
+        [sys.executable, "-c", "from fairesi.runner import main; main()", "--version"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -176,14 +176,17 @@ int run(const Args& args) {
     std::cout << fairesi::read_metadata(args.model).json << "\n";
     return 0;
   }
-  fairesi::Runner runner(args.model, args.options);
-  const double load_ms = ms_since(start);
-
+  // Cheap checks first: the metadata and the input are validated before the model loads.
+  const fairesi::Metadata metadata = fairesi::read_metadata(args.model);
   auto t = std::chrono::steady_clock::now();
   fairesi::NpyArray array = fairesi::read_npy(args.input);
-  runner.check_input_shape(array.shape, args.batch);
+  fairesi::check_input_shape(metadata, array.shape, args.batch);
   const at::Tensor epochs = at::from_blob(array.data.data(), array.shape, at::kFloat);
   const double read_ms = ms_since(t);
+
+  t = std::chrono::steady_clock::now();
+  fairesi::Runner runner(args.model, args.options);
+  const double load_ms = ms_since(t);
 
   for (int i = 0; i < args.warmup; ++i) runner.infer(epochs);
   std::vector<double> infer_ms;

@@ -184,9 +184,13 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& name) {
     fail(name, "not a .npy file (no \\x93NUMPY magic string)");
   }
   const int major = bytes[6];
+  const int minor = bytes[7];
   size_t header_len = 0;
   size_t header_start = 0;
-  if (major == 1) {
+  if (minor != 0) {
+    fail(name, ".npy format version " + std::to_string(major) + "." + std::to_string(minor) +
+                   " is not supported (expected 1.0, 2.0 or 3.0)");
+  } else if (major == 1) {
     header_len = bytes[8] | (size_t{bytes[9]} << 8);
     header_start = 10;
   } else if (major == 2 || major == 3) {
@@ -195,8 +199,8 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& name) {
                  (size_t{bytes[11]} << 24);
     header_start = 12;
   } else {
-    fail(name, ".npy format version " + std::to_string(major) + "." +
-                   std::to_string(bytes[7]) + " is not supported (expected 1.x, 2.x or 3.x)");
+    fail(name, ".npy format version " + std::to_string(major) +
+                   ".0 is not supported (expected 1.0, 2.0 or 3.0)");
   }
   if (header_len > kMaxHeaderLen || header_start + header_len > size) {
     fail(name, "truncated .npy header: it claims " + std::to_string(header_len) +

@@ -268,8 +268,7 @@ const Metadata& Runner::metadata() const { return impl_->metadata; }
 
 ModelFormat Runner::format() const { return impl_->format; }
 
-void Runner::check_input_shape(const std::vector<int64_t>& shape, bool batch) const {
-  const Metadata& m = impl_->metadata;
+void check_input_shape(const Metadata& m, const std::vector<int64_t>& shape, bool batch) {
   std::ostringstream have;
   for (size_t i = 0; i < shape.size(); ++i) have << (i ? ", " : "(") << shape[i];
   have << ")";
@@ -311,7 +310,7 @@ at::Tensor Runner::normalise(const at::Tensor& epochs) {
 
 at::Tensor Runner::infer(const at::Tensor& epochs) {
   const bool batch = epochs.dim() == 3;
-  check_input_shape(epochs.sizes().vec(), batch);
+  check_input_shape(impl_->metadata, epochs.sizes().vec(), batch);
   if (epochs.scalar_type() != at::kFloat && epochs.scalar_type() != at::kDouble) {
     throw InputError(std::string("input has dtype ") + c10::toString(epochs.scalar_type()) +
                      "; expected float32 or float64");

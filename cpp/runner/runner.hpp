@@ -85,6 +85,10 @@ ModelFormat detect_format(const std::string& model_path);
 // Read only the metadata of a model file (does not load the network or any library).
 Metadata read_metadata(const std::string& model_path);
 
+// Throw InputError unless `shape` is (C, T) or, with `batch`, (B, C, T), with the channel
+// count C and samples T of `metadata`.
+void check_input_shape(const Metadata& metadata, const std::vector<int64_t>& shape, bool batch);
+
 class Runner {
  public:
   explicit Runner(const std::string& model_path, const RunnerOptions& options = {});
@@ -94,10 +98,6 @@ class Runner {
 
   const Metadata& metadata() const;
   ModelFormat format() const;
-
-  // Throw InputError unless `shape` is (C, T) or, with `batch`, (B, C, T) with the
-  // metadata's channel count C and samples T.
-  void check_input_shape(const std::vector<int64_t>& shape, bool batch) const;
 
   // Source estimate of raw (not normalised) sensor data.
   //   epochs: (C, T) or (B, C, T), float32 or float64 (computed in float32), finite.

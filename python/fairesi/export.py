@@ -48,6 +48,7 @@ import fairesi
 from fairesi.data import normalise_input
 from fairesi.io import atomic_path
 from fairesi.models.refine import SpectralTemporalRefine
+from fairesi.runner import runner_path
 
 __all__ = [
     "FORMATS",
@@ -70,7 +71,6 @@ FORMATS = {"torchscript": ".pt", "aoti": ".pt2"}
 #: Sampling rate of the simulated training data (Hz) when a checkpoint does not record one.
 DEFAULT_SFREQ_HZ = 500.0
 
-_RUNNER_NAME = "fairesi-infer"
 # Deprecation warnings torch 2.13 raises from our own export calls, about APIs the user does
 # not call (torch.jit is what the design asks for; the treespec one comes from inside
 # torch.export). Each is silenced by exact message and category, only around our calls.
@@ -423,25 +423,3 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
             module = torch.jit.load(str(path), map_location="cpu")
         module.eval()
     return ExportedModel(module=module, metadata=metadata, format=fmt)
-
-
-def runner_path() -> Path:
-    """Path of the ``fairesi-infer`` executable installed with the package.
-
-    Returns
-    -------
-    pathlib.Path
-        ``fairesi/bin/fairesi-infer`` inside the package.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the package was built without the runner (``FAIRESI_BUILD_RUNNER=OFF``).
-    """
-    path = Path(fairesi.__file__).resolve().parent / "bin" / _RUNNER_NAME
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise FileNotFoundError(
-            f"{_RUNNER_NAME} is not installed at {path}; build fairesi with its C++ runner "
-            "(pip install --no-build-isolation . with FAIRESI_BUILD_RUNNER=ON)"
-        )
-    return path

@@ -1,15 +1,20 @@
-"""``fairesi infer`` and the ``fairesi-infer`` console script: run the C++ runner.
+"""``fairesi infer``: run the C++ runner ``fairesi-infer`` (see :mod:`fairesi.runner`).
 
-Both hand their arguments unchanged to the ``fairesi-infer`` executable installed in the
-package (``fairesi.export.runner_path()``), which needs no Python; acquisition software
-calls that executable directly. See ``fairesi-infer --help``.
+All arguments go to the runner unchanged; ``fairesi infer --help`` shows its help.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+
+from fairesi.runner import exec_runner
+
+
+class _RunnerHelp(argparse.Action):
+    """``fairesi infer --help`` shows the runner's own help (it documents every option)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        exec_runner(["--help"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,34 +34,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs=argparse.REMAINDER,
         help="arguments of fairesi-infer (MODEL INPUT.npy OUTPUT.npy [--batch] [--timing] ...)",
     )
-    parser.set_defaults(func=lambda args: _exec_runner(args.runner_args))
-
-
-class _RunnerHelp(argparse.Action):
-    """``fairesi infer --help`` shows the runner's own help (it documents every option)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        _exec_runner(["--help"])
-
-
-def _exec_runner(runner_args: list[str]) -> int:
-    from fairesi.export import runner_path
-
-    path = runner_path()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(path, [str(path), *runner_args])
-    return 1  # not reached: execv replaces this process
-
-
-def main() -> int:
-    """Entry point of the ``fairesi-infer`` console script."""
-    try:
-        return _exec_runner(sys.argv[1:])
-    except FileNotFoundError as err:
-        print(f"fairesi-infer: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    parser.set_defaults(func=lambda args: exec_runner(args.runner_args))
