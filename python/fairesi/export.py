@@ -72,10 +72,11 @@ FORMATS = {"torchscript": ".pt", "aoti": ".pt2"}
 DEFAULT_SFREQ_HZ = 500.0
 
 # Deprecation warnings torch 2.13 raises from our own export calls, about APIs the user does
-# not call (torch.jit is what the design asks for; the treespec one comes from inside
-# torch.export). Each is silenced by exact message and category, only around our calls.
+# not call (torch.jit is what the design asks for; script_method and the treespec one come
+# from modules torch.export / AOTInductor import). Each is silenced by exact message and
+# category, only around our calls.
 _TORCH_DEPRECATIONS = [
-    (r"`torch\.jit\.(script|load|save)` is deprecated", DeprecationWarning),
+    (r"`torch\.jit\.(script|script_method|load|save)` is deprecated", DeprecationWarning),
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
 ]
 
