@@ -28,7 +28,6 @@ Choices the paper leaves to the montage:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay
 from torch import Tensor, nn
+
+from fairesi.models.config import PresetConfig
 
 __all__ = ["ConvDip", "ConvDipConfig", "SensorGrid", "sensor_grid_interpolation"]
 
@@ -139,7 +140,7 @@ def sensor_grid_interpolation(
 
 
 @dataclass(frozen=True)
-class ConvDipConfig:
+class ConvDipConfig(PresetConfig):
     """Hyper-parameters of :class:`ConvDip`.
 
     Attributes
@@ -167,6 +168,7 @@ class ConvDipConfig:
 
     #: 'tiny' for tests and smoke runs; 'cpu' halves the hidden layer (it dominates the
     #: cost, being applied to every time sample); 'paper' is ConvDip's published size.
+    MODEL_LABEL: ClassVar[str] = "ConvDip"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(conv_filters=4, fc_hidden=32),
         "cpu": dict(conv_filters=8, fc_hidden=256),
@@ -193,38 +195,6 @@ class ConvDipConfig:
             raise ValueError(
                 f"ConvDipConfig.grid_size must be an int >= 3 or None, got {self.grid_size!r}"
             )
-
-    @classmethod
-    def preset(
-        cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any
-    ) -> ConvDipConfig:
-        """Build a config from a named size preset plus field overrides.
-
-        Parameters
-        ----------
-        name : str
-            One of ``'tiny'``, ``'cpu'``, ``'paper'``.
-        n_channels, n_regions, n_times : int
-            Data sizes.
-        **overrides
-            Any other field of this class.
-        """
-        if name not in cls.PRESETS:
-            raise ValueError(
-                f"unknown ConvDip preset {name!r}; expected one of {sorted(cls.PRESETS)}"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise TypeError(
-                f"unknown ConvDip hyper-parameters {unknown}; expected some of {sorted(fields)}"
-            )
-        values = {**cls.PRESETS[name], **overrides}
-        return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-able dict (``ConvDipConfig(**d)`` rebuilds it)."""
-        return dataclasses.asdict(self)
 
 
 class SensorGrid(nn.Module):

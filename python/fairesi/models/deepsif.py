@@ -22,17 +22,18 @@ The network reads top to bottom like the paper's figure::
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from fairesi.models.config import PresetConfig
+
 __all__ = ["DeepSif", "DeepSifConfig", "SpatialModule", "TemporalModule"]
 
 
 @dataclass(frozen=True)
-class DeepSifConfig:
+class DeepSifConfig(PresetConfig):
     """Hyper-parameters of :class:`DeepSif`.
 
     Attributes
@@ -57,6 +58,7 @@ class DeepSifConfig:
 
     #: 'tiny' for tests and smoke runs; 'cpu' keeps the paper's depth with a narrower
     #: LSTM; 'paper' is DeepSIF's published size.
+    MODEL_LABEL: ClassVar[str] = "DeepSIF"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(spatial_hidden=32, lstm_layers=3, lstm_hidden=16),
         "cpu": dict(spatial_hidden=256, lstm_layers=3, lstm_hidden=128),
@@ -74,38 +76,6 @@ class DeepSifConfig:
             raise ValueError(
                 f"DeepSifConfig.lstm_hidden must be a positive int or None, got {self.lstm_hidden!r}"
             )
-
-    @classmethod
-    def preset(
-        cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any
-    ) -> DeepSifConfig:
-        """Build a config from a named size preset plus field overrides.
-
-        Parameters
-        ----------
-        name : str
-            One of ``'tiny'``, ``'cpu'``, ``'paper'``.
-        n_channels, n_regions, n_times : int
-            Data sizes.
-        **overrides
-            Any other field of this class.
-        """
-        if name not in cls.PRESETS:
-            raise ValueError(
-                f"unknown DeepSIF preset {name!r}; expected one of {sorted(cls.PRESETS)}"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise TypeError(
-                f"unknown DeepSIF hyper-parameters {unknown}; expected some of {sorted(fields)}"
-            )
-        values = {**cls.PRESETS[name], **overrides}
-        return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-able dict (``DeepSifConfig(**d)`` rebuilds it)."""
-        return dataclasses.asdict(self)
 
 
 class SpatialModule(nn.Module):

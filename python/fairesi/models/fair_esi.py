@@ -39,7 +39,6 @@ Interpretations of what the paper leaves open (SPEC section 5 fixes the rest):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fairesi.models.config import PresetConfig
 from fairesi.models.refine import make_refine
 
 __all__ = [
@@ -81,7 +81,7 @@ def n_patches(n_times: int, patch_len: int, stride: int) -> int:
 
 
 @dataclass(frozen=True)
-class FairEsiConfig:
+class FairEsiConfig(PresetConfig):
     """Sizes and switches of a :class:`FairEsi` network.
 
     Parameters
@@ -146,6 +146,7 @@ class FairEsiConfig:
     #: core for a training step; its output is rank <= 2 * gru_hidden = 256 over the
     #: regions, which is enough for patch-sized sources. 'paper' sums Eq. 5 in region space
     #: with a region-wide BiGRU; the paper gives no widths, these follow DeepSIF's sizes.
+    MODEL_LABEL: ClassVar[str] = "FAIR-ESI"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(
             embed_dim=8,
@@ -209,42 +210,10 @@ class FairEsiConfig:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
-    @classmethod
-    def preset(
-        cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any
-    ) -> FairEsiConfig:
-        """Build a config from a named size preset plus field overrides.
-
-        Parameters
-        ----------
-        name : str
-            One of ``'tiny'``, ``'cpu'``, ``'paper'``.
-        n_channels, n_regions, n_times : int
-            Data sizes, see the class docstring.
-        **overrides
-            Any other field of this class.
-        """
-        if name not in cls.PRESETS:
-            raise ValueError(
-                f"unknown FAIR-ESI preset {name!r}; expected one of {sorted(cls.PRESETS)}"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise TypeError(
-                f"unknown FAIR-ESI hyper-parameters {unknown}; expected some of {sorted(fields)}"
-            )
-        values = {**cls.PRESETS[name], **overrides}
-        return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
-
     @property
     def latent_width(self) -> int:
         """Resolved ``latent`` (``n_regions`` when None)."""
         return self.n_regions if self.latent is None else self.latent
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-able dict (``FairEsiConfig(**d)`` rebuilds it)."""
-        return dataclasses.asdict(self)
 
 
 class Patching(nn.Module):

@@ -1,0 +1,49 @@
+"""Size presets shared by the model configuration dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+
+class PresetConfig:
+    """Mixin for a frozen model-config dataclass with named size presets.
+
+    A subclass defines ``PRESETS`` (preset name -> field values) and ``MODEL_LABEL`` (the
+    model's name in error messages), and has the fields ``n_channels``, ``n_regions`` and
+    ``n_times`` (the data sizes).
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+    MODEL_LABEL: ClassVar[str]
+
+    @classmethod
+    def preset(cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any):
+        """Build a config from a named size preset plus field overrides.
+
+        Parameters
+        ----------
+        name : str
+            A key of ``PRESETS`` (``'tiny'``, ``'cpu'``, ``'paper'``).
+        n_channels, n_regions, n_times : int
+            Data sizes: sensor channels C, source regions R, samples per window T.
+        **overrides
+            Any other field of the dataclass.
+        """
+        if name not in cls.PRESETS:
+            raise ValueError(
+                f"unknown {cls.MODEL_LABEL} preset {name!r}; expected one of {sorted(cls.PRESETS)}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(
+                f"unknown {cls.MODEL_LABEL} hyper-parameters {unknown}; "
+                f"expected some of {sorted(fields)}"
+            )
+        values = {**cls.PRESETS[name], **overrides}
+        return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-able dict (``type(self)(**d)`` rebuilds it)."""
+        return dataclasses.asdict(self)
