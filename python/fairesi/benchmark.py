@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.evaluate import PAPER_FAIR_ESI, TABLE_METRICS, EvaluationResult
+from fairesi.evaluate import PAPER_FAIR_ESI, TABLE_METRICS, EvaluationResult, draw_region_map
 from fairesi.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -409,29 +409,9 @@ def plot_comparison(
     views = (("top", 0, 1), ("left", 1, 2))
     points = None
     for col, (name, data) in enumerate(maps.items()):
-        values = data[:, peak_time] / max(float(np.abs(data[:, peak_time]).max()), 1e-30)
-        order = np.argsort(np.abs(values))  # strongest regions drawn on top
         for row, (view, i, j) in enumerate(views):
             ax = axes[row, col]
-            points = ax.scatter(
-                centroids_mm[order, i],
-                centroids_mm[order, j],
-                c=values[order],
-                cmap="RdBu_r",
-                vmin=-1,
-                vmax=1,
-                s=8,
-            )
-            if source_mask is not None:
-                gt = np.asarray(source_mask, dtype=bool)
-                ax.scatter(
-                    centroids_mm[gt, i],
-                    centroids_mm[gt, j],
-                    facecolors="none",
-                    edgecolors="k",
-                    s=20,
-                    linewidths=0.5,
-                )
+            points = draw_region_map(ax, centroids_mm[:, [i, j]], data[:, peak_time], source_mask)
             ax.set(title=f"{name} ({view})", aspect="equal", xticks=[], yticks=[])
     fig.colorbar(points, ax=axes, label="amplitude / max at the true peak time", shrink=0.8)
     if title:

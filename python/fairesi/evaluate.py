@@ -337,6 +337,51 @@ def format_table(
     return "\n".join(lines) + "\n"
 
 
+def draw_region_map(
+    ax: Any,
+    xy_mm: np.ndarray,
+    amplitude: np.ndarray,
+    source_mask: np.ndarray | None = None,
+    *,
+    size: float = 8.0,
+) -> Any:
+    """Scatter regions in one 2-D view, coloured by amplitude normalised to its max |.|.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    xy_mm : numpy.ndarray (R, 2)
+        The two centroid coordinates (mm) of the view.
+    amplitude : numpy.ndarray (R,)
+        Region amplitudes at one time point (any unit; shown as a fraction of the max).
+    source_mask : numpy.ndarray (R,) bool or None
+        Ground-truth regions, outlined in black.
+    size : float
+        Marker size (points^2); outlines are drawn a little larger.
+
+    Returns
+    -------
+    matplotlib.collections.PathCollection
+        The coloured points (for a colour bar; the scale is -1 .. 1).
+    """
+    values = amplitude / max(float(np.abs(amplitude).max()), 1e-30)
+    order = np.argsort(np.abs(values))  # strongest regions drawn on top
+    points = ax.scatter(
+        xy_mm[order, 0], xy_mm[order, 1], c=values[order], cmap="RdBu_r", vmin=-1, vmax=1, s=size
+    )
+    if source_mask is not None:
+        gt = np.asarray(source_mask, dtype=bool)
+        ax.scatter(
+            xy_mm[gt, 0],
+            xy_mm[gt, 1],
+            facecolors="none",
+            edgecolors="k",
+            s=size * 2.2,
+            linewidths=0.6,
+        )
+    return points
+
+
 def plot_reconstruction(
     centroids_mm: np.ndarray,
     target: np.ndarray,
@@ -381,29 +426,11 @@ def plot_reconstruction(
     axes = fig.subplots(2, 3)
     views = (("top view", 0, 1, "x (mm)", "y (mm)"), ("left view", 1, 2, "y (mm)", "z (mm)"))
     for row, (name, data) in enumerate((("ground truth", target), ("estimate", estimate))):
-        values = data[:, peak_time] / max(float(np.abs(data[:, peak_time]).max()), 1e-30)
-        order = np.argsort(np.abs(values))  # strongest regions drawn on top
         for col, (view, i, j, xlabel, ylabel) in enumerate(views):
             ax = axes[row, col]
-            points = ax.scatter(
-                centroids_mm[order, i],
-                centroids_mm[order, j],
-                c=values[order],
-                cmap="RdBu_r",
-                vmin=-1,
-                vmax=1,
-                s=14,
+            points = draw_region_map(
+                ax, centroids_mm[:, [i, j]], data[:, peak_time], source_mask, size=14
             )
-            if source_mask is not None:
-                gt = np.asarray(source_mask, dtype=bool)
-                ax.scatter(
-                    centroids_mm[gt, i],
-                    centroids_mm[gt, j],
-                    facecolors="none",
-                    edgecolors="k",
-                    s=30,
-                    linewidths=0.6,
-                )
             ax.set(title=f"{name}, {view}", xlabel=xlabel, ylabel=ylabel, aspect="equal")
         fig.colorbar(points, ax=axes[row, :2], label="amplitude / max at peak time")
     est_region = int(np.argmax(np.abs(estimate[:, peak_time])))
