@@ -20,7 +20,8 @@ only difference between the runs is the switch. Each variant is then evaluated w
 the Markdown table (mean ± std per metric, paper Table II/IV units) is printed and
 written to ``OUT/ablation.md`` with the paper's Table IV row under each of ours. An
 all-zero estimate on the same samples is a reference row: a model that learned nothing
-scores its nMSE. Paired differences against the 'none' variant (same test samples) give
+scores its nMSE and its test MSE (the training loss, also reported per variant with the
+training time per step and the late training loss). Paired differences against the 'none' variant (same test samples) give
 the standard error that decides whether a gap is more than noise.
 
 Each variant lives in ``OUT/<variant>/`` (``last.pt``, ``train_log.csv``, ``eval.npz``),
@@ -260,13 +261,11 @@ def train_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     Returns
     -------
     info : dict
-        ``steps`` (optimizer steps done), ``wall_s`` (training time spent in this call, 0 if
-        it was already done), ``train_loss`` (mean logged loss over the last 20% of steps).
+        ``steps`` (optimizer steps done) and the :func:`_log_figures` of its training log.
     """
     config = variant_config(args, name)
     out_dir = Path(config.out_dir)
     last = out_dir / "last.pt"
-    started = time.monotonic()
     if last.exists():
         payload = read_checkpoint(last)
         saved = payload["config"]["train"]
@@ -291,20 +290,64 @@ def train_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     else:
         print(f"[{name}] training {args.steps} steps", flush=True)
         train(config)
-    wall_s = time.monotonic() - started
     steps = int(read_checkpoint(last)["progress"]["step"])
-    return {"steps": steps, "wall_s": wall_s, "train_loss": _late_train_loss(out_dir, steps)}
+    return {"steps": steps, **_log_figures(out_dir, steps)}
 
 
-def _late_train_loss(out_dir: Path, steps: int) -> float:
-    """Mean logged training loss over the last 20% of the steps (NaN if none logged)."""
+def _log_figures(out_dir: Path, steps: int) -> dict[str, float]:
+    """Training time and late loss of a variant, from its ``train_log.csv``.
+
+    Returns
+    -------
+    figures : dict
+        ``s_per_step``: wall seconds per step over the logged steps (the log's ``wall_s``
+        restarts at 0 in every resumed invocation, so the segments are added up);
+        ``train_wall_s``: that times ``steps``; ``train_loss``: mean logged training loss
+        over the last 20% of the steps. NaN where nothing was logged.
+    """
     with open(out_dir / "train_log.csv", newline="") as f:
-        losses = [
-            float(row["loss"])
-            for row in csv.DictReader(f)
-            if row["kind"] == "train" and int(row["step"]) > 0.8 * steps
-        ]
-    return float(np.mean(losses)) if losses else math.nan
+        rows = [row for row in csv.DictReader(f) if row["kind"] == "train"]
+    wall_s, segment_end, previous = 0.0, 0.0, -1.0
+    for row in rows:
+        now = float(row["wall_s"])
+        if now < previous:
+            wall_s += segment_end
+        segment_end = previous = now
+    wall_s += segment_end
+    last_step = int(rows[-1]["step"]) if rows else 0
+    s_per_step = wall_s / last_step if last_step else math.nan
+    losses = [float(row["loss"]) for row in rows if int(row["step"]) > 0.8 * steps]
+    return {
+        "s_per_step": s_per_step,
+        "train_wall_s": s_per_step * steps,
+        "train_loss": float(np.mean(losses)) if losses else math.nan,
+    }
+
+
+def mean_squared_error(estimator, synth, *, n: int, batch_size: int) -> float:
+    """Mean squared error, the training loss, of an estimator on the first ``n`` test samples.
+
+    Parameters
+    ----------
+    estimator : callable
+        ``x (B, C, T) -> estimate (B, R, T)``, normalised units like ``Batch.target``.
+    synth : fairesi.data.Synthesizer
+        The data configuration.
+    n, batch_size : int
+        Samples and samples per call.
+
+    Returns
+    -------
+    mse : float
+        Mean over samples, regions and time of ``(estimate - target) ** 2``.
+    """
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            batch = synth.batch("test", torch.arange(start, min(start + batch_size, n)))
+            error = estimator(batch.x).float() - batch.target
+            total += float(error.double().pow(2).mean(dim=(1, 2)).sum())
+    return total / n
 
 
 def evaluate_variant(args: argparse.Namespace, name: str, synth) -> dict[str, np.ndarray]:
@@ -351,6 +394,7 @@ def format_tables(
     zero: dict[str, np.ndarray],
     train_info: dict[str, dict[str, Any]],
     n_params: dict[str, int],
+    test_mse: dict[str, float],
 ) -> str:
     """The ablation as Markdown: metrics beside Table IV, paired gaps, training figures.
 
@@ -364,6 +408,8 @@ def format_tables(
         Variant name -> :func:`train_variant` output.
     n_params : dict
         Variant name -> number of model parameters.
+    test_mse : dict
+        Variant name (and 'zero') -> :func:`mean_squared_error` on the test samples.
 
     Returns
     -------
@@ -406,17 +452,20 @@ def format_tables(
         )
 
     lines = [
-        "| variant | parameters | steps | train wall (s) | s/step | late train loss |",
-        "|---|---|---|---|---|---|",
+        "| variant | parameters | steps | train wall (s) | s/step | train loss, last 20% "
+        "of steps | test MSE |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, info in train_info.items():
-        per_step = info["wall_s"] / info["steps"] if info["wall_s"] > 0 else math.nan
-        per_step_text = "resumed/skipped" if math.isnan(per_step) else f"{per_step:.2f}"
         lines.append(
-            f"| {name} | {n_params[name]:,} | {info['steps']} | {info['wall_s']:.0f} | "
-            f"{per_step_text} | {info['train_loss']:.3g} |"
+            f"| {name} | {n_params[name]:,} | {info['steps']} | {info['train_wall_s']:.0f} | "
+            f"{info['s_per_step']:.2f} | {info['train_loss']:.4g} | {test_mse[name]:.4g} |"
         )
-    tables.append("\n".join(lines))
+    lines.append(f"| all-zero estimate | 0 | | | | | {test_mse['zero']:.4g} |")
+    tables.append(
+        "Training (MSE on normalised targets, the training loss; only a test MSE below the "
+        "all-zero estimate's shows more than the zero solution learned):\n\n" + "\n".join(lines)
+    )
     return "\n\n".join(tables) + "\n"
 
 
@@ -439,19 +488,23 @@ def main(argv: list[str] | None = None) -> int:
         head_model, bank, make_sim_config(reference), seed=args.seed, device=args.device
     )
     per_variant = {name: evaluate_variant(args, name, synth) for name in args.variants}
+
+    def zero_estimate(x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], head_model.n_regions, x.shape[2])
+
     zero = evaluate_estimator(
-        lambda x: x.new_zeros(x.shape[0], head_model.n_regions, x.shape[2]),
-        synth,
-        n=args.n_eval,
-        batch_size=args.eval_batch_size,
-        progress=False,
+        zero_estimate, synth, n=args.n_eval, batch_size=args.eval_batch_size, progress=False
     ).per_sample
-    n_params = {
-        name: sum(
-            p.numel() for p in load_checkpoint(args.out / name / "last.pt").model.parameters()
+    n_params, test_mse = {}, {}
+    for name in args.variants:
+        model = load_checkpoint(args.out / name / "last.pt", map_location=args.device).model
+        n_params[name] = sum(p.numel() for p in model.parameters())
+        test_mse[name] = mean_squared_error(
+            model, synth, n=args.n_eval, batch_size=args.eval_batch_size
         )
-        for name in args.variants
-    }
+    test_mse["zero"] = mean_squared_error(
+        zero_estimate, synth, n=args.n_eval, batch_size=args.eval_batch_size
+    )
 
     cfg = synth.config
     intro = (
@@ -465,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "Views S/T/P = spectral / temporal / patch-wise; paper rows: Table IV "
         "(SimMEG, 500 samples, fully trained)."
     )
-    report = intro + "\n\n" + format_tables(per_variant, zero, train_info, n_params)
+    report = intro + "\n\n" + format_tables(per_variant, zero, train_info, n_params, test_mse)
     print(report, flush=True)
     with atomic_path(args.out / "ablation.md") as tmp:
         Path(tmp).write_text(report)
@@ -476,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "train": train_info,
                     "n_params": n_params,
+                    "test_mse": test_mse,
                     "summary": {
                         name: {
                             key: _summary(metrics[key], factor) for key, _, factor in TABLE_METRICS
