@@ -11,18 +11,21 @@ Six variants of ``fairesi.models.fair_esi.FairEsi`` differ only in the switches
     all                 the full model
 
 Every variant is trained with ``fairesi.train.train`` on the same data configuration (paper:
-SimMEG, r = 5 dB, N_s = 2, N_n = 2), the same seed (so the same initialisation of shared
-layers, the same batches in the same order) and the same number of optimizer steps. The
-training split is used whole, so that for ``steps * batch_size`` below its size (39,920
-samples) no epoch ends: no validation, no learning-rate change, no early stop, and the
-only difference between the runs is the switch. Each variant is then evaluated with
+SimMEG, r = 5 dB, N_s = 2, N_n = 2), the same seed (the same batches in the same order; the
+refinement views have no parameters, so none / spectral / temporal / spectral+temporal
+start from identical weights, as do patch-wise / all, while the attention's parameters
+shift the initial draws of the layers after it) and the same number of optimizer steps.
+The training split is used whole, so that for ``steps * batch_size`` below its size
+(39,920 samples) no epoch ends: no validation, no learning-rate change, no early stop, and
+the only difference between the runs is the switch. Each variant is then evaluated with
 ``fairesi.evaluate.evaluate_estimator`` on the same first ``--n-eval`` test samples, and
 the Markdown table (mean ± std per metric, paper Table II/IV units) is printed and
 written to ``OUT/ablation.md`` with the paper's Table IV row under each of ours. An
 all-zero estimate on the same samples is a reference row: a model that learned nothing
-scores its nMSE and its test MSE (the training loss, also reported per variant with the
-training time per step and the late training loss). Paired differences against the 'none' variant (same test samples) give
-the standard error that decides whether a gap is more than noise.
+scores its nMSE and its test MSE (the training loss; it is also reported per variant,
+with the training time per step and the late training loss). Paired differences against
+the 'none' variant (same test samples) give the standard error that decides whether a
+gap is more than noise.
 
 Each variant lives in ``OUT/<variant>/`` (``last.pt``, ``train_log.csv``, ``eval.npz``),
 so an interrupted ablation resumes: finished variants are skipped, an unfinished one
