@@ -12,6 +12,7 @@ from fairesi.train import (
     TrainConfig,
     load_checkpoint,
     read_checkpoint,
+    source_loss,
     train,
 )
 
@@ -103,6 +104,17 @@ def test_loss_decreases(tmp_path):
     train_loss = [float(r["loss"]) for r in epochs]
     assert val[-1] < val[0]
     assert train_loss[-1] < train_loss[0]
+
+
+def test_source_loss_is_the_papers_frobenius_loss():
+    gen = torch.Generator().manual_seed(0)
+    estimate, target = torch.randn(2, 3, 4, 5, generator=gen).unbind(0)
+    by_hand = sum(((estimate[n] - target[n]) ** 2).sum() for n in range(3)) / 3
+    assert source_loss(estimate, target) == pytest.approx(float(by_hand), rel=1e-6)
+    mse = torch.nn.functional.mse_loss(estimate, target)
+    assert source_loss(estimate, target) == pytest.approx(float(mse) * 4 * 5, rel=1e-6)
+    with pytest.raises(ValueError, match="same"):
+        source_loss(estimate, target[:, :3])
 
 
 def test_resume_is_bit_exact(reference_run, tmp_path):
@@ -199,7 +211,7 @@ def test_nan_in_data_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch)
 def test_diverging_loss_is_reported(tmp_path, monkeypatch):
     from fairesi import train as train_module
 
-    monkeypatch.setattr(train_module.nn.functional, "mse_loss", lambda a, b: (a - b).sum() / 0.0)
+    monkeypatch.setattr(train_module, "source_loss", lambda a, b: (a - b).sum() / 0.0)
     with pytest.raises(NonFiniteError, match="diverged"):
         train(small_config(tmp_path, max_steps=2))
     assert not (tmp_path / "last.pt").exists()
