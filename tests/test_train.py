@@ -155,6 +155,39 @@ def test_ctrl_c_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
     )
 
 
+def test_sigterm_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from fairesi import train as train_module
+
+    real_step = train_module._Run.train_step
+    calls = []
+
+    def terminated_step(self, batch):
+        calls.append(1)
+        if len(calls) == 5:  # the handler raises at the next bytecode, inside this step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, batch)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train_module._Run, "train_step", terminated_step)
+    config = tmp_path / "small.toml"
+    config.write_text("".join(f"{k} = {str(v).lower()}\n" for k, v in SMALL.items()))
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "tiny", "--config", str(config), "--out", str(out),
+                 "--max-steps", "6"])  # fmt: skip
+    assert code == 143
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert read_checkpoint(out / "last.pt")["progress"]["step"] == 4
+    monkeypatch.setattr(train_module._Run, "train_step", real_step)
+    train(resume=out / "last.pt", max_steps=6)
+    ref_out, _ = reference_run
+    assert_same_training_state(
+        read_checkpoint(out / "last.pt"), read_checkpoint(ref_out / "last.pt")
+    )
+
+
 def test_truncated_and_corrupt_checkpoints_are_refused(reference_run, tmp_path):
     data = (reference_run[0] / "last.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"

@@ -25,8 +25,8 @@ of plain containers only, so ``torch.load(path, weights_only=True)`` reads it::
                    "best_val_loss", "bad_epochs", "finished"}
 
 ``last.pt`` is written every ``checkpoint_every`` steps, at the end of every epoch, when a
-step or time budget runs out, and on Ctrl-C; ``best.pt`` whenever the validation loss
-improves. Resuming from ``last.pt`` restores the model, optimizer, scheduler, scaler and
+step or time budget runs out, on Ctrl-C and on SIGTERM (a batch scheduler's stop);
+``best.pt`` whenever the validation loss improves. Resuming from ``last.pt`` restores the model, optimizer, scheduler, scaler and
 random state and continues with the very next batch (the epoch order of
 ``fairesi.data.epoch_order``, as in ``iter_batches(..., epoch, start_batch)``), so a run cut into pieces gives the same weights, bit for bit, as one
 uninterrupted run on the same machine and thread count.
@@ -49,6 +49,8 @@ import logging
 import math
 import os
 import pickle
+import signal
+import threading
 import time
 import tomllib
 import zipfile
@@ -428,6 +430,41 @@ def check_head_model(config: Mapping[str, Any], head_model, source: str = "check
 
 # --------------------------------------------------------------------------------------------
 # Checkpoints
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in :func:`train` when the process receives SIGTERM (a batch scheduler's stop,
+    ``kill``); like Ctrl-C, it first saves a resumable ``last.pt``."""
+
+    #: Exit status of the ``fairesi`` command (128 + SIGTERM, as a shell reports it).
+    exit_code = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"received signal {signum}")
+
+
+class _SigtermAsInterrupt:
+    """SIGTERM handling during training: :meth:`install` makes SIGTERM raise
+    :class:`Terminated`, :meth:`ignore` shields the checkpoint write from a second signal,
+    :meth:`restore` puts the previous handler back. Python delivers signals to the main
+    thread only, so elsewhere (e.g. a training thread of a GUI) all three do nothing."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def install(self) -> None:
+        if self._active:
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def ignore(self) -> None:
+        if self._active:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        if self._active and self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class NonFiniteError(ValueError):
@@ -945,8 +982,10 @@ def train(
     n_batches = run.n_train // config.batch_size
     stopped = "max_epochs"
     # Random state at the start of an unfinished step (None between steps), so that a
-    # Ctrl-C checkpoint replays exactly that step on resume.
+    # Ctrl-C / SIGTERM checkpoint replays exactly that step on resume.
     rng_before_step = None
+    sigterm = _SigtermAsInterrupt()
+    sigterm.install()
     try:
         while progress.epoch < config.max_epochs:
             bar = tqdm(
@@ -1005,10 +1044,12 @@ def train(
         progress.finished = stopped == "early_stop"
         run.metrics["stopped"] = stopped
         run.save("last.pt")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
+        sigterm.ignore()  # a second SIGTERM must not cut the checkpoint write short
         run.save("last.pt", rng=rng_before_step)
         raise
     finally:
+        sigterm.restore()
         if run.log is not None:
             run.log.close()
         if run.dist.world_size > 1:

@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FairesiUserError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"fairesi {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fairesi {args.command}: interrupted; finished work was kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or fairesi.train.Terminated on SIGTERM
+        code = getattr(err, "exit_code", 130)
+        what = "interrupted" if code == 130 else "terminated"
+        print(f"fairesi {args.command}: {what}; finished work was kept", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

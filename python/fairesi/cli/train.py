@@ -91,7 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "LR halved on validation plateau, early stopping, checkpoints last.pt/best.pt and "
         "train_log.csv in --out. Values come from --preset, then --config, then the flags. "
         "Under torchrun (WORLD_SIZE > 1) training is DistributedDataParallel.",
-        epilog="Example: fairesi train --preset tiny --out runs/tiny; "
+        epilog="Example: fairesi train --preset tiny --out runs/tiny. Ctrl-C or SIGTERM "
+        "(e.g. a batch scheduler's time limit) saves last.pt first (exit status 130 / 143); "
         "continue an interrupted run with: fairesi train --resume --out runs/tiny",
     )
     parser.add_argument(
