@@ -337,13 +337,19 @@ def test_metadata_timing_and_console_script(meg_export, bad_files, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "o.npy"))
-    proc = subprocess.run(
+    for command in (
         [sys.executable, "-c", "from fairesi.runner import main; main()", "--version"],
+        [sys.executable, "-m", "fairesi", "infer", "--version"],  # options reach the runner
+    ):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.startswith("fairesi-infer (libtorch"), command
+    proc = subprocess.run(
+        [sys.executable, "-m", "fairesi", "infer", "--timing", "--print-metadata", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0 and proc.stdout.startswith("fairesi-infer (libtorch")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == printed
 
 
 def test_npy_reader_fuzzed_under_address_sanitizer():

@@ -54,10 +54,21 @@ def exec_runner(args: list[str]) -> None:
     os.execv(path, [str(path), *args])
 
 
-def main() -> int:
-    """Entry point of the ``fairesi-infer`` console script."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fairesi-infer`` console script (and of ``fairesi infer``).
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The runner's arguments; None means ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        2 if the runner is not installed; otherwise this process is replaced by it.
+    """
     try:
-        exec_runner(sys.argv[1:])
+        exec_runner(sys.argv[1:] if argv is None else list(argv))
     except FileNotFoundError as err:
         print(f"fairesi-infer: error: {err}", file=sys.stderr)
         return 2

@@ -6,7 +6,10 @@ Each subcommand lives in its own module of this package and exposes
     adds its parser(s) to the ``argparse`` sub-parser action and sets ``func`` (a
     callable taking the parsed ``argparse.Namespace`` and returning an exit code).
 
-Modules are discovered automatically, so adding a command never touches this file.
+Modules are discovered automatically, so adding a command never touches this file. A
+module may also define ``PASS_THROUGH(argv: list[str]) -> int``: then ``fairesi NAME ARGS``
+calls it with ARGS untouched, before any parsing (``infer`` hands every option, even
+``--version``, to the C++ runner).
 Errors a user can fix (bad file, bad value) are raised as ``FairesiUserError`` or
 ``ValueError``/``FileNotFoundError`` and printed as one line on stderr with exit code 2;
 anything else is a bug and shows its traceback.
@@ -24,6 +27,10 @@ class FairesiUserError(Exception):
     """An error caused by the user's input, reported without a traceback."""
 
 
+def _command_modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every discovered subcommand registered."""
     from fairesi import __version__
@@ -35,16 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fairesi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(sub)
+    for name in _command_modules():
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fairesi`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _command_modules():
+        module = importlib.import_module(f"{__name__}.{argv[0]}")
+        if hasattr(module, "PASS_THROUGH"):
+            return int(module.PASS_THROUGH(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,24 +1,24 @@
 """``fairesi infer``: run the C++ runner ``fairesi-infer`` (see :mod:`fairesi.runner`).
 
-All arguments go to the runner unchanged; ``fairesi infer --help`` shows its help.
+All arguments go to the runner unchanged (``PASS_THROUGH``, before any argparse parsing, so
+options such as ``--version`` reach it too); ``fairesi infer --help`` shows its help. The
+parser registered here only lists the command in ``fairesi --help``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from fairesi.runner import exec_runner
+from fairesi import runner
 
 
-class _RunnerHelp(argparse.Action):
-    """``fairesi infer --help`` shows the runner's own help (it documents every option)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        exec_runner(["--help"])
+def PASS_THROUGH(argv: list[str]) -> int:  # noqa: N802 - the hook name of fairesi.cli
+    """Run ``fairesi-infer argv...`` in place of this process (see ``fairesi.runner.main``)."""
+    return runner.main(argv)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``infer`` subcommand."""
+    """List the ``infer`` subcommand (its arguments never reach argparse: ``PASS_THROUGH``)."""
     parser = subparsers.add_parser(
         "infer",
         help="source estimate of a .npy epoch with an exported model (runs fairesi-infer)",
@@ -26,12 +26,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "All arguments are passed on; `fairesi infer --help` shows the runner's help.",
         add_help=False,
     )
-    parser.add_argument(
-        "-h", "--help", nargs=0, action=_RunnerHelp, help="show fairesi-infer's help and exit"
-    )
-    parser.add_argument(
-        "runner_args",
-        nargs=argparse.REMAINDER,
-        help="arguments of fairesi-infer (MODEL INPUT.npy OUTPUT.npy [--batch] [--timing] ...)",
-    )
-    parser.set_defaults(func=lambda args: exec_runner(args.runner_args))
+    parser.set_defaults(func=lambda args: PASS_THROUGH([]))
