@@ -4,6 +4,7 @@ determinism, the torch data interface, HDF5 round trip and bad input."""
 import dataclasses
 import math
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -25,6 +26,7 @@ from fairesi.data import (
     collate_batch,
     epoch_order,
     iter_batches,
+    merge_datasets,
     normalise_input,
     write_dataset,
 )
@@ -381,6 +383,33 @@ def test_cli_writes_the_dataset_of_the_synthesizer(toy_head_model, bank, tmp_pat
     expected = Synthesizer(toy_head_model, bank, config, seed=3).batch("val", torch.arange(2, 7))
     got = stored.batch(range(5))
     assert torch.equal(got.x, expected.x) and torch.equal(got.target, expected.target)
+
+
+def test_merged_parts_equal_one_write(synth, tmp_path, capsys):
+    whole = write_dataset(tmp_path / "whole.h5", synth, "train", 9, start=4, progress=False)
+    parts = [
+        write_dataset(tmp_path / f"part{start}.h5", synth, "train", n, start=start, progress=False)
+        for start, n in ((9, 4), (4, 5))  # written out of order, as workers finish
+    ]
+    out = tmp_path / "merged.h5"
+    assert main(["simulate", "merge", *map(str, parts), "--out", str(out)]) == 0
+    assert "samples 4..12 from 2 part(s)" in capsys.readouterr().out
+    with h5py.File(whole, "r") as a, h5py.File(out, "r") as b:
+        assert dict(a.attrs) == dict(b.attrs)
+        assert sorted(a) == sorted(b)
+        for name in a:
+            assert np.array_equal(a[name][()], b[name][()]), name
+            assert (a[name].chunks, a[name].compression) == (b[name].chunks, b[name].compression)
+
+    gap = write_dataset(tmp_path / "gap.h5", synth, "train", 2, start=14, progress=False)
+    with pytest.raises(ValueError, match="leave a gap"):
+        merge_datasets([parts[1], gap], tmp_path / "bad.h5")
+    with pytest.raises(ValueError, match="overlap"):
+        merge_datasets([whole, parts[0]], tmp_path / "bad.h5")
+    other = write_dataset(tmp_path / "val.h5", synth, "val", 2, start=13, progress=False)
+    with pytest.raises(ValueError, match=r"\['split'\] differ"):
+        merge_datasets([parts[0], other], tmp_path / "bad.h5")
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_cli_explains_a_missing_bank_and_bad_values(tmp_path, monkeypatch, capsys):

@@ -84,6 +84,7 @@ __all__ = [
     "collate_batch",
     "epoch_order",
     "iter_batches",
+    "merge_datasets",
     "normalise_input",
     "write_dataset",
 ]
@@ -1028,15 +1029,7 @@ def write_dataset(
                 with atomic_path(shard) as tmp, h5py.File(tmp, "w") as f:
                     _write_samples(f, synth, split, first, count, attrs, batch_size, bar)
             shards.append(shard)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            dsets = _create_dataset_arrays(f, synth, start, n, attrs)
-            row = 0
-            for shard in shards:
-                with h5py.File(shard, "r") as g:
-                    count = g["x"].shape[0]
-                    for name in _SAMPLE_ARRAYS:
-                        _copy_rows(g[name], dsets[name], row)
-                row += count
+        merge_datasets(shards, path)
         shutil.rmtree(shard_dir)
         return path
     finally:
@@ -1092,6 +1085,111 @@ def _write_samples(f, synth, split, start, n, attrs, batch_size, bar) -> None:
         for name, value in columns.items():
             dsets[name][rows] = value.cpu().numpy()
         bar.update(len(index))
+
+
+#: Attributes that differ between the parts of one dataset, and those that only record
+#: the software that wrote a part (the merged file keeps the first part's).
+_PART_ATTRS = ("n_samples", "first_sample")
+_INFORMATIONAL_ATTRS = ("fairesi_version", "torch_version")
+#: Per-file (not per-sample) arrays of a dataset file.
+_METADATA_ARRAYS = ("ch_names", "ch_types", "region_centroids_mm")
+
+
+def merge_datasets(parts: Sequence[str | Path], path: str | Path) -> Path:
+    """Join dataset files holding consecutive sample ranges of one split into one file.
+
+    The parts are files written by :func:`write_dataset` for disjoint, adjacent ranges
+    ``[start, start + n)`` of the same configuration, seed, split, head model and bank (for
+    instance by ``fairesi simulate dataset --start S --n N`` on the workers of a Dask or Ray
+    cluster, see ``docs/scaling.md``). They may be given in any order. Compressed
+    per-sample chunks are copied as they are, so merging costs about a file copy, and the
+    result is identical to writing the whole range with one :func:`write_dataset` call.
+    The output is written atomically; the parts are left in place.
+
+    Parameters
+    ----------
+    parts : sequence of path-like
+        The part files (at least one).
+    path : path-like
+        Output ``.h5`` file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If a file is not a fairesi dataset, the parts disagree on anything but their range
+        (the attribute is named), or the ranges overlap or leave a gap.
+    """
+    import h5py
+
+    from fairesi.io import atomic_path
+
+    if not parts:
+        raise ValueError("merge_datasets needs at least one part")
+    ranges = []
+    for part in map(Path, parts):
+        if not part.is_file():
+            raise FileNotFoundError(f"dataset part {part} does not exist")
+        with h5py.File(part, "r") as f:
+            if f.attrs.get("format") != _H5_FORMAT:
+                raise ValueError(f"{part} is not a fairesi dataset")
+            attrs = {k: v for k, v in f.attrs.items() if k not in _PART_ATTRS}
+            ranges.append((int(f.attrs["first_sample"]), int(f.attrs["n_samples"]), part, attrs))
+    ranges.sort(key=lambda r: r[0])
+    first, _, first_part, reference = ranges[0]
+    for _, _, part, attrs in ranges[1:]:
+        differ = sorted(
+            k
+            for k in (reference.keys() | attrs.keys()) - set(_INFORMATIONAL_ATTRS)
+            if not np.array_equal(reference.get(k), attrs.get(k))
+        )
+        if differ:
+            raise ValueError(
+                f"{part} and {first_part} are not parts of one dataset: attribute(s) "
+                f"{differ} differ"
+            )
+    for (start, n, part, _), (next_start, _, next_part, _) in zip(
+        ranges[:-1], ranges[1:], strict=True
+    ):
+        if start + n != next_start:
+            what = "overlap" if next_start < start + n else "leave a gap"
+            raise ValueError(
+                f"{part} (samples {start}..{start + n - 1}) and {next_part} (from {next_start}) "
+                f"{what}; the parts must cover one range without overlap"
+            )
+    total = sum(r[1] for r in ranges)
+    with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as out:
+        with h5py.File(first_part, "r") as f:
+            out.attrs.update(f.attrs)
+            out.attrs.update({"n_samples": total, "first_sample": first})
+            for name in _METADATA_ARRAYS:
+                f.copy(f[name], out)
+            dsets = {}
+            for name in _SAMPLE_ARRAYS:
+                d = f[name]
+                chunks = None
+                if d.chunks is not None:
+                    chunks = (1 if d.chunks[0] == 1 else min(total, 1024), *d.chunks[1:])
+                dsets[name] = out.create_dataset(
+                    name,
+                    (total, *d.shape[1:]),
+                    d.dtype,
+                    chunks=chunks,
+                    compression=d.compression,
+                    compression_opts=d.compression_opts,
+                    shuffle=d.shuffle,
+                )
+        row = 0
+        for _, n, part, _ in ranges:
+            with h5py.File(part, "r") as g:
+                for name in _SAMPLE_ARRAYS:
+                    _copy_rows(g[name], dsets[name], row)
+            row += n
+    return Path(path)
 
 
 def _is_shard_of(shard: Path, identity: dict) -> bool:

@@ -1,4 +1,5 @@
-"""``fairesi simulate dataset``: write paired (sensor, source) samples to HDF5.
+"""``fairesi simulate dataset`` (write paired samples to HDF5) and ``fairesi simulate merge``
+(join the files of sample ranges written by separate workers).
 
 Registered by :mod:`fairesi.cli.simulate` as one of its sub-commands (the leading
 underscore keeps the CLI discovery from registering it as a top-level command).
@@ -91,6 +92,20 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run_dataset)
 
+    m = sub.add_parser(
+        "merge",
+        help="join dataset files of adjacent sample ranges into one file",
+        description="Join files written by `fairesi simulate dataset --start S --n N` for "
+        "adjacent ranges of one split (e.g. by the workers of a Dask or Ray cluster, see "
+        "docs/scaling.md) into one file, identical to writing the whole range at once. "
+        "The parts must share configuration, seed, split, head model and bank; they may "
+        "be given in any order and are left in place. The output is written atomically.",
+        epilog="Example: fairesi simulate merge parts/train-*.h5 --out train.h5",
+    )
+    m.add_argument("parts", nargs="+", type=Path, metavar="PART", help="dataset part files")
+    m.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    m.set_defaults(func=run_merge)
+
 
 def run_dataset(args: argparse.Namespace) -> int:
     """Write the dataset file asked for on the command line; returns the exit code."""
@@ -131,5 +146,21 @@ def run_dataset(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {args.split} samples {args.start}..{args.start + n - 1} of "
         f"{args.config} (snr {args.snr:g} dB, "
         f"{args.n_sources} source(s), {args.n_rings} ring(s), seed {args.seed})"
+    )
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge the dataset parts named on the command line; returns the exit code."""
+    from fairesi.data import DatasetFile, merge_datasets
+
+    if args.out in args.parts:
+        raise FairesiUserError(f"--out {args.out} is one of the parts")
+    merge_datasets(args.parts, args.out)
+    merged = DatasetFile(args.out)
+    first = int(merged.attrs["first_sample"])
+    print(
+        f"wrote {args.out}: {merged.split} samples {first}..{first + len(merged) - 1} "
+        f"from {len(args.parts)} part(s)"
     )
     return 0
