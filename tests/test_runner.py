@@ -7,6 +7,7 @@ them in a build configured without it.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -350,6 +351,53 @@ def test_metadata_timing_and_console_script(meg_export, bad_files, tmp_path):
         timeout=60,
     )
     assert proc.returncode == 0 and json.loads(proc.stdout) == printed
+
+
+SDK_PROJECT = """cmake_minimum_required(VERSION 3.20)
+project(embed LANGUAGES CXX)
+find_package(fairesi CONFIG REQUIRED)
+add_executable(embed example_embed.cpp)
+target_link_libraries(embed PRIVATE fairesi::runner)
+file(WRITE "${CMAKE_BINARY_DIR}/ops_library.txt" "${fairesi_OPS_LIBRARY}")
+"""
+
+
+def test_installed_sdk_builds_the_embedding_example(sim_head_model, tmp_path):
+    """docs/embedding.md: find_package(fairesi) -> fairesi::runner, outside this project."""
+    from fairesi.runner import cmake_prefix_path
+
+    cmake = shutil.which("cmake")
+    assert cmake, "cmake is needed to build fairesi and to use its C++ SDK"
+    prefix = cmake_prefix_path()
+    assert (prefix / "include" / "fairesi" / "runner.hpp").is_file()
+    assert (prefix / "lib" / "libfairesi_runner.a").is_file()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "CMakeLists.txt").write_text(SDK_PROJECT)
+    shutil.copy(ROOT / "cpp" / "runner" / "example_embed.cpp", project)
+    # Installed, the package finds the torch next to it; a source-tree build needs torch's.
+    prefixes = [str(prefix), torch.utils.cmake_prefix_path]
+    build = tmp_path / "build"
+    for command in (
+        [cmake, "-S", project, "-B", build, f"-DCMAKE_PREFIX_PATH={';'.join(prefixes)}"],
+        [cmake, "--build", build, "-j", "2"],
+    ):
+        proc = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ops_library = (build / "ops_library.txt").read_text()
+    assert ops_library == str(prefix / "lib" / "libfairesi_ops.so")
+
+    torch.manual_seed(0)
+    model = build_model("fair_esi", sim_head_model, "meg", 500, preset="tiny", fused_refine=False)
+    path = tmp_path / "model.pt"
+    fused = have_ops()
+    export_model(model.eval(), path, build_metadata(sim_head_model, "meg", 500), fused_op=fused)
+    argv = [str(build / "embed"), str(path)] + ([ops_library] if fused else [])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names = read_metadata(path)["region_names"]
+    assert proc.stdout.startswith("strongest region: ")
+    assert proc.stdout.split(": ", 1)[1].split(" at (")[0] in names
 
 
 def test_npy_reader_fuzzed_under_address_sanitizer():

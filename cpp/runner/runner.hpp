@@ -14,10 +14,10 @@
 //   fairesi::Runner runner("model.pt", options);
 //   at::Tensor sources = runner.infer(epoch);   // (C, T) float32 -> (R, T) float32
 //
-// Building it into another program: compile cpp/runner/{runner,npy,json}.cpp with the
-// program (or link the fairesi_runner target of fairesi's CMakeLists.txt) and link libtorch
-// from the installed torch wheel (CMake: find_package(Torch) with CMAKE_PREFIX_PATH set to
-// `python -c "import torch; print(torch.utils.cmake_prefix_path)"`).
+// Building it into another program: the installed package is a CMake package
+// (docs/embedding.md): find_package(fairesi) with CMAKE_PREFIX_PATH set to
+// `python -c "import fairesi.runner as r; print(r.cmake_prefix_path())"`, then link
+// fairesi::runner (this header, the static library and libtorch from the torch wheel).
 //
 // Errors are thrown as fairesi::ModelError, fairesi::InputError (errors.hpp) or, for a
 // failure inside the network, std::runtime_error; the Runner never aborts the process.

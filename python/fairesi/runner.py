@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["exec_runner", "main", "runner_path"]
+__all__ = ["cmake_prefix_path", "exec_runner", "main", "runner_path"]
 
 _RUNNER_NAME = "fairesi-infer"
 
@@ -38,6 +38,29 @@ def runner_path() -> Path:
             "(pip install --no-build-isolation . with FAIRESI_BUILD_RUNNER=ON)"
         )
     return path
+
+
+def cmake_prefix_path() -> Path:
+    """The CMake prefix of the installed C++ SDK (``find_package(fairesi)``, docs/embedding.md).
+
+    Returns
+    -------
+    pathlib.Path
+        The package directory; it holds ``share/cmake/fairesi/fairesiConfig.cmake``, the
+        headers in ``include/fairesi`` and ``lib/libfairesi_runner.a``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the package was built without the runner (``FAIRESI_BUILD_RUNNER=OFF``).
+    """
+    root = Path(__file__).resolve().parent
+    if not (root / "share" / "cmake" / "fairesi" / "fairesiConfig.cmake").is_file():
+        raise FileNotFoundError(
+            f"the fairesi C++ SDK is not installed in {root}; build fairesi with its C++ "
+            "runner (FAIRESI_BUILD_RUNNER=ON)"
+        )
+    return root
 
 
 def exec_runner(args: list[str]) -> None:
