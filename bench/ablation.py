@@ -22,7 +22,7 @@ the only difference between the runs is the switch. Each variant is then evaluat
 the Markdown table (mean ± std per metric, paper Table II/IV units) is printed and
 written to ``OUT/ablation.md`` with the paper's Table IV row under each of ours. An
 all-zero estimate on the same samples is a reference row: a model that learned nothing
-scores its nMSE and its test MSE (the training loss; it is also reported per variant,
+scores its nMSE and its test loss (the training loss; it is also reported per variant,
 with the training time per step and the late training loss). Paired differences against
 the 'none' variant (same test samples) give the standard error that decides whether a
 gap is more than noise.
@@ -327,8 +327,9 @@ def _log_figures(out_dir: Path, steps: int) -> dict[str, float]:
     }
 
 
-def mean_squared_error(estimator, synth, *, n: int, batch_size: int) -> float:
-    """Mean squared error, the training loss, of an estimator on the first ``n`` test samples.
+def mean_test_loss(estimator, synth, *, n: int, batch_size: int) -> float:
+    """The training loss (``fairesi.train.source_loss``) of an estimator on the first ``n``
+    test samples.
 
     Parameters
     ----------
@@ -341,15 +342,15 @@ def mean_squared_error(estimator, synth, *, n: int, batch_size: int) -> float:
 
     Returns
     -------
-    mse : float
-        Mean over samples, regions and time of ``(estimate - target) ** 2``.
+    loss : float
+        Mean over samples of the sum over regions and time of ``(estimate - target) ** 2``.
     """
     total = 0.0
     with torch.no_grad():
         for start in range(0, n, batch_size):
             batch = synth.batch("test", torch.arange(start, min(start + batch_size, n)))
             error = estimator(batch.x).float() - batch.target
-            total += float(error.double().pow(2).mean(dim=(1, 2)).sum())
+            total += float(error.double().pow(2).sum())
     return total / n
 
 
@@ -397,7 +398,7 @@ def format_tables(
     zero: dict[str, np.ndarray],
     train_info: dict[str, dict[str, Any]],
     n_params: dict[str, int],
-    test_mse: dict[str, float],
+    test_losses: dict[str, float],
 ) -> str:
     """The ablation as Markdown: metrics beside Table IV, paired gaps, training figures.
 
@@ -411,8 +412,8 @@ def format_tables(
         Variant name -> :func:`train_variant` output.
     n_params : dict
         Variant name -> number of model parameters.
-    test_mse : dict
-        Variant name (and 'zero') -> :func:`mean_squared_error` on the test samples.
+    test_losses : dict
+        Variant name (and 'zero') -> :func:`mean_test_loss` on the test samples.
 
     Returns
     -------
@@ -456,18 +457,19 @@ def format_tables(
 
     lines = [
         "| variant | parameters | steps | train wall (s) | s/step | train loss, last 20% "
-        "of steps | test MSE |",
+        "of steps | test loss |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, info in train_info.items():
         lines.append(
             f"| {name} | {n_params[name]:,} | {info['steps']} | {info['train_wall_s']:.0f} | "
-            f"{info['s_per_step']:.2f} | {info['train_loss']:.4g} | {test_mse[name]:.4g} |"
+            f"{info['s_per_step']:.2f} | {info['train_loss']:.4g} | {test_losses[name]:.4g} |"
         )
-    lines.append(f"| all-zero estimate | 0 | | | | | {test_mse['zero']:.4g} |")
+    lines.append(f"| all-zero estimate | 0 | | | | | {test_losses['zero']:.4g} |")
     tables.append(
-        "Training (MSE on normalised targets, the training loss; only a test MSE below the "
-        "all-zero estimate's shows more than the zero solution learned):\n\n" + "\n".join(lines)
+        "Training (loss = squared error on normalised targets summed over regions and time, "
+        "per sample, as in training; only a test loss below the all-zero estimate's shows "
+        "more than the zero solution learned):\n\n" + "\n".join(lines)
     )
     return "\n\n".join(tables) + "\n"
 
@@ -498,14 +500,14 @@ def main(argv: list[str] | None = None) -> int:
     zero = evaluate_estimator(
         zero_estimate, synth, n=args.n_eval, batch_size=args.eval_batch_size, progress=False
     ).per_sample
-    n_params, test_mse = {}, {}
+    n_params, test_losses = {}, {}
     for name in args.variants:
         model = load_checkpoint(args.out / name / "last.pt", map_location=args.device).model
         n_params[name] = sum(p.numel() for p in model.parameters())
-        test_mse[name] = mean_squared_error(
+        test_losses[name] = mean_test_loss(
             model, synth, n=args.n_eval, batch_size=args.eval_batch_size
         )
-    test_mse["zero"] = mean_squared_error(
+    test_losses["zero"] = mean_test_loss(
         zero_estimate, synth, n=args.n_eval, batch_size=args.eval_batch_size
     )
 
@@ -521,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         "Views S/T/P = spectral / temporal / patch-wise; paper rows: Table IV "
         "(SimMEG, 500 samples, fully trained)."
     )
-    report = intro + "\n\n" + format_tables(per_variant, zero, train_info, n_params, test_mse)
+    report = intro + "\n\n" + format_tables(per_variant, zero, train_info, n_params, test_losses)
     print(report, flush=True)
     with atomic_path(args.out / "ablation.md") as tmp:
         Path(tmp).write_text(report)
@@ -532,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "train": train_info,
                     "n_params": n_params,
-                    "test_mse": test_mse,
+                    "test_losses": test_losses,
                     "summary": {
                         name: {
                             key: _summary(metrics[key], factor) for key, _, factor in TABLE_METRICS
