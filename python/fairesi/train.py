@@ -870,7 +870,8 @@ def source_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     the gradient (coupled L2), and with the element-wise mean of ``mse_loss`` (gradients
     ~1e-7 per weight for ~20 active of 994 regions) a weight decay of 1e-5 outweighs the
     data term, so the network settles on the all-zero estimate. The summed loss keeps the
-    data term ~R*T times larger, as in the paper and DeepSIF.
+    data term ~R*T times larger, as in the paper and in DeepSIF's training script
+    (``MSELoss(reduction='sum')`` over the batch, Adam weight decay 1e-6).
 
     Parameters
     ----------
