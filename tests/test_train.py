@@ -54,6 +54,19 @@ def assert_same_training_state(a, b):
     assert a["progress"] == b["progress"]
 
 
+def assert_stopped_at_4_and_resumes_exactly(out_dir, reference_run, monkeypatch, real_step):
+    """A run stopped inside step 5 kept step 4 and, resumed, matches the reference run."""
+    from fairesi import train as train_module
+
+    assert read_checkpoint(out_dir / "last.pt")["progress"]["step"] == 4
+    monkeypatch.setattr(train_module._Run, "train_step", real_step)
+    train(resume=out_dir / "last.pt", max_steps=6)
+    ref_out, _ = reference_run
+    assert_same_training_state(
+        read_checkpoint(out_dir / "last.pt"), read_checkpoint(ref_out / "last.pt")
+    )
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """Six steps in one go: the run every resumed run must reproduce exactly."""
@@ -146,13 +159,7 @@ def test_ctrl_c_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module._Run, "train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         train(small_config(tmp_path, max_steps=6))
-    assert read_checkpoint(tmp_path / "last.pt")["progress"]["step"] == 4
-    monkeypatch.setattr(train_module._Run, "train_step", real_step)
-    train(resume=tmp_path / "last.pt", max_steps=6)
-    ref_out, _ = reference_run
-    assert_same_training_state(
-        read_checkpoint(tmp_path / "last.pt"), read_checkpoint(ref_out / "last.pt")
-    )
+    assert_stopped_at_4_and_resumes_exactly(tmp_path, reference_run, monkeypatch, real_step)
 
 
 def test_sigterm_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
@@ -179,13 +186,7 @@ def test_sigterm_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch)
                  "--max-steps", "6"])  # fmt: skip
     assert code == 143
     assert signal.getsignal(signal.SIGTERM) == before
-    assert read_checkpoint(out / "last.pt")["progress"]["step"] == 4
-    monkeypatch.setattr(train_module._Run, "train_step", real_step)
-    train(resume=out / "last.pt", max_steps=6)
-    ref_out, _ = reference_run
-    assert_same_training_state(
-        read_checkpoint(out / "last.pt"), read_checkpoint(ref_out / "last.pt")
-    )
+    assert_stopped_at_4_and_resumes_exactly(out, reference_run, monkeypatch, real_step)
 
 
 def test_truncated_and_corrupt_checkpoints_are_refused(reference_run, tmp_path):
