@@ -7,10 +7,14 @@ import pytest
 import torch
 
 from fairesi.cli import main
+from fairesi.data import Synthesizer
 from fairesi.train import (
     NonFiniteError,
     TrainConfig,
+    load_bank,
     load_checkpoint,
+    load_head_model,
+    make_sim_config,
     read_checkpoint,
     source_loss,
     train,
@@ -84,6 +88,16 @@ def test_short_run_writes_checkpoints_and_log(reference_run):
     epochs = [r for r in read_log(out) if r["kind"] == "epoch"]
     assert [int(r["step"]) for r in epochs] == [4]
     assert float(epochs[0]["val_loss"]) == pytest.approx(metrics["val_loss"])
+    # The all-zero reference: the validation samples' mean squared target norm.
+    config = small_config(out)
+    head_model = load_head_model(config.head_model)
+    synth = Synthesizer(
+        head_model, load_bank(config.bank, head_model), make_sim_config(config), seed=0
+    )
+    target = synth.batch("val", torch.arange(SMALL["n_val_samples"])).target
+    zero = float(target.double().square().sum() / len(target))
+    assert metrics["val_loss_zero"] == pytest.approx(zero, rel=1e-6)
+    assert float(epochs[0]["val_loss_zero"]) == pytest.approx(zero, rel=1e-6)
     best = read_checkpoint(out / "best.pt")
     assert best["progress"]["step"] == 4 and best["progress"]["epoch"] == 1
 

@@ -18,7 +18,7 @@ of plain containers only, so ``torch.load(path, weights_only=True)`` reads it::
     config        {"model": {"name", "hyper"}, "data": SimConfig fields,
                    "head_model": {"name", "n_regions", "modality", "ch_names"},
                    "train": TrainConfig fields}
-    metrics       {"epoch", "step", "train_loss", "val_loss", "best_val_loss", "lr", ...}
+    metrics       {"epoch", "step", "train_loss", "val_loss", "val_loss_zero", "best_val_loss", ...}
     optimizer, scheduler, scaler   their ``state_dict()``
     rng           {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
     progress      {"epoch", "batch", "step", "epoch_loss_sum", "epoch_samples",
@@ -26,8 +26,8 @@ of plain containers only, so ``torch.load(path, weights_only=True)`` reads it::
 
 ``last.pt`` is written every ``checkpoint_every`` steps, at the end of every epoch, when a
 step or time budget runs out, on Ctrl-C and on SIGTERM (a batch scheduler's stop);
-``best.pt`` whenever the validation loss improves. Resuming from ``last.pt`` restores the model, optimizer, scheduler, scaler and
-random state and continues with the very next batch (the epoch order of
+``best.pt`` whenever the validation loss improves. Resuming from ``last.pt`` restores the
+model, optimizer, scheduler, scaler and random state and continues with the very next batch (the epoch order of
 ``fairesi.data.epoch_order``, as in ``iter_batches(..., epoch, start_batch)``), so a run cut into pieces gives the same weights, bit for bit, as one
 uninterrupted run on the same machine and thread count.
 
@@ -68,7 +68,17 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "fairesi-checkpoint"
 CHECKPOINT_VERSION = 1
-LOG_FIELDS = ("epoch", "step", "kind", "loss", "val_loss", "lr", "samples_per_s", "wall_s")
+LOG_FIELDS = (
+    "epoch",
+    "step",
+    "kind",
+    "loss",
+    "val_loss",
+    "lr",
+    "samples_per_s",
+    "wall_s",
+    "val_loss_zero",
+)
 
 # Presets are partial configurations; a TOML file and command-line flags override them.
 # ``model_hyper["preset"]`` picks the model's own size preset (e.g. FairEsiConfig.PRESETS).
@@ -676,7 +686,7 @@ class _Log:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
         if self.tensorboard is not None:
-            for key in ("loss", "val_loss", "lr", "samples_per_s"):
+            for key in ("loss", "val_loss", "val_loss_zero", "lr", "samples_per_s"):
                 if row.get(key, "") != "":
                     self.tensorboard.add_scalar(f"{row['kind']}/{key}", row[key], row["step"])
 
@@ -842,23 +852,25 @@ class _Run:
         raise NonFiniteError(f"stopped at {where}: {cause}; {kept}")
 
     @torch.no_grad()
-    def validate(self) -> float:
+    def validate(self) -> tuple[float, float]:
+        """Validation loss of the model and of the all-zero estimate (the loss a network
+        that learned nothing but "no source" reaches; only values below it show learning)."""
         self.net.eval()
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        total = torch.zeros(3, dtype=torch.float64, device=self.device)
         for batch in self.batches("val", 0, 0):
+            n = batch.x.shape[0]
             loss = self._loss(batch)
-            total += torch.stack(
-                [loss.double() * batch.x.shape[0], total.new_tensor(batch.x.shape[0])]
-            )
+            zero = source_loss(torch.zeros_like(batch.target), batch.target)
+            total += torch.stack([loss.double() * n, zero.double() * n, total.new_tensor(n)])
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(total)
-        value = float(total[0] / total[1])
+        value, zero_value = float(total[0] / total[2]), float(total[1] / total[2])
         if not math.isfinite(value):
             raise NonFiniteError(
                 f"validation loss is {value} after epoch {self.progress.epoch}; the validation "
                 f"data or the model contain NaN/Inf; the last good checkpoint was kept"
             )
-        return value
+        return value, zero_value
 
 
 def source_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -944,7 +956,8 @@ def train(
     Returns
     -------
     metrics : dict
-        ``epoch``, ``step``, ``train_loss``, ``val_loss``, ``best_val_loss``, ``lr``,
+        ``epoch``, ``step``, ``train_loss``, ``val_loss``, ``val_loss_zero`` (the
+        validation loss of the all-zero estimate), ``best_val_loss``, ``lr``,
         ``samples_per_s``, ``stopped`` (why the run ended: 'early_stop', 'max_epochs',
         'max_steps', 'max_minutes', or 'finished' if it had already stopped early).
     """
@@ -1070,7 +1083,7 @@ def _end_epoch(run: _Run, started: float) -> bool:
     """Validate, step the LR schedule, write checkpoints; True if training should stop."""
     progress = run.progress
     train_loss = progress.epoch_loss_sum / max(progress.epoch_samples, 1)
-    val_loss = run.validate()
+    val_loss, val_loss_zero = run.validate()
     run.scheduler.step(val_loss)
     improved = val_loss < progress.best_val_loss
     if improved:
@@ -1083,6 +1096,7 @@ def _end_epoch(run: _Run, started: float) -> bool:
         epoch=progress.epoch,
         train_loss=train_loss,
         val_loss=val_loss,
+        val_loss_zero=val_loss_zero,
         best_val_loss=progress.best_val_loss,
         lr=lr,
     )
@@ -1096,12 +1110,14 @@ def _end_epoch(run: _Run, started: float) -> bool:
             lr=lr,
             samples_per_s=round(run.metrics.get("samples_per_s", 0.0), 3),
             wall_s=round(time.monotonic() - started, 3),
+            val_loss_zero=val_loss_zero,
         )
         logger.info(
-            "epoch %d: train loss %.4g, val loss %.4g, lr %.3g",
+            "epoch %d: train loss %.4g, val loss %.4g (%.3f x the all-zero estimate's), lr %.3g",
             progress.epoch,
             train_loss,
             val_loss,
+            val_loss / val_loss_zero if val_loss_zero > 0 else math.nan,
             lr,
         )
     progress.epoch += 1

@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
             f", {metrics['epoch'] + 1} epochs: val loss {metrics['val_loss']:.4g} "
             f"(best {metrics['best_val_loss']:.4g})"
         )
+        if metrics.get("val_loss_zero"):
+            summary += f"; the all-zero estimate scores {metrics['val_loss_zero']:.4g}"
     if os.environ.get("RANK", "0") == "0":  # one summary under torchrun
         print(f"{summary}; checkpoints in {out}")
     return 0
