@@ -99,6 +99,38 @@ def test_benchmark_runs_methods_on_the_same_samples(tmp_path):
         )
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # A tolerance no cost change can meet: every sample runs into max_iter.
+        (
+            {"max_iter": 2, "tol": 1e-300},
+            "0 of 4 samples converged (relative cost change < "
+            "1e-300) within max_iter = 2; iterations per batch: 2, 2",
+        ),
+        # A tolerance the first change meets: one iteration, every sample converged.
+        (
+            {"max_iter": 50, "tol": 10.0},
+            "4 of 4 samples converged (relative cost change < 10) "
+            "within max_iter = 50; iterations per batch: 1, 1",
+        ),
+    ],
+)
+def test_benchmark_reports_champagne_convergence(tmp_path, options, expected):
+    result = run_benchmark(
+        [ROW],
+        ["Champagne"],
+        preset="tiny",
+        classical_options={"Champagne": options},
+        n=4,
+        batch_size=2,
+        progress=False,
+    )
+    assert result.notes[ROW.label, "Champagne"] == f"Champagne: {expected}"
+    markdown = result.write(tmp_path / "report")["markdown"].read_text()
+    assert f"- Champagne: {expected}" in markdown
+
+
 def test_benchmark_cli_errors(tmp_path, capsys):
     out = tmp_path / "report"
     code = main(

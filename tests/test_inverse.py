@@ -177,6 +177,9 @@ def test_champagne_cost_decreases_monotonically(toy_head_model, update, learn_no
     )
     result = champagne.fit(x)
     assert result.cost.shape == (result.n_iter + 1, 2)
+    change = np.abs(np.diff(result.cost[-2:], axis=0)[0]) / np.maximum(np.abs(result.cost[-2]), 1)
+    np.testing.assert_array_equal(result.sample_converged, change < 1e-12)
+    assert result.converged == result.sample_converged.all()
     steps = np.diff(result.cost, axis=0)
     assert (steps <= 1e-9 * np.abs(result.cost[:-1])).all(), steps.max()
     assert (result.cost[-1] < result.cost[0] - 1.0).all()
@@ -192,7 +195,7 @@ def test_champagne_recovers_focal_source(toy_head_model, modality):
             toy_head_model, modality, noise_std=1e-4 * x.std(), learn_noise=learn_noise
         )
         result = champagne.fit(x)
-        assert result.converged
+        assert result.converged and result.sample_converged.all()
         np.testing.assert_array_equal(_peak_regions(result.means), regions)
         # A noise-free single source is recovered with its amplitude, not just its place.
         truth = np.zeros_like(result.means)

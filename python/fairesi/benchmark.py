@@ -30,13 +30,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fairesi.evaluate import PAPER_FAIR_ESI, TABLE_METRICS, EvaluationResult, draw_region_map
 from fairesi.io import atomic_path
+
+if TYPE_CHECKING:
+    from fairesi.inverse import Champagne
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +253,9 @@ class BenchmarkResult:
         ``(row.label, method) -> wall time`` of the evaluation (data synthesis included), s.
     checkpoints : dict
         ``(row.label, method) -> checkpoint path`` of the learned methods.
+    notes : dict
+        ``(row.label, method) -> one line`` printed under the row's table (e.g. how many
+        samples Champagne's iterations converged on).
     n_samples : int
         Test samples per configuration.
     preset : str
@@ -261,6 +267,7 @@ class BenchmarkResult:
     results: dict[tuple[str, str], EvaluationResult] = field(default_factory=dict)
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     checkpoints: dict[tuple[str, str], str] = field(default_factory=dict)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
     n_samples: int = 0
     preset: str = ""
 
@@ -281,6 +288,10 @@ class BenchmarkResult:
             lines.append("| " + " | ".join(cells) + " |")
         seconds = [f"{1e3 * self.seconds[row.label, m] / self.n_samples:.1f}" for m in self.methods]
         lines.append("| ms / sample | " + " | ".join(seconds) + " |" + " |" * len(paper))
+        notes = [self.notes[row.label, m] for m in self.methods if (row.label, m) in self.notes]
+        if notes:
+            lines.append("")
+            lines += [f"- {note}" for note in notes]
         return "\n".join(lines) + "\n"
 
     def markdown(self) -> str:
@@ -493,6 +504,30 @@ def _learned_estimator(
     return checkpoint.model, str(path)
 
 
+class _ConvergenceLog:
+    """Champagne as an estimator ``(B, C, T) -> (B, R, T)`` that also records, per call,
+    the iterations run and which samples met the tolerance (:meth:`Champagne.fit`)."""
+
+    def __init__(self, champagne: Champagne) -> None:
+        self.champagne = champagne
+        self.sample_converged: list[bool] = []
+        self.n_iter: list[int] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        fit = self.champagne.fit(x)
+        self.sample_converged += fit.sample_converged.tolist()
+        self.n_iter.append(fit.n_iter)
+        return torch.from_numpy(fit.means).to(x.device)
+
+    def note(self, label: str) -> str:
+        """One line: how many samples converged, within how many iterations."""
+        return (
+            f"{label}: {sum(self.sample_converged)} of {len(self.sample_converged)} samples "
+            f"converged (relative cost change < {self.champagne.tol:g}) within max_iter = "
+            f"{self.champagne.max_iter}; iterations per batch: " + ", ".join(map(str, self.n_iter))
+        )
+
+
 def run_benchmark(
     rows: Sequence[TableRow] = TABLE2_ROWS,
     methods: Sequence[str] = DEFAULT_METHODS,
@@ -554,7 +589,7 @@ def run_benchmark(
     """
     from fairesi.data import Synthesizer
     from fairesi.evaluate import evaluate_estimator
-    from fairesi.inverse import build_inverse, noise_std_from_gain
+    from fairesi.inverse import Champagne, build_inverse, noise_std_from_gain
     from fairesi.train import load_bank, load_head_model, make_sim_config
 
     methods = check_methods(methods)
@@ -604,11 +639,15 @@ def run_benchmark(
                         method, head_model, sim_config.modality, **options
                     )
                 estimator = inverses[cache_key]
+                if isinstance(estimator, Champagne):
+                    estimator = _ConvergenceLog(estimator)
             # Timed: the evaluation only (synthesis included), not training or set-up.
             started = time.perf_counter()
             result.results[row.label, method] = evaluate_estimator(
                 estimator, synth, split="test", n=n, batch_size=batch_size, progress=progress
             )
             result.seconds[row.label, method] = time.perf_counter() - started
+            if isinstance(estimator, _ConvergenceLog):
+                result.notes[row.label, method] = estimator.note(METHOD_LABELS[method])
             logger.info("%s / %s: %.1f s", row.label, method, result.seconds[row.label, method])
     return result

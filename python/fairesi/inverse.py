@@ -360,6 +360,9 @@ class ChampagneResult:
         Iterations run.
     converged : bool
         Whether every sample met the tolerance before ``max_iter``.
+    sample_converged : np.ndarray, shape (B,), bool
+        Whether each sample's last relative cost change was below the tolerance (when
+        ``max_iter`` stopped the batch, some samples may still have converged).
     """
 
     means: np.ndarray
@@ -368,6 +371,7 @@ class ChampagneResult:
     cost: np.ndarray
     n_iter: int
     converged: bool
+    sample_converged: np.ndarray
 
 
 class Champagne(RegionEstimator):
@@ -483,7 +487,7 @@ class Champagne(RegionEstimator):
         )
 
         costs: list[torch.Tensor] = []
-        converged = False
+        change = torch.full_like(scale, torch.inf)
         while True:
             sigma = (gain * gamma[:, None, :]) @ gain.T + lam[:, None, None] * eye
             chol = torch.linalg.cholesky(sigma)
@@ -495,7 +499,6 @@ class Champagne(RegionEstimator):
             if len(costs) > 1:
                 change = (costs[-2] - costs[-1]).abs() / costs[-2].abs().clamp_min(1.0)
                 if bool((change < self.tol).all()):
-                    converged = True
                     break
             if len(costs) > self.max_iter:
                 break
@@ -528,7 +531,8 @@ class Champagne(RegionEstimator):
             noise_var=noise_var.cpu().numpy(),
             cost=torch.stack(costs).cpu().numpy(),
             n_iter=len(costs) - 1,
-            converged=converged,
+            converged=bool((change < self.tol).all()),
+            sample_converged=(change < self.tol).cpu().numpy(),
         )
 
 
