@@ -27,8 +27,9 @@ of plain containers only, so ``torch.load(path, weights_only=True)`` reads it::
 ``last.pt`` is written every ``checkpoint_every`` steps, at the end of every epoch, when a
 step or time budget runs out, on Ctrl-C and on SIGTERM (a batch scheduler's stop);
 ``best.pt`` whenever the validation loss improves. Resuming from ``last.pt`` restores the
-model, optimizer, scheduler, scaler and random state and continues with the very next batch (the epoch order of
-``fairesi.data.epoch_order``, as in ``iter_batches(..., epoch, start_batch)``), so a run cut into pieces gives the same weights, bit for bit, as one
+model, optimizer, scheduler, scaler and random state and continues with the very next
+batch (the epoch order of ``fairesi.data.epoch_order``, as in ``iter_batches(..., epoch,
+start_batch)``), so a run cut into pieces gives the same weights, bit for bit, as one
 uninterrupted run on the same machine and thread count.
 
 Distributed training
