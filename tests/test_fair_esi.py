@@ -119,6 +119,25 @@ def test_refinement_ablation_switches() -> None:
         torch.testing.assert_close(model.refine(patches), reference)
 
 
+def test_refine_residual_adds_the_input_patches() -> None:
+    x = torch.randn(2, 12, 40)
+    model = tiny(refine_residual=True, fused_refine=False).eval()
+    with torch.no_grad():
+        patches = model.patching(x)
+        refined = spectral_temporal_refine_reference(patches, 0.1, 0.5) + patches
+        for block in model.blocks:
+            refined = block(refined)
+        expected = model.reconstruction(refined, x)
+        torch.testing.assert_close(model(x), expected)
+        torch.testing.assert_close(torch.jit.script(model)(x), expected)
+        # Same weights without the residual: another output.
+        plain = tiny(fused_refine=False).eval()
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain(x), expected)
+    # Nothing to add to when both views are off.
+    assert not tiny(refine_residual=True, spectral=False, temporal=False).refine_residual
+
+
 def test_ablations_change_the_output() -> None:
     x = torch.randn(2, 12, 40)
     outputs = {

@@ -99,6 +99,10 @@ class FairEsiConfig(PresetConfig):
         Ablation switches of paper Table IV.
     fused_refine : bool | None
         Passed to :func:`fairesi.models.refine.make_refine` (None: fused op if loaded).
+    refine_residual : bool
+        Add the input patches to the refined ones, ``P^L + P``, so that the refinement
+        reweights rather than replaces the patches (their softmaxes discard the amplitude).
+        Not in the paper; off by default. See bench/RESULTS.md § ablation.
     embed_dim : int
         d, the width of patch features and of the attention.
     conv_channels : int
@@ -129,6 +133,7 @@ class FairEsiConfig(PresetConfig):
     spectral: bool = True
     temporal: bool = True
     patchwise: bool = True
+    refine_residual: bool = False
     fused_refine: bool | None = None
     embed_dim: int = 8
     conv_channels: int = 8
@@ -422,6 +427,7 @@ class FairEsi(nn.Module):
                 tau=config.tau, alpha=alpha, fused=config.fused_refine, patch_len=config.patch_len
             )
         self.refine = refine
+        self.refine_residual = bool(config.refine_residual and (config.spectral or config.temporal))
         self.blocks = nn.ModuleList(
             [
                 PatchwiseRefinement(
@@ -487,6 +493,8 @@ class FairEsi(nn.Module):
             )
         patches = self.patching(x)  # (B, C, Np, L)
         refined = self.refine(patches)  # P^L: (B, C, Np, L)
+        if self.refine_residual:
+            refined = refined + patches
         for block in self.blocks:
             refined = block(refined)  # P^O*: (B, C, Np, L)
         return self.reconstruction(refined, x)  # (B, R, T)
