@@ -63,7 +63,6 @@ step build cmake --build build/gpu-check -j "$JOBS" || exit $status
 step tests $PY -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_fair_esi.py
 # shellcheck disable=SC2086
 step bench_ops $PY bench/bench_ops.py --device "$DEVICE" $BENCH_ARGS
-cp "$OUT/bench_ops.log" "$OUT/bench_ops.md"
 
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
 step train $PY -m fairesi train $TRAIN_ARGS --device "$DEVICE" --max-steps "$TRAIN_STEPS" \

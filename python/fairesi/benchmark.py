@@ -506,7 +506,8 @@ def _learned_estimator(
 
 class _ConvergenceLog:
     """Champagne as an estimator ``(B, C, T) -> (B, R, T)`` that also records, per call,
-    the iterations run and which samples met the tolerance (:meth:`Champagne.fit`)."""
+    the iterations run and which samples met the tolerance (:meth:`Champagne.fit`). Not a
+    ``RegionEstimator`` subclass: that would import MNE whenever this module is imported."""
 
     def __init__(self, champagne: Champagne) -> None:
         self.champagne = champagne
@@ -611,6 +612,7 @@ def run_benchmark(
         bank = load_bank(data_config.bank, head_model, seed=data_config.seed)
         synth = Synthesizer(head_model, bank, sim_config, seed=seed, device=device)
         for method in methods:
+            convergence = None
             if _is_learned(method):
                 pattern = checkpoints.get(
                     method, str(Path(runs_dir) / "{method}" / "{config}" / "best.pt")
@@ -640,14 +642,14 @@ def run_benchmark(
                     )
                 estimator = inverses[cache_key]
                 if isinstance(estimator, Champagne):
-                    estimator = _ConvergenceLog(estimator)
+                    estimator = convergence = _ConvergenceLog(estimator)
             # Timed: the evaluation only (synthesis included), not training or set-up.
             started = time.perf_counter()
             result.results[row.label, method] = evaluate_estimator(
                 estimator, synth, split="test", n=n, batch_size=batch_size, progress=progress
             )
             result.seconds[row.label, method] = time.perf_counter() - started
-            if isinstance(estimator, _ConvergenceLog):
-                result.notes[row.label, method] = estimator.note(METHOD_LABELS[method])
+            if convergence is not None:
+                result.notes[row.label, method] = convergence.note(METHOD_LABELS[method])
             logger.info("%s / %s: %.1f s", row.label, method, result.seconds[row.label, method])
     return result

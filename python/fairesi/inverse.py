@@ -523,6 +523,7 @@ class Champagne(RegionEstimator):
                 # variance is 0); clamping a 1-D surrogate minimiser keeps the cost monotone.
                 lam = lam.clamp_min(_MIN_NOISE_VAR)
 
+        sample_converged = change < self.tol
         means = gamma[:, :, None] * (gain.T @ torch.cholesky_solve(y, chol))
         noise_var = (lam * scale.square())[:, None] * self.noise_std.square()
         return ChampagneResult(
@@ -531,8 +532,8 @@ class Champagne(RegionEstimator):
             noise_var=noise_var.cpu().numpy(),
             cost=torch.stack(costs).cpu().numpy(),
             n_iter=len(costs) - 1,
-            converged=bool((change < self.tol).all()),
-            sample_converged=(change < self.tol).cpu().numpy(),
+            converged=bool(sample_converged.all()),
+            sample_converged=sample_converged.cpu().numpy(),
         )
 
 
