@@ -220,6 +220,36 @@ def test_samples_are_pure_functions_of_seed_split_index(synth):
     assert not torch.equal(other_seed.batch("train", torch.tensor([3])).x, a.x[:1])
 
 
+def test_draws_keep_the_source_locations_and_redraw_everything_else(synth):
+    index = torch.tensor([3, 7, 11, 500])
+    base = synth.raw("train", index)
+    for name in ("sources", "noise", "centres", "spike_index", "source_snr_db"):
+        assert torch.equal(getattr(synth.raw("train", index, draw=0), name), getattr(base, name))
+    one = synth.raw("train", index, draw=1)
+    assert torch.equal(one.centres, base.centres)
+    assert torch.equal(one.patch_regions, base.patch_regions)
+    # Every other random choice is new: continuous ones for every source, discrete ones
+    # (which may repeat by chance) somewhere in the batch.
+    assert (one.source_snr_db != base.source_snr_db).all()
+    assert (one.patch_weights[:, :, 1] != base.patch_weights[:, :, 1]).all()
+    for name in ("spike_index", "peak_sample", "background_start"):
+        assert not torch.equal(getattr(one, name), getattr(base, name)), name
+    corr = torch.corrcoef(torch.stack([one.noise.flatten(), base.noise.flatten()]))[0, 1]
+    assert abs(float(corr)) < 0.01
+    # A draw is a pure function of (seed, split, index, draw).
+    again = make_synth(synth.head_model, synth.bank, n_sources=2, n_rings=1)
+    a = synth.batch("train", index, draw=5)
+    b = again.batch("train", index.flip(0), draw=5)
+    assert torch.equal(a.x, b.x.flip(0)) and torch.equal(a.target, b.target.flip(0))
+    assert not torch.equal(a.x, synth.batch("train", index, draw=6).x)
+    # Draws of other samples are not shifted copies of each other.
+    assert not torch.equal(synth.raw("train", index[1:], draw=1).noise, base.noise[:-1])
+    with pytest.raises(ValueError, match="draw must be"):
+        synth.batch("train", index, draw=-1)
+    with pytest.raises(ValueError, match="draw must be"):
+        synth.batch("train", index, draw=2**32)
+
+
 def test_fused_cpu_noise_equals_device_independent_torch_noise():
     keys = torch.tensor([0, 1, 2**32 - 1, 123456789], dtype=torch.int64)
     fused = np.empty((4, 5, 7), np.float32)
@@ -287,6 +317,11 @@ def test_iter_batches_shuffles_by_epoch_and_resumes_exactly(toy_head_model, bank
         assert torch.equal(a.x, b.x) and torch.equal(a.centres, b.centres)
     assert torch.equal(full[0].x, synth.batch("train", order0[:32]).x)
     assert len(list(iter_batches(synth, "train", 32, shuffle=False, epoch=0, drop_last=True))) == 3
+    redrawn = list(iter_batches(synth, "train", 32, shuffle=True, epoch=2, redraw=True))
+    order2 = epoch_order(synth, "train", shuffle=True, epoch=2)
+    assert torch.equal(redrawn[1].x, synth.batch("train", order2[32:64], draw=2).x)
+    assert not torch.equal(redrawn[1].x, synth.batch("train", order2[32:64]).x)
+    assert torch.equal(redrawn[1].centres, synth.batch("train", order2[32:64]).centres)
 
 
 def test_hdf5_round_trip_is_identical(synth, tmp_path):
@@ -328,9 +363,9 @@ def test_interrupted_hdf5_write_resumes_from_finished_shards(synth, tmp_path, mo
     shard_dir = tmp_path / "train.h5.shards"
     assert sorted(p.name for p in shard_dir.iterdir()) == ["000000010-3.h5", "000000013-3.h5"]
 
-    def counted(self, split, index):
+    def counted(self, split, index, draw=0):
         calls.append(index.tolist())
-        return compose(self, split, index)
+        return compose(self, split, index, draw)
 
     calls.clear()
     monkeypatch.setattr(Synthesizer, "_compose", counted)

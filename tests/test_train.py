@@ -158,6 +158,26 @@ def test_resume_is_bit_exact(reference_run, tmp_path):
     assert [(r["step"], r["loss"], r["val_loss"]) for r in read_log(tmp_path)] == ref_rows
 
 
+def test_redraw_trains_on_new_draws_and_resumes_exactly(tmp_path):
+    plain, whole, split = tmp_path / "plain", tmp_path / "whole", tmp_path / "split"
+    train(small_config(plain, max_steps=8))  # two epochs of four steps
+    train(small_config(whole, max_steps=8, redraw=True))
+    train(small_config(split, max_steps=3, redraw=True))
+    train(resume=split / "last.pt", max_steps=8)
+    assert_same_training_state(
+        read_checkpoint(split / "last.pt"), read_checkpoint(whole / "last.pt")
+    )
+    assert read_checkpoint(whole / "last.pt")["config"]["train"]["redraw"] is True
+    # Epoch 0 is draw 0: the samples of a run without redraw, so the same losses. Epoch 1
+    # trains on draw 1 of its samples; validation data never change.
+    rows = {r["epoch"]: (r["loss"], r["val_loss"]) for r in read_log(whole) if r["kind"] == "epoch"}
+    plain_rows = {
+        r["epoch"]: (r["loss"], r["val_loss"]) for r in read_log(plain) if r["kind"] == "epoch"
+    }
+    assert rows["0"] == plain_rows["0"]
+    assert rows["1"][0] != plain_rows["1"][0]
+
+
 def test_ctrl_c_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
     from fairesi import train as train_module
 
@@ -241,8 +261,8 @@ def test_nan_in_data_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch)
     real_batch = data.Synthesizer.batch
     calls = []
 
-    def poisoned(self, split, index):
-        batch = real_batch(self, split, index)
+    def poisoned(self, split, index, draw=0):
+        batch = real_batch(self, split, index, draw)
         calls.append(split)
         if calls.count("train") == 3:
             batch.x[0, 0, 0] = float("nan")
@@ -305,7 +325,7 @@ def test_cli_help_and_short_run(tmp_path, capsys):
         main(["train", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--preset", "--resume", "--head-model", "--bank", "--max-minutes", "--threads"):
+    for flag in ("--preset", "--resume", "--head-model", "--bank", "--max-minutes", "--redraw"):
         assert flag in text
     common = ["--n-train-samples", "16", "--batch-size", "8", "--no-progress", "--threads", "1"]
     out = str(tmp_path / "run")

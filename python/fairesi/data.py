@@ -38,7 +38,12 @@ as SPEC §4 describes, mirroring DeepSIF's loader (``loaders.SpikeEEGBuild``):
 Sample ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: all its random numbers
 come from a counter-based hash keyed by ``(seed, s, i)``, so a sample does not depend on
 the batch it is drawn in, on DataLoader workers, or on the device (CPU and CUDA agree to
-float32 rounding). The centre regions are partitioned once, from the seed, into disjoint
+float32 rounding). A *draw* ``d > 0`` of sample ``i`` (``Synthesizer.batch(..., draw=d)``)
+is another realisation of it, a pure function of ``(seed, s, i, d)``: the same centre
+regions, fresh spike, jitter, patch fall-off, source SNR, background window and sensor
+noise. Training with a new draw each epoch (``TrainConfig.redraw``) is DeepSIF's
+practice of fresh sensor noise and source scale at every ``__getitem__``, carried to every
+random choice but the source location; draw 0 is the dataset's own sample. The centre regions are partitioned once, from the seed, into disjoint
 train/val/test pools (ratio ``split_ratio``): use the same seed for the splits of one
 experiment.
 
@@ -319,6 +324,7 @@ _STREAM_CENTRES, _STREAM_PARAMS, _STREAM_NOISE, _STREAM_ORDER = (
     0x13198A2E,
     0x03707344,
 )
+_DRAW_SALT = 0xA4093822
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -350,6 +356,15 @@ def _sample_keys(seed: int, split: str, index: torch.Tensor, stream: int) -> tor
     for word in ((seed >> 32) & _M32, _SPLIT_CODE[split], stream):
         k = _hash32(k ^ word)
     return _hash32(k ^ index)
+
+
+def _draw_keys(seed: int, split: str, index: torch.Tensor, stream: int, draw: int) -> torch.Tensor:
+    """Keys of one stream for draw ``draw`` of the samples ``index`` (B,); draw 0 gives
+    :func:`_sample_keys` itself, so the dataset's samples do not depend on the option."""
+    keys = _sample_keys(seed, split, index, stream)
+    if draw == 0:
+        return keys
+    return _hash32(keys ^ _hash32(torch.full_like(keys, (draw & _M32) ^ _DRAW_SALT)))
 
 
 def _normal_torch(keys: torch.Tensor, n_channels: int, n_times: int) -> torch.Tensor:
@@ -604,12 +619,13 @@ class Synthesizer:
             f"after {_MAX_CENTRE_ATTEMPTS} attempts"
         )
 
-    def _draw(self, split: str, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All random choices of the samples (CPU tensors)."""
+    def _draw(self, split: str, index: torch.Tensor, draw: int) -> dict[str, torch.Tensor]:
+        """All random choices of the samples (CPU tensors); ``draw`` re-keys all but the
+        centres."""
         cfg = self.config
         n_s, n_t = cfg.n_sources, cfg.n_times
         centres = self._draw_centres(split, index)
-        keys = _sample_keys(self.seed, split, index, _STREAM_PARAMS)[:, None]
+        keys = _draw_keys(self.seed, split, index, _STREAM_PARAMS, draw)[:, None]
         u = _uniform(keys, torch.arange(4 * n_s + 1)[None, :])
         u_spike, u_peak, u_snr, u_half = (u[:, k * n_s : (k + 1) * n_s] for k in range(4))
         u_background = u[:, 4 * n_s]
@@ -641,14 +657,16 @@ class Synthesizer:
             "spike_index": spike_index,
             "peak_sample": peak_sample,
             "background_start": background_start,
-            "noise_keys": _sample_keys(self.seed, split, index, _STREAM_NOISE),
+            "noise_keys": _draw_keys(self.seed, split, index, _STREAM_NOISE, draw),
         }
 
-    def _compose(self, split: str, index: torch.Tensor) -> _Composed:
+    def _compose(self, split: str, index: torch.Tensor, draw: int = 0) -> _Composed:
         """Un-normalised pieces of a batch, on ``self.device``."""
         cfg, dev = self.config, self.device
         index = self._check_index(split, index)
-        p = self._draw(split, index)
+        if int(draw) != draw or not 0 <= draw < 2**32:
+            raise ValueError(f"draw must be an integer in [0, 2**32), got {draw!r}")
+        p = self._draw(split, index, int(draw))
         noise_keys = p.pop("noise_keys")
         p = {k: v.to(dev) for k, v in p.items()}
         n, n_s, n_t = index.numel(), cfg.n_sources, cfg.n_times
@@ -732,7 +750,7 @@ class Synthesizer:
         mask = self._scatter_regions(composed, (composed.regions >= 0).int()) > 0
         return target, mask
 
-    def raw(self, split: str, index: torch.Tensor) -> RawBatch:
+    def raw(self, split: str, index: torch.Tensor, draw: int = 0) -> RawBatch:
         """Un-normalised samples with every intermediate (for checks and storage).
 
         Parameters
@@ -740,8 +758,10 @@ class Synthesizer:
         split : {'train', 'val', 'test'}
         index : torch.Tensor (B,) int64
             Sample indices within the split.
+        draw : int
+            Realisation of the samples (see :meth:`batch`).
         """
-        composed = self._compose(split, index)
+        composed = self._compose(split, index, draw)
         activity = self._scatter_regions(composed, composed.patch_activity)
         mask = self._scatter_regions(composed, (composed.regions >= 0).int()) > 0
         background = self._background[:, composed.window].permute(1, 0, 2)  # (B, R, T)
@@ -752,7 +772,7 @@ class Synthesizer:
             **composed.params,
         )
 
-    def batch(self, split: str, index: torch.Tensor) -> Batch:
+    def batch(self, split: str, index: torch.Tensor, draw: int = 0) -> Batch:
         """Normalised samples ``index`` of ``split``.
 
         Parameters
@@ -760,6 +780,11 @@ class Synthesizer:
         split : {'train', 'val', 'test'}
         index : torch.Tensor (B,) int64
             Sample indices within the split, in [0, split_size(split)).
+        draw : int
+            Realisation, in [0, 2**32): 0 is the dataset's sample; any other value keeps
+            its centre regions and draws every other random choice (spike, jitter,
+            fall-off, source SNR, background window, sensor noise) afresh, as a pure
+            function of ``(seed, split, index, draw)``.
 
         Returns
         -------
@@ -767,7 +792,7 @@ class Synthesizer:
             ``x`` (B, C, T), ``target`` (B, R, T), ``source_mask`` (B, R), ``centres``
             (B, N_s), on ``self.device``.
         """
-        composed = self._compose(split, index)
+        composed = self._compose(split, index, draw)
         target, mask = self._target_and_mask(composed)
         return Batch(
             x=normalise_input(composed.sensor_clean + composed.noise),
@@ -837,6 +862,7 @@ def iter_batches(
     epoch: int,
     start_batch: int = 0,
     drop_last: bool = False,
+    redraw: bool = False,
 ) -> Iterator[Batch]:
     """Yield the batches of one epoch (for the training loop and exact resume).
 
@@ -854,6 +880,9 @@ def iter_batches(
         ``start_batch=k`` continues with exactly the batches an uninterrupted run would see.
     drop_last : bool
         Drop a final batch smaller than ``batch_size``.
+    redraw : bool
+        Use draw ``epoch`` of every sample (see :meth:`Synthesizer.batch`): each epoch
+        sees new realisations of the same source locations.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -862,7 +891,8 @@ def iter_batches(
     if not 0 <= start_batch <= n_batches:
         raise ValueError(f"start_batch must be in [0, {n_batches}], got {start_batch}")
     for b in range(start_batch, n_batches):
-        yield synth.batch(split, order[b * batch_size : (b + 1) * batch_size])
+        index = order[b * batch_size : (b + 1) * batch_size]
+        yield synth.batch(split, index, draw=epoch if redraw else 0)
 
 
 class SynthDataset(torch.utils.data.Dataset):

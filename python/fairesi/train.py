@@ -151,7 +151,15 @@ class TrainConfig:
     n_samples : int or None
         Size of the whole simulated configuration (split 10:1:1); None keeps 47,904.
     n_train_samples, n_val_samples : int or None
-        Use only the first so many samples of the train / validation split (None: all).
+        Samples per epoch (None: the whole split). A training epoch takes the first so
+        many of that epoch's shuffled order of the whole training split; validation
+        always uses the first so many validation samples.
+    redraw : bool
+        Train on draw ``epoch`` of each sample (``Synthesizer.batch(..., draw=)``): every
+        epoch sees the training split's source locations with fresh waveforms, source
+        SNRs, background and sensor noise, instead of the same samples again (DeepSIF
+        redraws the sensor noise and source scale at every access). Validation and test
+        samples never change.
     seed : int
         Seed of the data synthesis, of the model initialisation and of dropout.
     head_model : str
@@ -198,6 +206,7 @@ class TrainConfig:
     n_samples: int | None = None
     n_train_samples: int | None = None
     n_val_samples: int | None = None
+    redraw: bool = False
     seed: int = 0
     head_model: str = "default"
     bank: str = "default"
@@ -806,17 +815,19 @@ class _Run:
         with ``start_batch`` sees exactly the batches an uninterrupted run would), limited
         to ``n_train_samples`` / ``n_val_samples`` (rounded down to whole batches, at least
         one): an epoch of a limited run draws its batches from the whole shuffled split.
-        Under DDP each rank synthesises only its own slice of every batch.
+        Under DDP each rank synthesises only its own slice of every batch. With
+        ``redraw`` the training batches are draw ``epoch`` of their samples.
         """
         from fairesi.data import epoch_order
 
         n = self.n_train if split == "train" else self.n_val
         batch_size = self.config.batch_size
         order = epoch_order(self.synth, split, shuffle=split == "train", epoch=epoch)
+        draw = epoch if split == "train" and self.config.redraw else 0
         rank, world_size = self.dist.rank, self.dist.world_size
         for b in range(start_batch, max(1, n // batch_size)):
             index = order[b * batch_size : (b + 1) * batch_size]
-            yield self.synth.batch(split, index[rank::world_size])
+            yield self.synth.batch(split, index[rank::world_size], draw=draw)
 
     # -- one step ---------------------------------------------------------------------------
     def _loss(self, batch) -> torch.Tensor:

@@ -124,6 +124,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="disable mixed precision on CUDA (it is always off on CPU)",
     )
     parser.add_argument(
+        "--redraw",
+        dest="redraw",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="train each epoch on new realisations of the training samples (same source "
+        "locations; fresh waveforms, SNRs, background and noise) instead of repeating them",
+    )
+    parser.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
