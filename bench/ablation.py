@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from fairesi.cli.train import _parse_hyper
-from fairesi.evaluate import TABLE_METRICS, evaluate_estimator
+from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
 from fairesi.io import atomic_path
 from fairesi.train import (
     TrainConfig,
@@ -434,25 +434,10 @@ def format_tables(
     # Same test samples for every variant: the paired difference to 'none' has a much
     # smaller standard error than the two stds suggest.
     if "none" in per_variant and len(per_variant) > 1:
-        base = per_variant["none"]
-        header = ["variant − none"] + [label for _, label, _ in TABLE_METRICS]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for name, metrics in per_variant.items():
-            if name == "none":
-                continue
-            cells = []
-            for key, _, factor in TABLE_METRICS:
-                diff = (metrics[key] - base[key]) * factor
-                diff = diff[~np.isnan(diff)]
-                if diff.size < 2:
-                    cells.append("n/a")
-                    continue
-                se = diff.std(ddof=1) / math.sqrt(diff.size)
-                cells.append(f"{diff.mean():+.2f} ± {se:.2f}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        others = {name: m for name, m in per_variant.items() if name != "none"}
         tables.append(
             "Paired difference to 'none' on the same samples, mean ± standard error:\n\n"
-            + "\n".join(lines)
+            + format_paired_table(per_variant["none"], others, base_label="none").rstrip("\n")
         )
 
     lines = [

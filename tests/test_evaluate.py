@@ -12,8 +12,10 @@ from fairesi.evaluate import (
     TABLE_METRICS,
     evaluate_checkpoint,
     evaluate_estimator,
+    format_paired_table,
     format_table,
     paper_reference,
+    read_per_sample,
     write_report,
 )
 from fairesi.train import TrainConfig, train
@@ -138,6 +140,29 @@ def test_paper_reference_and_table():
     assert "FAIR-ESI" not in format_table(summary)
 
 
+def test_paired_table_and_per_sample_round_trip(synth, tmp_path):
+    def perfect(x):
+        return truth
+
+    index = torch.arange(6)
+    truth = synth.batch("test", index).target
+    result = evaluate_estimator(perfect, synth, n=6, batch_size=6, progress=False)
+    write_report(result, tmp_path)
+    read_index, per_sample = read_per_sample(tmp_path / "per_sample.csv")
+    assert read_index.tolist() == list(range(6))
+    for key in per_sample:
+        np.testing.assert_allclose(per_sample[key], result.per_sample[key])
+    worse = {k: v.copy() for k, v in per_sample.items()}
+    worse["le_mm"] = worse["le_mm"] + np.arange(6.0)  # mean +2.5 mm, SE 1.87/sqrt(6)
+    table = format_paired_table(per_sample, {"worse": worse}, base_label="perfect")
+    assert "| difference to perfect | Precision (%)" in table
+    se = np.arange(6.0).std(ddof=1) / np.sqrt(6)
+    assert f"| +0.00 ± 0.00 | +2.50 ± {se:.2f} | +0.00 ± 0.00 |" in table
+    (tmp_path / "bad.csv").write_text("sample,precision\n0,1.0\n")
+    with pytest.raises(ValueError, match="lacks the column"):
+        read_per_sample(tmp_path / "bad.csv")
+
+
 def test_checkpoint_for_another_head_model_is_refused(checkpoint, tmp_path):
     from fairesi.headmodel import HeadModel
 
@@ -157,6 +182,21 @@ def test_cli(checkpoint, tmp_path, capsys):
     for label in LABELS:
         assert label in printed
     assert (out / "reconstruction.png").exists()
+
+    # --against: the paired difference to an earlier evaluation of the same samples.
+    index, per_sample = read_per_sample(out)
+    assert index.tolist() == [0, 1, 2, 3] and per_sample["precision"].shape == (4,)
+    again = tmp_path / "again"
+    args = ["evaluate", str(checkpoint), "--n", "4", "--out", str(again), "--no-progress"]
+    assert main([*args, "--against", str(out / "per_sample.csv")]) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("| last.pt |"))
+    assert "+0.00 ± 0.00" in row  # the same model on the same samples
+    assert "Paired difference" in (again / "metrics.md").read_text()
+    assert main([*args[:3], "5", *args[4:], "--against", str(out)]) == 2
+    assert "other samples" in capsys.readouterr().err
+    assert main([*args, "--against", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
     broken = tmp_path / "broken.pt"
     broken.write_bytes(checkpoint.read_bytes()[:1000])

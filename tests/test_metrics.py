@@ -11,6 +11,7 @@ import torch
 from fairesi.metrics import (
     localization_metrics,
     otsu_threshold,
+    paired_difference,
     reconstructed_regions,
     summarize,
 )
@@ -198,3 +199,20 @@ def test_summarize_leaves_out_nan() -> None:
     np.testing.assert_allclose(summary["precision"], (0.5, np.std([1.0, 0.5, 0.0])))
     np.testing.assert_allclose(summary["le_mm"], (3.0, 1.0))
     assert all(math.isnan(v) for v in summary["sd_mm"])
+
+
+def test_paired_difference_by_hand() -> None:
+    a = {"precision": np.array([0.5, 0.6, 0.7, 0.8]), "le_mm": np.array([2.0, np.nan, 4.0, 6.0])}
+    b = {"precision": np.array([0.6, 0.8, 0.7, 1.0]), "le_mm": np.array([1.0, 3.0, np.nan, 5.0])}
+    diff = paired_difference(a, b)
+    d = np.array([0.1, 0.2, 0.0, 0.2])
+    np.testing.assert_allclose(diff["precision"][:2], (d.mean(), d.std(ddof=1) / 2))
+    assert diff["precision"][2] == 4
+    # LE: only samples 0 and 3 are defined in both; both improved by 1 mm.
+    np.testing.assert_allclose(diff["le_mm"], (-1.0, 0.0, 2))
+    one = paired_difference({"le_mm": np.array([1.0, np.nan])}, {"le_mm": np.array([2.0, 3.0])})
+    assert math.isnan(one["le_mm"][0]) and one["le_mm"][2] == 1
+    with pytest.raises(ValueError, match="different metrics"):
+        paired_difference(a, {"precision": b["precision"]})
+    with pytest.raises(ValueError, match="pair the same samples"):
+        paired_difference({"le_mm": np.ones(3)}, {"le_mm": np.ones(4)})

@@ -337,6 +337,86 @@ def format_table(
     return "\n".join(lines) + "\n"
 
 
+def format_paired_table(
+    base: Mapping[str, np.ndarray],
+    others: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    base_label: str = "base",
+) -> str:
+    """Markdown table of paired differences ``other - base`` on the same samples.
+
+    Parameters
+    ----------
+    base : mapping
+        Per-sample metrics (``localization_metrics`` keys, arrays (N,)) of the reference.
+    others : mapping
+        Row label -> per-sample metrics of the same N samples in the same order.
+    base_label : str
+        Name of the reference in the header.
+
+    Returns
+    -------
+    markdown : str
+        One row per entry of ``others``; each cell is mean ± standard error of the
+        difference in the table's units (:data:`TABLE_METRICS`), from
+        ``fairesi.metrics.paired_difference``.
+    """
+    from fairesi.metrics import paired_difference
+
+    header = [f"difference to {base_label}"] + [label for _, label, _ in TABLE_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, metrics in others.items():
+        diff = paired_difference(dict(base), dict(metrics))
+        cells = []
+        for key, _, factor in TABLE_METRICS:
+            mean, se, _ = diff[key]
+            cells.append("n/a" if np.isnan(mean) else f"{mean * factor:+.2f} ± {se * factor:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_per_sample(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read a ``per_sample.csv`` written by :func:`write_report`.
+
+    Parameters
+    ----------
+    path : path-like
+        The CSV file, or the evaluation directory that holds it.
+
+    Returns
+    -------
+    sample_index : numpy.ndarray (N,) int64
+        Indices of the samples within their split.
+    per_sample : dict of str to numpy.ndarray (N,) float64
+        The metrics in their own units (fractions, mm, plain nMSE).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the file is missing or lacks the columns ``write_report`` writes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "per_sample.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist (expected a per_sample.csv of an evaluation)"
+        )
+    keys = [key for key, _, _ in TABLE_METRICS]
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = sorted({"sample", *keys} - set(reader.fieldnames or ()))
+        if missing:
+            raise ValueError(f"{path} lacks the column(s) {missing}; is it a per_sample.csv?")
+        rows = list(reader)
+    try:
+        index = np.array([int(r["sample"]) for r in rows], dtype=np.int64)
+        per_sample = {k: np.array([float(r[k]) for r in rows]) for k in keys}
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return index, per_sample
+
+
 def draw_region_map(
     ax: Any,
     xy_mm: np.ndarray,
@@ -452,7 +532,11 @@ def plot_reconstruction(
 
 
 def write_report(
-    result: EvaluationResult, out_dir: str | os.PathLike, *, label: str = "fairesi"
+    result: EvaluationResult,
+    out_dir: str | os.PathLike,
+    *,
+    label: str = "fairesi",
+    appendix: str = "",
 ) -> dict[str, Path]:
     """Write ``metrics.md``, ``metrics.csv``, ``per_sample.csv`` and ``reconstruction.png``.
 
@@ -463,6 +547,8 @@ def write_report(
         Created if needed; every file is written atomically.
     label : str
         Name of the estimator in the table.
+    appendix : str
+        Markdown added at the end of ``metrics.md`` (e.g. a paired comparison).
 
     Returns
     -------
@@ -488,7 +574,10 @@ def write_report(
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(
             f"Evaluation on the first {n} samples of the {result.split} split "
-            f"(mean ± std over samples).\n\n" + result.table(label) + note
+            f"(mean ± std over samples).\n\n"
+            + result.table(label)
+            + note
+            + (f"\n{appendix}" if appendix else "")
         )
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -54,16 +55,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="EVAL",
+        help="an earlier evaluation (its directory or per_sample.csv) of the same samples: "
+        "also print and write the paired difference (this - that, mean ± standard error)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fairesi evaluate``; returns the exit code."""
+    import numpy as np
     import torch
 
-    from fairesi.evaluate import evaluate_checkpoint, write_report
+    from fairesi.evaluate import (
+        evaluate_checkpoint,
+        format_paired_table,
+        read_per_sample,
+        write_report,
+    )
 
+    earlier = read_per_sample(args.against) if args.against is not None else None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = evaluate_checkpoint(
@@ -76,8 +92,28 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
+    appendix = ""
+    if earlier is not None:
+        index, per_sample = earlier
+        if not np.array_equal(index, result.sample_index):
+            print(
+                f"error: {args.against} holds {len(index)} other samples than this evaluation "
+                f"({len(result.sample_index)} of the {args.split} split); evaluate the same "
+                "split and --n",
+                file=sys.stderr,
+            )
+            return 2
+        appendix = (
+            f"Paired difference on the same samples (this - {args.against}), mean ± "
+            "standard error:\n\n"
+            + format_paired_table(
+                per_sample, {args.checkpoint.name: result.per_sample}, base_label="earlier"
+            )
+        )
     out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval-{args.split}"
-    paths = write_report(result, out_dir, label=args.checkpoint.name)
+    paths = write_report(result, out_dir, label=args.checkpoint.name, appendix=appendix)
     print(result.table(label=args.checkpoint.name), end="")
+    if appendix:
+        print("\n" + appendix, end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
