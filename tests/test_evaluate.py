@@ -193,6 +193,14 @@ def test_cli(checkpoint, tmp_path, capsys):
     row = next(line for line in printed.splitlines() if line.startswith("| last.pt |"))
     assert "+0.00 ± 0.00" in row  # the same model on the same samples
     assert "Paired difference" in (again / "metrics.md").read_text()
+    # --draw: the same samples' locations with new data, paired with draw 0.
+    drawn = tmp_path / "drawn"
+    assert (
+        main([*args[:-2], str(drawn), "--no-progress", "--draw", "3", "--against", str(out)]) == 0
+    )
+    capsys.readouterr()
+    assert "draw 3" in (drawn / "metrics.md").read_text()
+    assert not np.array_equal(read_per_sample(drawn)[1]["nmse"], per_sample["nmse"])
     assert main([*args[:3], "5", *args[4:], "--against", str(out)]) == 2
     assert "other samples" in capsys.readouterr().err
     assert main([*args, "--against", str(tmp_path / "nowhere")]) == 2

@@ -142,6 +142,8 @@ class EvaluationResult:
         (R,), ``centroids_mm`` (R, 3).
     reference : dict or None
         The paper's FAIR-ESI row for this configuration (table units), if any.
+    draw : int
+        Realisation of the samples (0: the split itself; see ``Synthesizer.batch``).
     """
 
     per_sample: dict[str, np.ndarray]
@@ -150,6 +152,7 @@ class EvaluationResult:
     sample_index: np.ndarray
     example: dict[str, np.ndarray]
     reference: dict[str, tuple[float, float]] | None = None
+    draw: int = 0
 
     def table(self, label: str = "fairesi") -> str:
         """This result as a Markdown table (with the paper's column when known)."""
@@ -164,6 +167,7 @@ def evaluate_estimator(
     n: int | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    draw: int = 0,
 ) -> EvaluationResult:
     """Run an estimator on the first ``n`` samples of a split and compute the metrics.
 
@@ -183,6 +187,10 @@ def evaluate_estimator(
         Samples per call of ``estimator``.
     progress : bool
         Show a tqdm progress bar.
+    draw : int
+        Realisation of the samples (``Synthesizer.batch``): 0 is the split itself; another
+        value keeps the samples' source locations with new waveforms, SNRs and noise (on
+        the training split: seen locations, unseen data).
 
     Returns
     -------
@@ -204,7 +212,7 @@ def evaluate_estimator(
     with torch.no_grad(), tqdm(total=n, desc=f"evaluate {split}", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n), dtype=torch.int64)
-            batch = synth.batch(split, index)
+            batch = synth.batch(split, index, draw=draw)
             if not (torch.isfinite(batch.x).all() and torch.isfinite(batch.target).all()):
                 raise ValueError(
                     f"the {split} data of samples {start}..{int(index[-1])} contain NaN/Inf "
@@ -241,6 +249,7 @@ def evaluate_estimator(
         sample_index=np.arange(n, dtype=np.int64),
         example=example,
         reference=paper_reference(synth.config),
+        draw=int(draw),
     )
 
 
@@ -254,6 +263,7 @@ def evaluate_checkpoint(
     batch_size: int = 32,
     device: str = "cpu",
     progress: bool = True,
+    draw: int = 0,
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on its own data configuration.
 
@@ -276,6 +286,8 @@ def evaluate_checkpoint(
         Where the model and the synthesis run.
     progress : bool
         Show a tqdm progress bar.
+    draw : int
+        Realisation of the samples (see :func:`evaluate_estimator`).
 
     Returns
     -------
@@ -297,7 +309,13 @@ def evaluate_checkpoint(
         head_model, waveform_bank, sim_config, seed=train_config.seed, device=device
     )
     return evaluate_estimator(
-        checkpoint.model, synth, split=split, n=n, batch_size=batch_size, progress=progress
+        checkpoint.model,
+        synth,
+        split=split,
+        n=n,
+        batch_size=batch_size,
+        progress=progress,
+        draw=draw,
     )
 
 
@@ -573,8 +591,9 @@ def write_report(
         )
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(
-            f"Evaluation on the first {n} samples of the {result.split} split "
-            f"(mean ± std over samples).\n\n"
+            f"Evaluation on the first {n} samples of the {result.split} split"
+            + (f", draw {result.draw} (new realisations of them)" if result.draw else "")
+            + " (mean ± std over samples).\n\n"
             + result.table(label)
             + note
             + (f"\n{appendix}" if appendix else "")

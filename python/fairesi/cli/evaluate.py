@@ -56,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
     )
     parser.add_argument(
+        "--draw",
+        type=int,
+        default=0,
+        help="realisation of the samples: 0 (default) is the split itself; another value "
+        "keeps their source locations and draws new waveforms, SNRs and noise (with "
+        "--split train: seen locations, unseen data)",
+    )
+    parser.add_argument(
         "--against",
         type=Path,
         default=None,
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        draw=args.draw,
     )
     appendix = ""
     if earlier is not None:
