@@ -208,6 +208,23 @@ def test_splits_have_disjoint_centre_pools(synth):
     assert SimConfig.preset("SimMEG").split_sizes() == {"train": 39920, "val": 3992, "test": 3992}
 
 
+def test_shared_centres_give_every_split_all_regions(synth):
+    shared = make_synth(
+        synth.head_model, synth.bank, n_sources=2, n_rings=1, disjoint_centres=False
+    )
+    assert all(np.array_equal(p, np.arange(160)) for p in shared.centre_pools.values())
+    train_pool = set(synth.centre_pools["train"].tolist())
+    test_centres = set(shared.batch("test", torch.arange(100)).centres.flatten().tolist())
+    assert test_centres & train_pool and test_centres - train_pool
+    # The splits still hold different samples.
+    assert not torch.equal(
+        shared.batch("val", torch.arange(4)).x, shared.batch("test", torch.arange(4)).x
+    )
+    assert SimConfig.from_dict(shared.config.to_dict()) == shared.config
+    with pytest.raises(ValueError, match="disjoint_centres must be True or False"):
+        SimConfig.preset("SimMEG", disjoint_centres="no")
+
+
 def test_samples_are_pure_functions_of_seed_split_index(synth):
     again = make_synth(synth.head_model, synth.bank, n_sources=2, n_rings=1)
     a = synth.batch("train", torch.tensor([3, 7, 11, 500]))

@@ -167,7 +167,8 @@ def test_redraw_trains_on_new_draws_and_resumes_exactly(tmp_path):
     assert_same_training_state(
         read_checkpoint(split / "last.pt"), read_checkpoint(whole / "last.pt")
     )
-    assert read_checkpoint(whole / "last.pt")["config"]["train"]["redraw"] is True
+    config = read_checkpoint(whole / "last.pt")["config"]
+    assert config["train"]["redraw"] is True and config["data"]["disjoint_centres"] is True
     # Epoch 0 is draw 0: the samples of a run without redraw, so the same losses. Epoch 1
     # trains on draw 1 of its samples; validation data never change.
     rows = {r["epoch"]: (r["loss"], r["val_loss"]) for r in read_log(whole) if r["kind"] == "epoch"}
@@ -325,12 +326,15 @@ def test_cli_help_and_short_run(tmp_path, capsys):
         main(["train", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--preset", "--resume", "--head-model", "--bank", "--max-minutes", "--redraw"):
+    for flag in ("--preset", "--resume", "--head-model", "--bank", "--redraw", "--shared-centres"):
         assert flag in text
     common = ["--n-train-samples", "16", "--batch-size", "8", "--no-progress", "--threads", "1"]
     out = str(tmp_path / "run")
-    assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "1", *common]) == 0
+    first = ["train", "--preset", "tiny", "--out", out, "--max-steps", "1", "--shared-centres"]
+    assert main([*first, *common]) == 0
     assert main(["train", "--resume", "--out", out, "--max-steps", "2", "--no-progress"]) == 0
-    assert read_checkpoint(tmp_path / "run" / "last.pt")["progress"]["step"] == 2
+    resumed = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert resumed["progress"]["step"] == 2
+    assert resumed["config"]["data"]["disjoint_centres"] is False
     assert main(["train", "--resume", "--out", out, "--lr", "1"]) == 2
     assert "cannot change" in capsys.readouterr().err

@@ -131,6 +131,12 @@ class SimConfig:
     split_ratio : tuple of 3 int
         Relative sizes of train, val and test (10:1:1); also the ratio in which the
         regions are partitioned into centre pools.
+    disjoint_centres : bool
+        True (SPEC §4): each split draws its source centres from its own pool of regions,
+        so test sources lie where training never put a centre. False: every split draws
+        from all regions (the splits still hold different samples), as a random 10:1:1
+        split of one sample set does; the paper's 47,904 samples are 48 per region of its
+        998, split 10:1:1, so its test centres were seen in training.
     source_snr_db : tuple of 2 float
         Range (dB) of the uniformly drawn source-space SNR of each source.
     half_amplitude_rings : tuple of 2 float
@@ -146,6 +152,7 @@ class SimConfig:
     n_rings: int = 2
     n_samples: int = 47904
     split_ratio: tuple[int, int, int] = (10, 1, 1)
+    disjoint_centres: bool = True
     source_snr_db: tuple[float, float] = (10.0, 20.0)
     half_amplitude_rings: tuple[float, float] = (3.5, 5.0)
     peak_position: tuple[float, float] = (0.3, 0.7)
@@ -184,6 +191,10 @@ class SimConfig:
                     f"{name} must be a finite range (lo, hi) with {lo_bound} <= lo <= hi <= "
                     f"{hi_bound}, got {(lo, hi)!r}"
                 )
+        if not isinstance(self.disjoint_centres, bool):
+            raise ValueError(
+                f"disjoint_centres must be True or False, got {self.disjoint_centres!r}"
+            )
         if self.half_amplitude_rings[0] <= 0:
             raise ValueError(f"half_amplitude_rings must be > 0, got {self.half_amplitude_rings!r}")
 
@@ -542,16 +553,20 @@ class Synthesizer:
         self._far = torch.from_numpy((hop < 0) | (hop >= self._min_centre_hops))
 
     def _build_pools(self, hop: np.ndarray) -> None:
-        """Partition the regions into disjoint train/val/test centre pools (from the seed)."""
-        rng = np.random.default_rng([self.seed & _M32, self.seed >> 32, 0x504F4F4C])
-        perm = rng.permutation(self.n_regions)
-        total = sum(self.config.split_ratio)
-        sizes = [self.n_regions * r // total for r in self.config.split_ratio]
-        sizes[0] += self.n_regions - sum(sizes)
-        bounds = np.cumsum([0, *sizes])
-        self.centre_pools: dict[str, np.ndarray] = {
-            s: np.sort(perm[bounds[k] : bounds[k + 1]]) for k, s in enumerate(SPLITS)
-        }
+        """Partition the regions into disjoint train/val/test centre pools (from the seed),
+        or give every split all regions (``SimConfig.disjoint_centres=False``)."""
+        if self.config.disjoint_centres:
+            rng = np.random.default_rng([self.seed & _M32, self.seed >> 32, 0x504F4F4C])
+            perm = rng.permutation(self.n_regions)
+            total = sum(self.config.split_ratio)
+            sizes = [self.n_regions * r // total for r in self.config.split_ratio]
+            sizes[0] += self.n_regions - sum(sizes)
+            bounds = np.cumsum([0, *sizes])
+            self.centre_pools: dict[str, np.ndarray] = {
+                s: np.sort(perm[bounds[k] : bounds[k + 1]]) for k, s in enumerate(SPLITS)
+            }
+        else:
+            self.centre_pools = {s: np.arange(self.n_regions) for s in SPLITS}
         far = self._far.numpy()
         for split, pool in self.centre_pools.items():
             chosen: list[int] = []

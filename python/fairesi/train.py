@@ -154,6 +154,10 @@ class TrainConfig:
         Samples per epoch (None: the whole split). A training epoch takes the first so
         many of that epoch's shuffled order of the whole training split; validation
         always uses the first so many validation samples.
+    disjoint_centres : bool
+        ``SimConfig.disjoint_centres``: True (default, SPEC §4) gives each split its own
+        centre regions; False draws every split's centres from all regions (the paper's
+        protocol, a random split of one sample set).
     redraw : bool
         Train on draw ``epoch`` of each sample (``Synthesizer.batch(..., draw=)``): every
         epoch sees the training split's source locations with fresh waveforms, source
@@ -206,6 +210,7 @@ class TrainConfig:
     n_samples: int | None = None
     n_train_samples: int | None = None
     n_val_samples: int | None = None
+    disjoint_centres: bool = True
     redraw: bool = False
     seed: int = 0
     head_model: str = "default"
@@ -399,6 +404,7 @@ def make_sim_config(config: TrainConfig):
         "snr_db": config.snr_db,
         "n_sources": config.n_sources,
         "n_rings": config.n_rings,
+        "disjoint_centres": config.disjoint_centres,
     }
     if config.n_times is not None:
         overrides["n_times"] = config.n_times

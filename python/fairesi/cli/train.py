@@ -124,6 +124,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="disable mixed precision on CUDA (it is always off on CPU)",
     )
     parser.add_argument(
+        "--shared-centres",
+        dest="disjoint_centres",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="draw every split's source centres from all regions (the paper's random split "
+        "of one sample set) instead of disjoint per-split pools of regions (SPEC default)",
+    )
+    parser.add_argument(
         "--redraw",
         dest="redraw",
         action="store_true",
