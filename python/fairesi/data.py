@@ -43,9 +43,12 @@ is another realisation of it, a pure function of ``(seed, s, i, d)``: the same c
 regions, fresh spike, jitter, patch fall-off, source SNR, background window and sensor
 noise. Training with a new draw each epoch (``TrainConfig.redraw``) is DeepSIF's
 practice of fresh sensor noise and source scale at every ``__getitem__``, carried to every
-random choice but the source location; draw 0 is the dataset's own sample. The centre regions are partitioned once, from the seed, into disjoint
-train/val/test pools (ratio ``split_ratio``): use the same seed for the splits of one
-experiment.
+random choice but the source location; draw 0 is the dataset's own sample.
+
+The centre regions are partitioned once, from the seed, into disjoint train/val/test pools
+(ratio ``split_ratio``): use the same seed for the splits of one experiment. With
+``SimConfig.disjoint_centres=False`` every split draws its centres from all regions
+instead (the paper's protocol: one sample set split at random).
 
 The sensor projection never multiplies the full ``(R, T)`` source matrix: the lead field
 times the whole background bank is computed once, and a sample only corrects the patch

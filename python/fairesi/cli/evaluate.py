@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -87,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    earlier = read_per_sample(args.against) if args.against is not None else None
+    earlier = None
+    if args.against is not None:
+        earlier = read_per_sample(args.against)
+        # Checked before the (long) evaluation where the sample count is known already.
+        if args.n is not None and not np.array_equal(earlier[0], np.arange(args.n)):
+            raise ValueError(_other_samples(args, earlier[0], args.n))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = evaluate_checkpoint(
@@ -105,13 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if earlier is not None:
         index, per_sample = earlier
         if not np.array_equal(index, result.sample_index):
-            print(
-                f"error: {args.against} holds {len(index)} other samples than this evaluation "
-                f"({len(result.sample_index)} of the {args.split} split); evaluate the same "
-                "split and --n",
-                file=sys.stderr,
-            )
-            return 2
+            raise ValueError(_other_samples(args, index, len(result.sample_index)))
         appendix = (
             f"Paired difference on the same samples (this - {args.against}), mean ± "
             "standard error:\n\n"
@@ -126,3 +124,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + appendix, end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _other_samples(args: argparse.Namespace, index, n: int) -> str:
+    return (
+        f"{args.against} holds other samples ({len(index)}) than this evaluation (the first "
+        f"{n} of the {args.split} split); pair evaluations of the same split and --n"
+    )
