@@ -88,6 +88,16 @@ def test_benchmark_runs_methods_on_the_same_samples(tmp_path):
         torch.as_tensor(again.results[ROW.label, "deepsif"].example["estimate"]),
         torch.as_tensor(examples[0]["estimate"]),
     )
+    with pytest.raises(ValueError, match=r"other data.*\['disjoint_centres'\]"):
+        run_benchmark(
+            [ROW],
+            ["deepsif"],
+            preset="tiny",
+            runs_dir=tmp_path / "runs",
+            train_overrides={"disjoint_centres": False},
+            n=2,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="other data"):
         run_benchmark(
             [TableRow("SimMEG", 15.0, 1, 2)],
@@ -144,3 +154,21 @@ def test_benchmark_cli_errors(tmp_path, capsys):
     assert code == 2 and "METHOD=PATH" in capsys.readouterr().err
     code = main(["benchmark", "--methods", "sLORETA", "--checkpoint", "sLORETA=x.pt"])
     assert code == 2 and "not networks" in capsys.readouterr().err
+
+
+def test_benchmark_cli_shared_centres_reach_the_data(tmp_path, monkeypatch):
+    import fairesi.benchmark
+
+    seen = {}
+
+    def fake_run(rows, methods, **kwargs):
+        seen.update(kwargs["train_overrides"])
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(fairesi.benchmark, "run_benchmark", fake_run)
+    args = ["benchmark", "--preset", "tiny", "--methods", "sLORETA", "--out", str(tmp_path)]
+    assert main([*args, "--shared-centres"]) == 2
+    assert seen["disjoint_centres"] is False
+    seen.clear()
+    assert main(args) == 2
+    assert "disjoint_centres" not in seen

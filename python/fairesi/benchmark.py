@@ -491,9 +491,10 @@ def _learned_estimator(
             # Runs stopped by a step or time budget before an epoch ended have no best.pt.
             path = last
     checkpoint = load_checkpoint(path, map_location=device, head_model=head_model)
-    data = checkpoint.config["data"]
+    # Fields a checkpoint predates take their defaults, as when it is evaluated.
+    data = type(sim_config).from_dict(checkpoint.config["data"]).to_dict()
     expected = sim_config.to_dict()
-    differ = sorted(k for k in expected if k in data and data[k] != expected[k])
+    differ = sorted(k for k in expected if data[k] != expected[k])
     if checkpoint.config["train"]["seed"] != seed:
         differ.append("seed")
     if differ:

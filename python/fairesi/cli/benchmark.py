@@ -77,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="waveform bank: 'default', a file, or 'synthetic' (default: the preset's)",
     )
     parser.add_argument(
+        "--shared-centres",
+        action="store_true",
+        help="the paper's protocol: every split draws its source centres from all regions "
+        "(default: SPEC's disjoint per-split pools); checkpoints must be trained so",
+    )
+    parser.add_argument(
         "--n", type=int, default=256, help="test samples per configuration (default: 256)"
     )
     parser.add_argument(
@@ -132,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         else list(DEFAULT_METHODS)
     )
     overrides: dict[str, object] = {"progress": not args.no_progress, "device": args.device}
+    if args.shared_centres:
+        overrides["disjoint_centres"] = False
     for key, value in (
         ("head_model", args.head_model),
         ("bank", args.bank),
