@@ -908,9 +908,9 @@ def iter_batches(
     n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
     if not 0 <= start_batch <= n_batches:
         raise ValueError(f"start_batch must be in [0, {n_batches}], got {start_batch}")
+    draw = epoch if redraw else 0
     for b in range(start_batch, n_batches):
-        index = order[b * batch_size : (b + 1) * batch_size]
-        yield synth.batch(split, index, draw=epoch if redraw else 0)
+        yield synth.batch(split, order[b * batch_size : (b + 1) * batch_size], draw=draw)
 
 
 class SynthDataset(torch.utils.data.Dataset):
