@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairesi.models.config import PresetConfig
-from fairesi.models.refine import make_refine
+from fairesi.models.refine import REFINE_AXES, REFINE_FORMS, make_refine
 
 __all__ = [
     "FairEsi",
@@ -103,6 +103,18 @@ class FairEsiConfig(PresetConfig):
         Add the input patches to the refined ones, ``P^L + P``, so that the refinement
         reweights rather than replaces the patches (their softmaxes discard the amplitude).
         Not in the paper; off by default. See bench/RESULTS.md § ablation.
+    refine_form : str
+        ``'softmax'`` (the softmax replaces the features; literal) or ``'weights'`` (the
+        softmax, times its length, weights them), see :mod:`fairesi.models.refine`.
+    refine_axis : str
+        What the refinement softmax runs over: ``'samples'`` (within a patch; literal),
+        ``'patches'`` (across a channel's patches) or ``'channels'`` (across channels).
+    norm : str
+        LayerNorm of the conv blocks: ``'position'`` (the features of every grid position)
+        or ``'all'`` (a sample's features and grid together).
+    conv_layout : str
+        ``'grid'`` (features as conv channels, the kernel slides over sensors x patches) or
+        ``'sensors'`` (sensors as conv channels, the kernel slides over patches x features).
     embed_dim : int
         d, the width of patch features and of the attention.
     conv_channels : int
@@ -134,6 +146,10 @@ class FairEsiConfig(PresetConfig):
     temporal: bool = True
     patchwise: bool = True
     refine_residual: bool = False
+    refine_form: str = "softmax"
+    refine_axis: str = "samples"
+    norm: str = "position"
+    conv_layout: str = "grid"
     fused_refine: bool | None = None
     embed_dim: int = 8
     conv_channels: int = 8
@@ -214,6 +230,17 @@ class FairEsiConfig(PresetConfig):
             raise ValueError(f"tau must be > 0, got {self.tau}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        for name, allowed in (
+            ("refine_form", REFINE_FORMS),
+            ("refine_axis", tuple(REFINE_AXES)),
+            ("norm", ("position", "all")),
+            ("conv_layout", ("grid", "sensors")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"FairEsiConfig.{name} must be one of {list(allowed)}, "
+                    f"got {getattr(self, name)!r}"
+                )
 
     @property
     def latent_width(self) -> int:
@@ -259,15 +286,36 @@ def select_key_patches(patches: Tensor) -> Tensor:
     return patches.gather(2, gather_index).squeeze(2)  # (B, C, L)
 
 
-class ConvBlock(nn.Module):
-    """Conv2D (or TransposeConv2D) - ELU - LayerNorm over the (channel, patch) grid.
+class SampleLayerNorm(nn.Module):
+    """LayerNorm over every feature channel and grid position of one sample.
 
-    (B, C, Np, F_in) -> (B, C, Np, F_out): features are the conv channels; the kernel
-    slides over channels and patches with 'same' padding, stride 1, so the grid keeps
-    its size; LayerNorm normalises the F_out features at every grid position.
+    (B, F, H, W) -> (B, F, H, W): normalised over (F, H, W) together, then a learnt scale
+    and shift per feature channel, so no grid size is built in (``norm='all'``).
     """
 
-    def __init__(self, in_features: int, out_features: int, kernel: int, transpose: bool) -> None:
+    def __init__(self, features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def forward(self, y: Tensor) -> Tensor:
+        """(B, F, H, W) -> (B, F, H, W)."""
+        y = F.layer_norm(y, y.shape[1:], eps=self.eps)
+        return y * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class ConvBlock(nn.Module):
+    """Conv2D (or TransposeConv2D) - ELU - LayerNorm on a (B, F, H, W) conv layout.
+
+    The kernel slides over the (H, W) grid with 'same' padding, stride 1, so the grid
+    keeps its size. ``norm='position'`` normalises the F_out conv channels at every grid
+    position; ``norm='all'`` normalises a sample's conv channels and grid together.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, kernel: int, transpose: bool, norm: str
+    ) -> None:
         super().__init__()
         pad = kernel // 2
         conv: nn.Module
@@ -276,12 +324,17 @@ class ConvBlock(nn.Module):
         else:
             conv = nn.Conv2d(in_features, out_features, kernel, padding=pad)
         self.conv = conv
-        self.norm = nn.LayerNorm(out_features)
+        self.per_position = norm == "position"
+        self.norm = (
+            nn.LayerNorm(out_features) if self.per_position else SampleLayerNorm(out_features)
+        )
 
-    def forward(self, p: Tensor) -> Tensor:
-        """(B, C, Np, F_in) -> (B, C, Np, F_out)."""
-        y = self.conv(p.permute(0, 3, 1, 2))  # (B, F_out, C, Np)
-        return self.norm(F.elu(y).permute(0, 2, 3, 1))
+    def forward(self, y: Tensor) -> Tensor:
+        """(B, F_in, H, W) -> (B, F_out, H, W)."""
+        y = F.elu(self.conv(y))
+        if self.per_position:
+            return self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(y)
 
 
 class KeyPatchAttention(nn.Module):
@@ -322,17 +375,43 @@ class PatchwiseRefinement(nn.Module):
     attention : bool
         False drops the attention branch (patch-wise ablation; it then has no parameters,
         so none goes unused); the conv blocks run on the patch features ``P^F`` alone.
+    norm : str
+        ``'position'`` or ``'all'``, see :class:`ConvBlock`.
+    conv_layout : str
+        ``'grid'``: the features are the conv channels and the kernel slides over the
+        (sensor, patch) grid. ``'sensors'``: the sensors are the conv channels (Conv2D
+        C -> conv_channels, TransposeConv2D back to C) and the kernel slides over the
+        (patch, feature) grid; a linear map then takes the features to L.
+    n_channels : int
+        C, needed by ``conv_layout='sensors'``.
     """
 
     def __init__(
-        self, patch_len: int, embed_dim: int, conv_channels: int, conv_kernel: int, attention: bool
+        self,
+        patch_len: int,
+        embed_dim: int,
+        conv_channels: int,
+        conv_kernel: int,
+        attention: bool,
+        norm: str = "position",
+        conv_layout: str = "grid",
+        n_channels: int = 0,
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(patch_len, embed_dim)
         self.attention = KeyPatchAttention(patch_len, embed_dim) if attention else None
-        conv_in = 2 * embed_dim if attention else embed_dim
-        self.conv = ConvBlock(conv_in, conv_channels, conv_kernel, transpose=False)
-        self.deconv = ConvBlock(conv_channels, patch_len, conv_kernel, transpose=True)
+        features = 2 * embed_dim if attention else embed_dim
+        self.sensors_as_channels = conv_layout == "sensors"
+        if self.sensors_as_channels:
+            self.conv = ConvBlock(n_channels, conv_channels, conv_kernel, False, norm)
+            self.deconv = ConvBlock(conv_channels, n_channels, conv_kernel, True, norm)
+            self.to_patch: nn.Module = (
+                nn.Identity() if features == patch_len else nn.Linear(features, patch_len)
+            )
+        else:
+            self.conv = ConvBlock(features, conv_channels, conv_kernel, False, norm)
+            self.deconv = ConvBlock(conv_channels, patch_len, conv_kernel, True, norm)
+            self.to_patch = nn.Identity()
 
     def forward(self, p: Tensor) -> Tensor:
         """(B, C, Np, L) -> (B, C, Np, L)."""
@@ -341,7 +420,10 @@ class PatchwiseRefinement(nn.Module):
             attended = self.attention(p)  # (B, C, d)
             broadcast = attended[:, :, None, :].expand(features.shape)  # (B, C, Np, d)
             features = torch.cat([features, broadcast], dim=-1)  # P^A: (B, C, Np, 2d)
-        return self.deconv(self.conv(features))  # P^O*: (B, C, Np, L)
+        if self.sensors_as_channels:
+            return self.to_patch(self.deconv(self.conv(features)))  # P^O*: (B, C, Np, L)
+        grid = features.permute(0, 3, 1, 2)  # (B, 2d, C, Np)
+        return self.deconv(self.conv(grid)).permute(0, 2, 3, 1)  # P^O*: (B, C, Np, L)
 
 
 class SourceReconstruction(nn.Module):
@@ -424,7 +506,12 @@ class FairEsi(nn.Module):
             # alpha = 1 keeps only the spectral view, alpha = 0 only the temporal view.
             alpha = config.alpha if config.spectral and config.temporal else float(config.spectral)
             refine = make_refine(
-                tau=config.tau, alpha=alpha, fused=config.fused_refine, patch_len=config.patch_len
+                tau=config.tau,
+                alpha=alpha,
+                fused=config.fused_refine,
+                patch_len=config.patch_len,
+                form=config.refine_form,
+                axis=config.refine_axis,
             )
         self.refine = refine
         self.refine_residual = bool(config.refine_residual and (config.spectral or config.temporal))
@@ -436,6 +523,9 @@ class FairEsi(nn.Module):
                     config.conv_channels,
                     config.conv_kernel,
                     attention=config.patchwise,
+                    norm=config.norm,
+                    conv_layout=config.conv_layout,
+                    n_channels=config.n_channels,
                 )
                 for _ in range(config.n_blocks)
             ]

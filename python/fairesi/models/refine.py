@@ -1,19 +1,38 @@
-"""Spectral-temporal patch refinement (FAIR-ESI paper, section II.C.1-2).
+"""Spectral-temporal patch refinement (FAIR-ESI paper, section II.C.1-2, Eq. 1).
 
-For every patch ``P`` of ``L`` samples (``L = 16`` in FAIR-ESI)::
+For every patch ``P`` of ``L`` samples (``L = 16`` in FAIR-ESI), the literal reading of
+the paper is::
 
     [P_re, P_im] = rfft(P)                                  # L//2 + 1 bins
     P_S = irfft(softmax(P_re / tau), softmax(P_im / tau))   # spectral view, n = L
     P_T = softmax(P / tau)                                  # temporal view
     P_L = alpha * P_S + (1 - alpha) * P_T
 
-Softmaxes run over the last axis (bins, or samples). ``irfft`` follows
+with the softmaxes over the last axis (bins, or samples). ``irfft`` follows
 ``torch.fft.irfft``: the imaginary parts of the DC and Nyquist bins do not contribute.
 ``alpha = 1`` keeps only the spectral view and ``alpha = 0`` only the temporal view,
 which is how the ablation switches of paper Table IV are expressed.
 
+The paper's ``T(x, tau) = exp(x / tau) / sum exp(x / tau)`` names no axis for its sum and
+does not say whether the softmax *replaces* the features or *weights* them. A softmax
+of one patch sums to 1 whatever the patch's amplitude, so the literal reading drops the
+patch mean, which carries most of a spike's energy at 500 Hz. The readings the text
+admits are two switches (``docs/design.md`` § refinement readings):
+
+* ``form``: ``'softmax'`` replaces the features by ``softmax(v / tau)`` (literal);
+  ``'weights'`` uses it as importance weights, ``v * n * softmax(v / tau)`` with ``n`` the
+  length of the softmax axis, so that equal weights leave ``v`` unchanged. In the spectral
+  view ``v`` is the real or the imaginary part of the spectrum.
+* ``axis``: over what the softmax's sum runs. ``'samples'``: within a patch (its samples,
+  or its rfft bins; literal). ``'patches'``: across the ``Np`` patches of one channel, per
+  sample position (or bin). ``'channels'``: across the ``C`` channels, per patch and
+  sample position (or bin).
+
+The residual ``P_L + P`` (``FairEsiConfig.refine_residual``) composes with any of them.
+
 This pure-PyTorch function is the reference that the fused op library
-(``fairesi.ops``) must match, and the fallback when that library is absent.
+(``fairesi.ops``, literal reading) must match, and the fallback when that library is
+absent or the reading is not the literal one.
 """
 
 from __future__ import annotations
@@ -21,66 +40,123 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+#: Refinement forms (see the module docstring); the first is the paper's literal reading.
+REFINE_FORMS: tuple[str, ...] = ("softmax", "weights")
+#: Softmax axes, by name -> dimension of a (B, C, Np, L) patch tensor.
+REFINE_AXES: dict[str, int] = {"samples": -1, "patches": -2, "channels": -3}
 
-def spectral_temporal_refine_reference(patches: Tensor, tau: float, alpha: float) -> Tensor:
+
+def _check_reading(tau: float, form: str, axis: str) -> None:
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if form not in REFINE_FORMS:
+        raise ValueError(f"refine form must be one of {list(REFINE_FORMS)}, got {form!r}")
+    if axis not in REFINE_AXES:
+        raise ValueError(f"refine axis must be one of {list(REFINE_AXES)}, got {axis!r}")
+
+
+def _axis_dim(axis: str) -> int:
+    # Written out (not a dict lookup) so that TorchScript compiles it.
+    if axis == "samples":
+        return -1
+    if axis == "patches":
+        return -2
+    if axis == "channels":
+        return -3
+    raise ValueError("refine axis must be 'samples', 'patches' or 'channels', got " + axis)
+
+
+def _refine_view(values: Tensor, tau: float, form: str, dim: int) -> Tensor:
+    """One view's refinement of ``values`` along ``dim``: softmax, or softmax-weighted."""
+    weights = torch.softmax(values / tau, dim=dim)
+    if form == "softmax":
+        return weights
+    if form == "weights":
+        return values * weights * float(values.shape[dim])
+    raise ValueError("refine form must be 'softmax' or 'weights', got " + form)
+
+
+def spectral_temporal_refine_reference(
+    patches: Tensor, tau: float, alpha: float, form: str = "softmax", axis: str = "samples"
+) -> Tensor:
     """Refine patches in the spectral and temporal views and mix them.
 
     Parameters
     ----------
-    patches : Tensor, shape (..., L)
+    patches : Tensor, shape (..., L); (..., Np, L) for ``axis='patches'``, (..., C, Np, L)
+        for ``axis='channels'``
         Patches along the last axis; float32/float64, or float16/bfloat16 (computed in
-        float32 and cast back).
+        float32 and cast back). Values are in the units of the (normalised) input.
     tau : float
-        Softmax temperature, > 0 (FAIR-ESI: 0.1).
+        Softmax temperature, > 0 (FAIR-ESI: 0.1), in the input's units.
     alpha : float
         Weight of the spectral view in [0, 1] (FAIR-ESI default: 0.5).
+    form : str
+        ``'softmax'`` (literal) or ``'weights'``; see the module docstring.
+    axis : str
+        ``'samples'`` (literal), ``'patches'`` or ``'channels'``; see the module docstring.
 
     Returns
     -------
-    refined : Tensor, shape (..., L), same dtype as ``patches``.
+    refined : Tensor, same shape and dtype as ``patches``.
     """
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
+    if not tau > 0:
+        raise ValueError("tau must be > 0, got " + str(tau))
+    dim = _axis_dim(axis)
+    if patches.dim() < -dim:
+        raise ValueError(
+            "refine axis " + axis + " needs patches with at least " + str(-dim) + " dimensions"
+        )
     x = patches if patches.dtype == torch.float64 else patches.float()
     n = x.shape[-1]
     spectrum = torch.fft.rfft(x, dim=-1)
-    real = torch.softmax(spectrum.real / tau, dim=-1)
-    imag = torch.softmax(spectrum.imag / tau, dim=-1)
+    real = _refine_view(spectrum.real, tau, form, dim)
+    imag = _refine_view(spectrum.imag, tau, form, dim)
     spectral = torch.fft.irfft(torch.complex(real, imag), n=n, dim=-1)
-    temporal = torch.softmax(x / tau, dim=-1)
+    temporal = _refine_view(x, tau, form, dim)
     return (alpha * spectral + (1.0 - alpha) * temporal).to(patches.dtype)
 
 
 class SpectralTemporalRefine(nn.Module):
     """Module form of :func:`spectral_temporal_refine_reference` (pure PyTorch)."""
 
-    def __init__(self, tau: float = 0.1, alpha: float = 0.5) -> None:
+    def __init__(
+        self, tau: float = 0.1, alpha: float = 0.5, form: str = "softmax", axis: str = "samples"
+    ) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
+        _check_reading(tau, form, axis)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.tau = float(tau)
         self.alpha = float(alpha)
+        self.form = form
+        self.axis = axis
 
     def forward(self, patches: Tensor) -> Tensor:
         """(..., L) -> (..., L); see the module docstring."""
-        return spectral_temporal_refine_reference(patches, self.tau, self.alpha)
+        return spectral_temporal_refine_reference(
+            patches, self.tau, self.alpha, self.form, self.axis
+        )
 
 
 def make_refine(
-    tau: float = 0.1, alpha: float = 0.5, fused: bool | None = None, patch_len: int = 16
+    tau: float = 0.1,
+    alpha: float = 0.5,
+    fused: bool | None = None,
+    patch_len: int = 16,
+    form: str = "softmax",
+    axis: str = "samples",
 ) -> nn.Module:
     """Return the refinement module: the fused op when available, else the reference.
 
     Parameters
     ----------
-    tau, alpha : float
+    tau, alpha, form, axis
         See :func:`spectral_temporal_refine_reference`.
     fused : bool | None
         True: require the fused op library; False: use the PyTorch reference;
         None (default): use the fused op when its library is loaded and supports
-        ``patch_len``.
+        ``patch_len`` and the reading.
     patch_len : int
         Length L of the patches the module will get; the fused op handles L = 16 only.
 
@@ -89,17 +165,22 @@ def make_refine(
     RuntimeError
         ``fused=True`` and the op library is not loaded.
     ValueError
-        ``fused=True`` and ``patch_len`` is not 16.
+        ``fused=True`` and ``patch_len`` is not 16 or the reading is not the literal one.
     """
+    _check_reading(tau, form, axis)
     if fused is False:
-        return SpectralTemporalRefine(tau, alpha)
+        return SpectralTemporalRefine(tau, alpha, form, axis)
     from fairesi import ops  # imported here: fairesi.ops builds on this module
 
-    if patch_len != ops.PATCH_LEN:
+    literal = form == "softmax" and axis == "samples"
+    if patch_len != ops.PATCH_LEN or not literal:
         if fused:
-            raise ValueError(f"the fused op needs patch_len {ops.PATCH_LEN}, got {patch_len}")
-        return SpectralTemporalRefine(tau, alpha)
+            raise ValueError(
+                f"the fused op needs patch_len {ops.PATCH_LEN} and the literal reading "
+                f"(form 'softmax', axis 'samples'), got {patch_len}, {form!r}, {axis!r}"
+            )
+        return SpectralTemporalRefine(tau, alpha, form, axis)
     if fused or ops.available():
         # Raises RuntimeError naming the reason when fused=True and the library is absent.
         return ops.FusedSpectralTemporalRefine(tau, alpha)
-    return SpectralTemporalRefine(tau, alpha)
+    return SpectralTemporalRefine(tau, alpha, form, axis)

@@ -1,0 +1,257 @@
+"""Study of the readings of FAIR-ESI's refinement (paper Eq. 1 and the temporal view).
+
+The paper's ``T(x, tau)`` names no axis for its sum and does not say whether the softmax
+replaces or weights the features (``fairesi.models.refine``). Each variant below is one
+admitted reading or block option, as ``FairEsiConfig`` overrides of the full model (all
+three views on)::
+
+    literal     softmax within each patch, replacing it (the paper read literally)
+    weights     P * L * softmax(P / tau), likewise on the spectrum's real/imaginary parts
+    residual    literal + P (``refine_residual``)
+    patches     softmax across the patches of a channel
+    channels    softmax across the channels
+    norm-all    literal, LayerNorm over (channel, patch, feature) instead of per position
+    sensors     literal, sensors as the conv channels instead of a conv over the sensors
+    none        no spectral/temporal refinement (Table IV's first row, a reference)
+
+Every variant trains the same recipe with the same seed (same batches in the same
+order): SimMEG r = 5 dB, N_s = 2, N_n = 2 (paper Table IV), centres shared by the splits
+(the paper's protocol of ``fairesi train --shared-centres``), ``--redraw`` (every epoch a
+fresh realisation of the epoch's samples), epochs of ``--epoch-samples`` samples with a
+validation pass after each (the learning curve), learning rate halved on a validation
+plateau, up to ``--steps`` optimizer steps. The best checkpoint by validation loss is then
+evaluated on the same first ``--n-eval`` test samples; paired differences (mean ± s.e.)
+against 'literal' decide the ranking. Runs for several ``--seed`` values go into
+``OUT/seed<S>/<variant>/`` and resume where they stopped; the report pools the seeds.
+
+Run (installed package)::
+
+    python bench/refine_study.py --seed 0 --threads 1 --out runs/refine_study
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
+from fairesi.io import atomic_path
+from fairesi.train import (
+    TrainConfig,
+    load_bank,
+    load_checkpoint,
+    load_head_model,
+    make_sim_config,
+    read_checkpoint,
+    train,
+)
+
+#: variant -> FairEsiConfig overrides (all three views on unless said otherwise).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "literal": {},
+    "weights": {"refine_form": "weights"},
+    "residual": {"refine_residual": True},
+    "patches": {"refine_axis": "patches"},
+    "channels": {"refine_axis": "channels"},
+    "norm-all": {"norm": "all"},
+    "sensors": {"conv_layout": "sensors"},
+    "none": {"spectral": False, "temporal": False},
+}
+
+DATASET, SNR_DB = "SimMEG", 5.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    parser = argparse.ArgumentParser(
+        description="Train and compare the readings of FAIR-ESI's refinement (Eq. 1) on "
+        "SimMEG r=5 dB, N_s=2, N_n=2, paper protocol, at a reduced trial length.",
+    )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--seed", type=int, action="append", help="seed(s) (default: 0)")
+    parser.add_argument("--steps", type=int, default=4500, help="max optimizer steps (4500)")
+    parser.add_argument("--epoch-samples", type=int, default=8000, help="samples per epoch")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--n-times", type=int, default=128, help="samples per trial (128)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--preset", default="cpu", help="FairEsiConfig size preset (cpu)")
+    parser.add_argument("--n-val", type=int, default=256, help="validation samples (256)")
+    parser.add_argument("--n-eval", type=int, default=256, help="test samples (256)")
+    parser.add_argument("--n-sources", type=int, default=2, help="N_s (2, Table IV)")
+    parser.add_argument("--n-rings", type=int, default=2, help="N_n (2, Table IV)")
+    parser.add_argument("--bank", default="default", help="'default', a file, or 'synthetic'")
+    parser.add_argument("--head-model", default="default", help="'default', 'toy' or a file")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=Path("runs/refine_study"))
+    parser.add_argument("--report-only", action="store_true", help="train nothing; report")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown or not chosen:
+        parser.error(f"--variants {unknown or '(empty)'}: expected some of {list(VARIANTS)}")
+    args.variants = [v for v in VARIANTS if v in chosen]
+    args.seed = args.seed or [0]
+    return args
+
+
+def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfig:
+    """The training run of one variant and seed; only ``model_hyper`` differs by variant."""
+    return TrainConfig(
+        model="fair_esi",
+        model_hyper={"preset": args.preset, **VARIANTS[name]},
+        dataset=DATASET,
+        snr_db=SNR_DB,
+        n_sources=args.n_sources,
+        n_rings=args.n_rings,
+        n_times=args.n_times,
+        n_train_samples=args.epoch_samples,
+        n_val_samples=args.n_val,
+        disjoint_centres=False,
+        redraw=True,
+        seed=seed,
+        head_model=args.head_model,
+        bank=args.bank,
+        batch_size=args.batch_size,
+        max_epochs=10_000,
+        lr=args.lr,
+        lr_patience=2,
+        early_stop_patience=10_000,
+        checkpoint_every=100,
+        max_steps=args.steps,
+        out_dir=str(args.out / f"seed{seed}" / name),
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+
+
+def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
+    """Train one variant up to ``args.steps``, resuming from its ``last.pt`` if present."""
+    config = variant_config(args, name, seed)
+    last = Path(config.out_dir) / "last.pt"
+    if not last.exists():
+        print(f"[seed {seed}] {name}: training", flush=True)
+        train(config)
+        return
+    done = int(read_checkpoint(last)["progress"]["step"])
+    if done < args.steps:
+        print(f"[seed {seed}] {name}: resuming at step {done}", flush=True)
+        train(
+            resume=last, max_steps=args.steps, threads=args.threads, progress=not args.no_progress
+        )
+
+
+def learning_curve(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(step, validation loss, all-zero validation loss) after every epoch of a run."""
+    with open(run_dir / "train_log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
+    return [(int(r["step"]), float(r["val_loss"]), float(r["val_loss_zero"])) for r in rows]
+
+
+def evaluate_variant(args, run_dir: Path, synth) -> dict[str, np.ndarray] | None:
+    """Per-sample metrics of a run's best checkpoint on the first ``n_eval`` test samples
+    (cached in ``eval.npz`` with the step of the checkpoint); None if not trained yet."""
+    best = run_dir / "best.pt"
+    last = run_dir / "last.pt"
+    if not best.exists() or int(read_checkpoint(last)["progress"]["step"]) < args.steps:
+        return None
+    step = int(read_checkpoint(best)["progress"]["step"])
+    cache = run_dir / "eval.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            if int(saved["step"]) == step and int(saved["n_eval"]) == args.n_eval:
+                return {key: saved[key] for key, _, _ in TABLE_METRICS}
+    model = load_checkpoint(best).model
+    result = evaluate_estimator(model, synth, n=args.n_eval, progress=not args.no_progress)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.savez(f, step=step, n_eval=args.n_eval, **result.per_sample)
+    return result.per_sample
+
+
+def report(args, synth) -> str:
+    """Markdown: per-variant metrics (seeds pooled), paired gaps to 'literal', curves."""
+    per_variant: dict[str, dict[str, np.ndarray]] = {}
+    curves: dict[str, list[str]] = {}
+    for name in args.variants:
+        runs = [args.out / f"seed{s}" / name for s in args.seed]
+        metrics = [evaluate_variant(args, r, synth) for r in runs]
+        if any(m is None for m in metrics):
+            continue
+        per_variant[name] = {
+            key: np.concatenate([m[key] for m in metrics]) for key, _, _ in TABLE_METRICS
+        }
+        curves[name] = [" ".join(f"{v:.0f}" for _, v, _ in learning_curve(r)) for r in runs]
+    if not per_variant:
+        return "no variant finished yet\n"
+    n = args.n_eval * len(args.seed)
+    header = ["variant"] + [label for _, label, _ in TABLE_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, m in per_variant.items():
+        cells = []
+        for key, _, factor in TABLE_METRICS:
+            v = m[key][~np.isnan(m[key])] * factor
+            cells.append(f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out = [
+        f"{n} test samples per variant ({args.n_eval} per seed, seeds {args.seed}); mean ± std:",
+        "\n".join(lines),
+    ]
+    if "literal" in per_variant and len(per_variant) > 1:
+        others = {k: v for k, v in per_variant.items() if k != "literal"}
+        out.append(
+            "Paired difference to 'literal' on the same samples, mean ± standard error:\n\n"
+            + format_paired_table(per_variant["literal"], others, base_label="literal").rstrip()
+        )
+    zero = learning_curve(args.out / f"seed{args.seed[0]}" / next(iter(per_variant)))[0][2]
+    out.append(
+        f"Validation loss after each epoch ({args.epoch_samples} samples), one line per "
+        f"seed (all-zero estimate: {zero:.0f}):\n\n"
+        + "\n".join(f"- {name}: " + " | ".join(c) for name, c in curves.items())
+    )
+    return "\n\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the missing runs, then write ``OUT/study.md``; returns the exit code."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    if not args.report_only:
+        for seed in args.seed:
+            for name in args.variants:
+                train_variant(args, name, seed)
+    from fairesi.data import Synthesizer
+
+    config = variant_config(args, args.variants[0], args.seed[0])
+    head_model = load_head_model(args.head_model)
+    bank = load_bank(args.bank, head_model, seed=config.seed)
+    synth = Synthesizer(head_model, bank, make_sim_config(config), seed=config.seed)
+    intro = (
+        f"FAIR-ESI refinement readings: {DATASET} r={SNR_DB:g} dB, N_s={args.n_sources}, "
+        f"N_n={args.n_rings}, shared centres, n_times={args.n_times}, preset {args.preset!r}, "
+        f"batch {args.batch_size}, lr {args.lr:g}, up to {args.steps} steps, epochs of "
+        f"{args.epoch_samples} redrawn samples; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), {platform.machine()}; "
+        f"wall {time.monotonic() - started:.0f} s (this invocation)."
+    )
+    text = intro + "\n\n" + report(args, synth)
+    print(text, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out / "study.md") as tmp:
+        Path(tmp).write_text(text)
+    with atomic_path(args.out / "study.json") as tmp:
+        Path(tmp).write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
