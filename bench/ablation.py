@@ -53,16 +53,9 @@ import torch
 
 from fairesi.cli.train import _parse_hyper
 from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
+from fairesi.experiment import synthesizer
 from fairesi.io import atomic_path
-from fairesi.train import (
-    TrainConfig,
-    load_bank,
-    load_checkpoint,
-    load_head_model,
-    make_sim_config,
-    read_checkpoint,
-    train,
-)
+from fairesi.train import TrainConfig, load_checkpoint, read_checkpoint, train
 
 #: variant name -> (spectral, temporal, patchwise), in the paper's row order.
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {
@@ -230,31 +223,33 @@ def variant_config(args: argparse.Namespace, name: str) -> TrainConfig:
         "temporal": temporal,
         "patchwise": patchwise,
     }
-    return TrainConfig(
-        model="fair_esi",
-        model_hyper=hyper,
-        dataset=DATASET,
-        snr_db=SNR_DB,
-        n_sources=N_SOURCES,
-        n_rings=N_RINGS,
-        n_times=args.n_times,
-        # The whole training split, so that no epoch (validation, LR change, early stop)
-        # ends within the step budget and all variants see identical optimisation.
-        n_train_samples=None,
-        n_val_samples=4 * args.batch_size,
-        seed=args.seed,
-        head_model=args.head_model,
-        bank=args.bank,
-        batch_size=args.batch_size,
-        max_epochs=10_000,
-        lr=args.lr,
-        early_stop_patience=10_000,
-        checkpoint_every=max(1, min(50, args.steps)),
-        max_steps=args.steps,
-        out_dir=str(args.out / name),
-        device=args.device,
-        threads=args.threads,
-        progress=not args.no_progress,
+    return TrainConfig.from_flat(
+        dict(
+            model="fair_esi",
+            model_hyper=hyper,
+            dataset=DATASET,
+            snr_db=SNR_DB,
+            n_sources=N_SOURCES,
+            n_rings=N_RINGS,
+            n_times=args.n_times,
+            # The whole training split, so that no epoch (validation, LR change, early stop)
+            # ends within the step budget and all variants see identical optimisation.
+            n_train_samples=None,
+            n_val_samples=4 * args.batch_size,
+            seed=args.seed,
+            head_model=args.head_model,
+            bank=args.bank,
+            batch_size=args.batch_size,
+            max_epochs=10_000,
+            lr=args.lr,
+            early_stop_patience=10_000,
+            checkpoint_every=max(1, min(50, args.steps)),
+            max_steps=args.steps,
+            out_dir=str(args.out / name),
+            device=args.device,
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
     )
 
 
@@ -267,18 +262,16 @@ def train_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
         ``steps`` (optimizer steps done) and the :func:`_log_figures` of its training log.
     """
     config = variant_config(args, name)
-    out_dir = Path(config.out_dir)
+    out_dir = Path(config.run.out_dir)
     last = out_dir / "last.pt"
     if last.exists():
-        payload = read_checkpoint(last)
-        saved = payload["config"]["train"]
-        defining = {k: v for k, v in config.to_dict().items() if k not in TrainConfig.RUN_CONTROL}
-        differs = sorted(k for k, v in defining.items() if saved.get(k) != v)
+        saved = load_checkpoint(last).train_config
+        differs = _defining_differences(saved, config)
         if differs:
             raise ValueError(
                 f"{last} was trained with other settings ({differs}); use another --out"
             )
-        done = int(payload["progress"]["step"])
+        done = int(read_checkpoint(last)["progress"]["step"])
         if done < args.steps:
             print(f"[{name}] resuming from step {done}", flush=True)
             train(
@@ -295,6 +288,13 @@ def train_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
         train(config)
     steps = int(read_checkpoint(last)["progress"]["step"])
     return {"steps": steps, **_log_figures(out_dir, steps)}
+
+
+def _defining_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Names of the settings that define a run (not ``RUN_CONTROL``) and differ."""
+    flat_a = {**a.flat(), **a.data.to_dict()}
+    flat_b = {**b.flat(), **b.data.to_dict()}
+    return sorted(k for k in flat_a if k not in TrainConfig.RUN_CONTROL and flat_a[k] != flat_b[k])
 
 
 def _log_figures(out_dir: Path, steps: int) -> dict[str, float]:
@@ -469,14 +469,15 @@ def main(argv: list[str] | None = None) -> int:
 
     train_info = {name: train_variant(args, name) for name in args.variants}
 
-    from fairesi.data import Synthesizer
-
     reference = variant_config(args, args.variants[0])
-    head_model = load_head_model(args.head_model)
-    bank = load_bank(args.bank, head_model, seed=args.seed)
-    synth = Synthesizer(
-        head_model, bank, make_sim_config(reference), seed=args.seed, device=args.device
+    synth = synthesizer(
+        reference.data,
+        head_model=args.head_model,
+        bank=args.bank,
+        seed=args.seed,
+        device=args.device,
     )
+    head_model = synth.head_model
     per_variant = {name: evaluate_variant(args, name, synth) for name in args.variants}
 
     def zero_estimate(x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 For FAIR-ESI's patch tensors (B, C, Np, 16) in float32, forward and forward+backward:
 
-* eager    ``fairesi.models.refine.spectral_temporal_refine_reference``
+* eager    ``fairesi.ops.spectral_temporal_refine_reference``
 * compile  ``torch.compile`` of the same function (Inductor; skipped with --no-compile)
 * fused    ``torch.ops.fairesi.spectral_temporal_refine``
 * copy     ``patches.clone()``, the memory floor (one read + one write of the tensor)
@@ -26,7 +26,7 @@ from functools import partial
 import torch
 
 from fairesi import ops
-from fairesi.models.refine import spectral_temporal_refine_reference
+from fairesi.ops import spectral_temporal_refine_reference
 
 TAU = 0.1
 ALPHA = 0.5

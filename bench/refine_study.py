@@ -1,7 +1,7 @@
 """Study of the readings of FAIR-ESI's refinement (paper Eq. 1 and the temporal view).
 
 The paper's ``T(x, tau)`` names no axis for its sum and does not say whether the softmax
-replaces or weights the features (``fairesi.models.refine``). Each variant below is one
+replaces or weights the features (``fairesi.ops.refine``). Each variant below is one
 admitted reading or block option, as ``FairEsiConfig`` overrides of the full model (all
 three views on)::
 
@@ -43,16 +43,9 @@ import numpy as np
 import torch
 
 from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
+from fairesi.experiment import synthesizer
 from fairesi.io import atomic_path
-from fairesi.train import (
-    TrainConfig,
-    load_bank,
-    load_checkpoint,
-    load_head_model,
-    make_sim_config,
-    read_checkpoint,
-    train,
-)
+from fairesi.train import TrainConfig, load_checkpoint, read_checkpoint, train
 
 #: variant -> FairEsiConfig overrides (all three views on unless said otherwise).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -105,38 +98,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfig:
     """The training run of one variant and seed; only ``model_hyper`` differs by variant."""
-    return TrainConfig(
-        model="fair_esi",
-        model_hyper={"preset": args.preset, **VARIANTS[name]},
-        dataset=DATASET,
-        snr_db=SNR_DB,
-        n_sources=args.n_sources,
-        n_rings=args.n_rings,
-        n_times=args.n_times,
-        n_train_samples=args.epoch_samples,
-        n_val_samples=args.n_val,
-        disjoint_centres=False,
-        redraw=True,
-        seed=seed,
-        head_model=args.head_model,
-        bank=args.bank,
-        batch_size=args.batch_size,
-        max_epochs=10_000,
-        lr=args.lr,
-        lr_patience=2,
-        early_stop_patience=10_000,
-        checkpoint_every=100,
-        max_steps=args.steps,
-        out_dir=str(args.out / f"seed{seed}" / name),
-        threads=args.threads,
-        progress=not args.no_progress,
+    return TrainConfig.from_flat(
+        dict(
+            model="fair_esi",
+            model_hyper={"preset": args.preset, **VARIANTS[name]},
+            dataset=DATASET,
+            snr_db=SNR_DB,
+            n_sources=args.n_sources,
+            n_rings=args.n_rings,
+            n_times=args.n_times,
+            disjoint_centres=False,
+            n_train_samples=args.epoch_samples,
+            n_val_samples=args.n_val,
+            redraw=True,
+            seed=seed,
+            head_model=args.head_model,
+            bank=args.bank,
+            batch_size=args.batch_size,
+            max_epochs=10_000,
+            lr=args.lr,
+            lr_patience=2,
+            early_stop_patience=10_000,
+            checkpoint_every=100,
+            max_steps=args.steps,
+            out_dir=str(args.out / f"seed{seed}" / name),
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
     )
 
 
 def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
     """Train one variant up to ``args.steps``, resuming from its ``last.pt`` if present."""
     config = variant_config(args, name, seed)
-    last = Path(config.out_dir) / "last.pt"
+    last = Path(config.run.out_dir) / "last.pt"
     if not last.exists():
         print(f"[seed {seed}] {name}: training", flush=True)
         train(config)
@@ -229,12 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seed:
             for name in args.variants:
                 train_variant(args, name, seed)
-    from fairesi.data import Synthesizer
-
     config = variant_config(args, args.variants[0], args.seed[0])
-    head_model = load_head_model(args.head_model)
-    bank = load_bank(args.bank, head_model, seed=config.seed)
-    synth = Synthesizer(head_model, bank, make_sim_config(config), seed=config.seed)
+    synth = synthesizer(config.data, head_model=args.head_model, bank=args.bank, seed=config.seed)
     intro = (
         f"FAIR-ESI refinement readings: {DATASET} r={SNR_DB:g} dB, N_s={args.n_sources}, "
         f"N_n={args.n_rings}, shared centres, n_times={args.n_times}, preset {args.preset!r}, "

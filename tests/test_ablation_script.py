@@ -61,7 +61,7 @@ def test_variants_differ_only_in_the_switches(ablation):
     common = []
     for name, views in ablation.VARIANTS.items():
         config = ablation.variant_config(args, name).to_dict()
-        assert config.pop("out_dir") == str(Path("x") / name)
+        assert config["run"].pop("out_dir") == str(Path("x") / name)
         assert tuple(config["model_hyper"].pop(key) for key in switches) == views
         common.append(config)
     assert all(config == common[0] for config in common)

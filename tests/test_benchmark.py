@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from fairesi.benchmark import (
-    PAPER_TABLE2,
     TABLE2_ROWS,
     TableRow,
     check_methods,
@@ -15,7 +14,7 @@ from fairesi.benchmark import (
     run_benchmark,
 )
 from fairesi.cli import main
-from fairesi.evaluate import PAPER_FAIR_ESI
+from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 
 pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import fairesi.data
+import fairesi.data.h5
 from fairesi.cli import main
 from fairesi.cli._simulate_dataset import CONFIGS
 from fairesi.cli._simulate_dataset import SPLITS as CLI_SPLITS
@@ -21,8 +21,6 @@ from fairesi.data import (
     SimConfig,
     SynthDataset,
     Synthesizer,
-    _normal_nb,
-    _normal_torch,
     collate_batch,
     epoch_order,
     iter_batches,
@@ -30,6 +28,7 @@ from fairesi.data import (
     normalise_input,
     write_dataset,
 )
+from fairesi.data.rng import normal_nb, normal_torch
 from fairesi.headmodel import HeadModel
 from fairesi.simulate import WaveformBank
 
@@ -271,11 +270,11 @@ def test_draws_keep_the_source_locations_and_redraw_everything_else(synth):
 def test_fused_cpu_noise_equals_device_independent_torch_noise():
     keys = torch.tensor([0, 1, 2**32 - 1, 123456789], dtype=torch.int64)
     fused = np.empty((4, 5, 7), np.float32)
-    _normal_nb(keys.numpy().astype(np.uint64), fused)
+    normal_nb(keys.numpy().astype(np.uint64), fused)
     torch.testing.assert_close(
-        torch.from_numpy(fused), _normal_torch(keys, 5, 7), atol=2e-5, rtol=1e-5
+        torch.from_numpy(fused), normal_torch(keys, 5, 7), atol=2e-5, rtol=1e-5
     )
-    z = _normal_torch(torch.arange(8), 64, 500).double()
+    z = normal_torch(torch.arange(8), 64, 500).double()
     assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
     corr = torch.corrcoef(z.reshape(8, -1))
     assert (corr - torch.eye(8, dtype=z.dtype)).abs().max() < 0.02
@@ -342,6 +341,67 @@ def test_iter_batches_shuffles_by_epoch_and_resumes_exactly(toy_head_model, bank
     assert torch.equal(redrawn[1].centres, synth.batch("train", order2[32:64]).centres)
 
 
+def _run_batches_copy(synth, split, epoch, start_batch, config, n_train, n_val, rank, world):
+    """A copy of ``train._Run.batches`` (fairesi 0705772), which iter_batches replaces."""
+    n = n_train if split == "train" else n_val
+    batch_size = config["batch_size"]
+    order = epoch_order(synth, split, shuffle=split == "train", epoch=epoch)
+    draw = epoch if split == "train" and config["redraw"] else 0
+    for b in range(start_batch, max(1, n // batch_size)):
+        index = order[b * batch_size : (b + 1) * batch_size]
+        yield synth.batch(split, index[rank::world], draw=draw)
+
+
+@pytest.mark.parametrize(
+    ("split", "epoch", "start", "batch_size", "n_limit", "redraw", "rank", "world"),
+    [
+        ("train", 0, 0, 16, 100, False, 0, 1),  # whole split, last partial batch dropped
+        ("train", 3, 2, 16, 50, True, 1, 2),  # limited, resumed, redrawn, DDP rank 1 of 2
+        ("train", 2, 0, 32, 100, True, 2, 4),
+        ("train", 1, 3, 32, 100, False, 0, 1),  # resume at the end of the epoch: nothing
+        ("val", 5, 0, 16, 10, True, 3, 4),  # fewer than a batch: one batch; val: draw 0
+        ("val", 0, 1, 4, 8, False, 0, 2),
+    ],
+)
+def test_iter_batches_equals_the_training_loop_batches(
+    toy_head_model, bank, split, epoch, start, batch_size, n_limit, redraw, rank, world
+):
+    synth = make_synth(toy_head_model, bank, n_samples=120)  # 100 train, 10 val samples
+    config = {"batch_size": batch_size, "redraw": redraw}
+    n_train, n_val = (n_limit, 10) if split == "train" else (100, n_limit)
+    expected = list(
+        _run_batches_copy(synth, split, epoch, start, config, n_train, n_val, rank, world)
+    )
+    train = split == "train"
+    common = dict(
+        shuffle=train, epoch=epoch, start_batch=start, n=n_limit, rank=rank, world_size=world
+    )
+    by_draw = iter_batches(
+        synth, split, batch_size, draw=epoch if train and redraw else 0, **common
+    )
+    by_redraw = iter_batches(synth, split, batch_size, redraw=train and redraw, **common)
+    for got in (list(by_draw), list(by_redraw)):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected, strict=True):
+            for f in dataclasses.fields(a):
+                assert torch.equal(getattr(a, f.name), getattr(b, f.name)), f.name
+    if split == "val" and n_limit < batch_size:
+        assert len(expected) == 1 and len(expected[0]) == len(range(rank, 10, world))
+
+
+def test_iter_batches_rejects_bad_limits_ranks_and_draws(toy_head_model, bank):
+    synth = make_synth(toy_head_model, bank, n_samples=120)
+    for kwargs, match in (
+        ({"n": 0}, "n must be in"),
+        ({"n": 101}, "n must be in"),
+        ({"n": 40, "start_batch": 3}, "start_batch must be in"),
+        ({"rank": 2, "world_size": 2}, "rank must be in"),
+        ({"redraw": True, "draw": 1}, "not both"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            next(iter_batches(synth, "train", 16, shuffle=True, epoch=1, **kwargs))
+
+
 def test_hdf5_round_trip_is_identical(synth, tmp_path):
     path = tmp_path / "test.h5"
     write_dataset(path, synth, "test", 7, batch_size=3, progress=False)
@@ -363,7 +423,7 @@ def test_hdf5_round_trip_is_identical(synth, tmp_path):
 
 
 def test_interrupted_hdf5_write_resumes_from_finished_shards(synth, tmp_path, monkeypatch):
-    monkeypatch.setattr(fairesi.data, "_SHARD_SAMPLES", 3)
+    monkeypatch.setattr(fairesi.data.h5, "_SHARD_SAMPLES", 3)
     path = tmp_path / "train.h5"
     compose = Synthesizer._compose
     calls = []

@@ -8,37 +8,22 @@ import torch
 
 from fairesi.cli import main
 from fairesi.evaluate import (
-    PAPER_FAIR_ESI,
     TABLE_METRICS,
     evaluate_checkpoint,
     evaluate_estimator,
     format_paired_table,
     format_table,
-    paper_reference,
     read_per_sample,
     write_report,
 )
-from fairesi.train import TrainConfig, train
+from fairesi.paper import PAPER_FAIR_ESI, paper_reference
 
 LABELS = [name for _, name, _ in TABLE_METRICS]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    config = TrainConfig.from_sources(
-        preset="tiny",
-        overrides={
-            "out_dir": str(out),
-            "n_train_samples": 16,
-            "batch_size": 8,
-            "max_steps": 2,
-            "threads": 1,
-            "progress": False,
-        },
-    )
-    train(config)
-    return out / "last.pt"
+def checkpoint(tiny_run):
+    return tiny_run / "last.pt"
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +197,20 @@ def test_cli(checkpoint, tmp_path, capsys):
     assert main(["evaluate", str(broken), "--out", str(bad_out), "--no-progress"]) == 2
     assert "corrupt or truncated" in capsys.readouterr().err
     assert not bad_out.exists()
+
+
+def test_protocols(checkpoint, tmp_path):
+    """The checkpoint's own (strict) protocol by default; --protocol paper evaluates on the
+    paper's data with DeepSIF's signed rule and reports the empty reconstructions."""
+    strict = evaluate_checkpoint(checkpoint, n=8, progress=False)
+    assert (strict.protocol, strict.rule, strict.n_empty) == ("strict", "abs", 0)
+    paper = evaluate_checkpoint(checkpoint, n=8, progress=False, protocol="paper")
+    assert (paper.protocol, paper.rule) == ("paper", "deepsif")
+    empty = np.isnan(paper.per_sample["precision"])
+    assert paper.n_empty == int(empty.sum())
+    assert np.isnan(paper.per_sample["recall"][empty]).all()
+    paths = write_report(paper, tmp_path, label="x")
+    text = paths["markdown"].read_text()
+    assert "paper protocol (region rule 'deepsif')" in text
+    if paper.n_empty:
+        assert f"{paper.n_empty} of the 8 samples had an empty reconstruction" in text

@@ -26,7 +26,7 @@ from fairesi.export import (
     with_refinement,
 )
 from fairesi.models import build_model
-from fairesi.models.refine import SpectralTemporalRefine
+from fairesi.ops import SpectralTemporalRefine
 
 
 def require_ops():
@@ -157,22 +157,9 @@ def test_export_rejects_bad_options(meg_model, toy_head_model, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A one-step 'tiny' training run (toy head model, synthetic bank)."""
-    from fairesi.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("run")
-    overrides = {
-        "n_train_samples": 8,
-        "n_val_samples": 8,
-        "batch_size": 8,
-        "max_steps": 1,
-        "threads": 1,
-        "progress": False,
-        "out_dir": str(out),
-    }
-    train(TrainConfig.from_sources(preset="tiny", overrides=overrides))
-    return out / "best.pt"
+def checkpoint(tiny_run):
+    """The shared 'tiny' training run's best.pt (toy head model, synthetic bank)."""
+    return tiny_run / "best.pt"
 
 
 def test_export_checkpoint_and_cli(checkpoint, tmp_path, capsys):

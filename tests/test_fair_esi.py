@@ -10,7 +10,7 @@ from torch import nn
 
 from fairesi.models import MODELS, FairEsi, FairEsiConfig, build_model
 from fairesi.models.fair_esi import Patching, n_patches, select_key_patches
-from fairesi.models.refine import spectral_temporal_refine_reference
+from fairesi.ops import spectral_temporal_refine_reference
 
 
 @pytest.fixture(autouse=True, scope="module")

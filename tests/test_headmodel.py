@@ -16,11 +16,9 @@ from fairesi.headmodel import (
     UNREACHABLE_HOPS,
     HeadModel,
     LeadField,
-    _fibonacci_sphere,
-    _sarvas_meg_gain,
-    _sphere_eeg_gain,
     region_geometry,
 )
+from fairesi.headmodel.toy import _fibonacci_sphere, _sarvas_meg_gain, _sphere_eeg_gain
 
 
 def _chain_head_model(n_chain: int = 6) -> HeadModel:
@@ -523,7 +521,7 @@ def test_cli_headmodel_info_and_build_guard(tmp_path, capsys):
 def test_read_deepsif_anatomy_handles_unlabelled_vertices(tmp_path):
     import nibabel.freesurfer as nfs
 
-    from fairesi.headmodel_build import read_deepsif_anatomy
+    from fairesi.headmodel.anatomy import read_deepsif_anatomy
 
     rr, tris = _sphere_mesh([0, 0, 0], 50, 12)
     colors = np.array([[10 * k + 10, 0, 0, 0, 0] for k in range(3)], dtype=np.int32)
@@ -547,7 +545,7 @@ def test_read_deepsif_anatomy_handles_unlabelled_vertices(tmp_path):
 
 
 def test_enclosing_sphere():
-    from fairesi.headmodel_build import _enclosing_sphere
+    from fairesi.headmodel.build import _enclosing_sphere
 
     rng = np.random.default_rng(0)
     centre = np.array([0.01, -0.02, 0.03])
@@ -564,7 +562,7 @@ def test_enclosing_sphere():
     reason="rebuilds the default head model with MNE (~1 min); set FAIRESI_TEST_BUILD=1",
 )
 def test_rebuild_reproduces_shipped_default():
-    from fairesi.headmodel_build import build_default_head_model
+    from fairesi.headmodel.build import build_default_head_model
 
     built = build_default_head_model()
     shipped = HeadModel.default()

@@ -216,3 +216,42 @@ def test_paired_difference_by_hand() -> None:
         paired_difference(a, {"precision": b["precision"]})
     with pytest.raises(ValueError, match="pair the same samples"):
         paired_difference({"le_mm": np.ones(3)}, {"le_mm": np.ones(4)})
+
+
+def test_deepsif_rule_compares_the_signed_estimate() -> None:
+    """DeepSIF's get_otsu_regions: Otsu on (|S| - min)/max, then the raw signed estimate is
+    compared with the threshold: a negative lobe is not reconstructed, and the rule
+    depends on the estimate's scale (an estimate 10x too small reconstructs nothing)."""
+    from fairesi.metrics import count_empty, reconstructed_regions
+
+    estimate = np.zeros((1, 4, 20))
+    estimate[0, 0, 5:15] = 1.0  # positive lobe
+    estimate[0, 1, 5:15] = -1.0  # negative lobe, same magnitude
+    estimate[0, 2, 5:15] = 0.2  # below any sensible threshold
+    # Normalised |S|: values {0, 0.2, 1}; Otsu with 100 bins puts the threshold between
+    # 0.2 and 1, so 'abs' keeps regions 0 and 1, 'deepsif' only the positive region 0.
+    abs_rule = reconstructed_regions(estimate, rule="abs")
+    deepsif = reconstructed_regions(estimate, rule="deepsif")
+    assert abs_rule.tolist() == [[True, True, False, False]]
+    assert deepsif.tolist() == [[True, False, False, False]]
+    # Scale: 'abs' is scale-free; 'deepsif' compares raw values with a threshold ~0.6.
+    assert reconstructed_regions(0.1 * estimate, rule="abs").tolist() == abs_rule.tolist()
+    assert not reconstructed_regions(0.1 * estimate, rule="deepsif").any()
+
+    target = np.zeros_like(estimate)
+    target[0, 1, 5:15] = 1.0
+    mask = np.array([[False, True, False, False]])
+    centroids = np.array([[0.0, 0, 0], [10.0, 0, 0], [20.0, 0, 0], [30.0, 0, 0]])
+    strict = localization_metrics(estimate, target, mask, centroids, rule="abs")
+    paper = localization_metrics(estimate, target, mask, centroids, rule="deepsif")
+    assert strict["precision"][0] == 0.5 and strict["recall"][0] == 1.0
+    assert strict["le_mm"][0] == pytest.approx(5.0)  # (10 + 0) / 2
+    assert paper["precision"][0] == 0.0 and paper["recall"][0] == 0.0
+    assert paper["le_mm"][0] == pytest.approx(10.0)
+    # An empty reconstruction: 'abs' scores precision 0; 'deepsif' leaves the sample out
+    # (NaN everywhere but nMSE) and count_empty counts it.
+    small = localization_metrics(0.1 * estimate, target, mask, centroids, rule="deepsif")
+    assert np.isnan([small[k][0] for k in ("precision", "recall", "le_mm", "sd_mm")]).all()
+    assert count_empty(small) == 1 and count_empty(strict) == 0
+    with pytest.raises(ValueError, match="rule"):
+        reconstructed_regions(estimate, rule="signed")

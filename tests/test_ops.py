@@ -11,13 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from fairesi import ops
-from fairesi.models.refine import (
+from fairesi.ops import (
     SpectralTemporalRefine,
     make_refine,
     spectral_temporal_refine_reference,
@@ -31,10 +32,46 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_library_is_loaded():
     assert ops.available(), (
-        f"fairesi.ops could not load {ops._LIBRARY_FILE} (expected in "
-        f"{Path(ops.__file__).parent / 'lib'}); build the package with CMake"
+        f"fairesi.ops could not load the op library: {ops._library.unavailable_reason()}; "
+        "build the package with CMake"
     )
     assert ops.library_path() is not None
+    assert ops._library.unavailable_reason() is None
+
+
+def test_library_is_found_in_every_package_directory(monkeypatch, tmp_path):
+    # An editable install keeps the Python files in python/fairesi/ and installs the built
+    # library into site-packages/fairesi/lib/, a second entry of fairesi.__path__.
+    import fairesi
+
+    installed = tmp_path / "site-packages" / "fairesi"
+    (installed / "lib").mkdir(parents=True)
+    (installed / "lib" / ops._library.LIBRARY_FILE).write_bytes(b"")
+    source = tmp_path / "src" / "fairesi"
+    source.mkdir(parents=True)
+    monkeypatch.setattr(fairesi, "__path__", [str(source), str(installed)])
+    monkeypatch.setattr(ops._library.importlib.resources, "files", lambda name: source)
+    assert ops._library.search_dirs() == [source.resolve() / "lib", installed.resolve() / "lib"]
+    assert ops.library_path() == installed.resolve() / "lib" / ops._library.LIBRARY_FILE
+    (installed / "lib" / ops._library.LIBRARY_FILE).unlink()
+    assert ops.library_path() is None
+
+
+def test_importing_ops_loads_no_network():
+    # fairesi.ops is the layer below fairesi.models: importing it must not load the models
+    # (nor what they need, e.g. scipy).
+    code = (
+        "import sys, fairesi.ops\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('fairesi.models', 'scipy'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "python")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def _op():
@@ -246,10 +283,36 @@ def test_make_refine_selects_the_op():
 
 
 def test_make_refine_without_library(monkeypatch):
-    monkeypatch.setattr(ops, "_LOADED", False)
-    assert type(make_refine(0.1, 0.5)) is SpectralTemporalRefine
+    monkeypatch.setattr(ops._library, "_LOADED", False)
+    monkeypatch.setattr(ops._library, "library_path", lambda: None)
+    monkeypatch.delenv("FAIRESI_NO_OPS", raising=False)
+    monkeypatch.setattr(ops.refine, "_warned_fallback", False)
+    with pytest.warns(UserWarning, match="pure-PyTorch reference") as record:
+        assert type(make_refine(0.1, 0.5)) is SpectralTemporalRefine
+    assert "libfairesi_ops.so was not built" in str(record[0].message)
+    assert "build the package" in str(record[0].message)
+    assert record[0].filename == __file__  # points at the caller of make_refine
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process: no second warning
+        assert type(make_refine(0.1, 0.5)) is SpectralTemporalRefine
+        # Asking for the reference, or for a reading the op lacks, is no reason to warn.
+        assert type(make_refine(0.1, 0.5, fused=False)) is SpectralTemporalRefine
     with pytest.raises(RuntimeError, match="fused op library is not loaded"):
         make_refine(0.1, 0.5, fused=True)
+
+
+def test_make_refine_warning_names_fairesi_no_ops(monkeypatch):
+    monkeypatch.setattr(ops._library, "_LOADED", False)
+    monkeypatch.setattr(ops.refine, "_warned_fallback", False)
+    monkeypatch.setenv("FAIRESI_NO_OPS", "1")
+    with pytest.warns(UserWarning, match="FAIRESI_NO_OPS=1 is set.*unset FAIRESI_NO_OPS"):
+        make_refine(0.1, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_refine(0.1, 0.5, patch_len=8)  # the op could not serve it anyway
+        make_refine(0.1, 0.5, form="weights")
+    with pytest.raises(RuntimeError, match="FAIRESI_NO_OPS=1 is set"):
+        ops.FusedSpectralTemporalRefine(0.1, 0.5)
 
 
 def test_fair_esi_fused_equals_reference():

@@ -1,4 +1,4 @@
-"""The readings of FAIR-ESI's Eq. 1 and temporal view (fairesi.models.refine) and the
+"""The readings of FAIR-ESI's Eq. 1 and temporal view (fairesi.ops.refine) and the
 block options (LayerNorm extent, conv layout), each against a float64 reference written
 from its definition with numpy loops."""
 
@@ -12,7 +12,7 @@ import torch
 
 from fairesi.models import FairEsiConfig
 from fairesi.models.fair_esi import FairEsi, PatchwiseRefinement
-from fairesi.models.refine import (
+from fairesi.ops import (
     REFINE_AXES,
     SpectralTemporalRefine,
     make_refine,

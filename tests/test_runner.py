@@ -30,7 +30,7 @@ from fairesi.export import (
 )
 from fairesi.headmodel import HeadModel
 from fairesi.models import build_model
-from fairesi.models.refine import make_refine
+from fairesi.ops import make_refine
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("FAIRESI_NO_RUNNER") == "1", reason="FAIRESI_NO_RUNNER=1"

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from fairesi.cli import main
-from fairesi.data import Synthesizer
+from fairesi.experiment import synthesizer
 from fairesi.train import (
     NonFiniteError,
+    OptimConfig,
+    RunConfig,
     TrainConfig,
-    load_bank,
+    Trainer,
     load_checkpoint,
-    load_head_model,
-    make_sim_config,
     read_checkpoint,
     source_loss,
     train,
@@ -58,12 +58,18 @@ def assert_same_training_state(a, b):
     assert a["progress"] == b["progress"]
 
 
+def assert_close_training_state(a, b):
+    """Same progress, weights equal to float rounding, and not a trivially equal pair."""
+    assert a["progress"] == b["progress"]
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-4, atol=1e-6)
+    assert a["metrics"]["val_loss"] == pytest.approx(b["metrics"]["val_loss"], rel=1e-5)
+
+
 def assert_stopped_at_4_and_resumes_exactly(out_dir, reference_run, monkeypatch, real_step):
     """A run stopped inside step 5 kept step 4 and, resumed, matches the reference run."""
-    from fairesi import train as train_module
-
     assert read_checkpoint(out_dir / "last.pt")["progress"]["step"] == 4
-    monkeypatch.setattr(train_module._Run, "train_step", real_step)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
     train(resume=out_dir / "last.pt", max_steps=6)
     ref_out, _ = reference_run
     assert_same_training_state(
@@ -90,10 +96,7 @@ def test_short_run_writes_checkpoints_and_log(reference_run):
     assert float(epochs[0]["val_loss"]) == pytest.approx(metrics["val_loss"])
     # The all-zero reference: the validation samples' mean squared target norm.
     config = small_config(out)
-    head_model = load_head_model(config.head_model)
-    synth = Synthesizer(
-        head_model, load_bank(config.bank, head_model), make_sim_config(config), seed=0
-    )
+    synth = synthesizer(config.data, head_model=config.head_model, bank=config.bank, seed=0)
     target = synth.batch("val", torch.arange(SMALL["n_val_samples"])).target
     zero = float(target.double().square().sum() / len(target))
     assert metrics["val_loss_zero"] == pytest.approx(zero, rel=1e-6)
@@ -180,9 +183,7 @@ def test_redraw_trains_on_new_draws_and_resumes_exactly(tmp_path):
 
 
 def test_ctrl_c_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
-    from fairesi import train as train_module
-
-    real_step = train_module._Run.train_step
+    real_step = Trainer.train_step
     calls = []
 
     def interrupted_step(self, batch):
@@ -191,7 +192,7 @@ def test_ctrl_c_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, batch)
 
-    monkeypatch.setattr(train_module._Run, "train_step", interrupted_step)
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         train(small_config(tmp_path, max_steps=6))
     assert_stopped_at_4_and_resumes_exactly(tmp_path, reference_run, monkeypatch, real_step)
@@ -201,9 +202,7 @@ def test_sigterm_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch)
     import os
     import signal
 
-    from fairesi import train as train_module
-
-    real_step = train_module._Run.train_step
+    real_step = Trainer.train_step
     calls = []
 
     def terminated_step(self, batch):
@@ -213,7 +212,7 @@ def test_sigterm_saves_and_resumes_exactly(reference_run, tmp_path, monkeypatch)
         return real_step(self, batch)
 
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(train_module._Run, "train_step", terminated_step)
+    monkeypatch.setattr(Trainer, "train_step", terminated_step)
     config = tmp_path / "small.toml"
     config.write_text("".join(f"{k} = {str(v).lower()}\n" for k, v in SMALL.items()))
     out = tmp_path / "run"
@@ -278,9 +277,9 @@ def test_nan_in_data_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch)
 
 
 def test_diverging_loss_is_reported(tmp_path, monkeypatch):
-    from fairesi import train as train_module
+    from fairesi.train import loop
 
-    monkeypatch.setattr(train_module, "source_loss", lambda a, b: (a - b).sum() / 0.0)
+    monkeypatch.setattr(loop, "source_loss", lambda a, b: (a - b).sum() / 0.0)
     with pytest.raises(NonFiniteError, match="diverged"):
         train(small_config(tmp_path, max_steps=2))
     assert not (tmp_path / "last.pt").exists()
@@ -300,16 +299,19 @@ def test_config_sources_and_validation(tmp_path):
     config = TrainConfig.from_sources(
         preset="tiny", toml_path=toml, overrides={"batch_size": 2, "model_hyper": {"bar": 1}}
     )
-    assert config.batch_size == 2 and config.snr_db == -5.0 and config.head_model == "toy"
+    assert config.optim.batch_size == 2 and config.data.snr_db == -5.0
+    assert config.head_model == "toy" and config.data.n_times == 64
     assert config.model_hyper == {"preset": "tiny", "foo": 3, "bar": 1}
     with pytest.raises(ValueError, match="unknown training option.*'batchsize'"):
         TrainConfig.from_sources(overrides={"batchsize": 3})
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         TrainConfig.from_sources(preset="huge")
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        TrainConfig(batch_size=0)
+        OptimConfig(batch_size=0)
     with pytest.raises(ValueError, match="device.*'tpu'"):
-        TrainConfig(device="tpu")
+        RunConfig(device="tpu")
+    with pytest.raises(ValueError, match="unknown training option.*'batchsize'"):
+        TrainConfig.from_flat({"batchsize": 3})
     bad = tmp_path / "bad.toml"
     bad.write_text("batch_size = = 3")
     with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
@@ -338,3 +340,89 @@ def test_cli_help_and_short_run(tmp_path, capsys):
     assert resumed["config"]["data"]["disjoint_centres"] is False
     assert main(["train", "--resume", "--out", out, "--lr", "1"]) == 2
     assert "cannot change" in capsys.readouterr().err
+
+
+def test_config_has_one_home_per_field(reference_run):
+    """Every flat setting lives in exactly one section; the checkpoint stores the data
+    configuration once (config["data"]) and round-trips the rest."""
+    config = small_config("x", snr_db=-5.0, dataset="SimEEG", lr=0.5, max_steps=3)
+    assert config.data.modality == "eeg" and config.data.n_times == 64
+    assert (config.optim.lr, config.run.max_steps, config.run.out_dir) == (0.5, 3, "x")
+    stored = config.to_dict()
+    assert "snr_db" not in stored and "n_times" not in stored and "data" not in stored
+    assert TrainConfig.from_dict(stored, config.data.to_dict()) == config
+    payload = read_checkpoint(reference_run[0] / "last.pt")
+    assert payload["version"] == 2
+    assert load_checkpoint(reference_run[0] / "last.pt").train_config == small_config(
+        reference_run[0], max_steps=6
+    )
+
+
+def test_checkpoint_of_format_1_loads_and_evaluates_the_same(tmp_path):
+    """A checkpoint written before the train package existed (format 1: a flat
+    config["train"] repeating the data fields) loads, resumes and evaluates to the metrics
+    the old code wrote (tests/data: best.pt of `fairesi train --preset tiny --max-steps 6
+    --n-train-samples 32 --n-val-samples 16 --batch-size 8` and its `fairesi evaluate --n
+    16` per_sample.csv, both from commit 0705772)."""
+    from pathlib import Path
+
+    from fairesi.evaluate import evaluate_checkpoint
+
+    data = Path(__file__).parent / "data"
+    old = read_checkpoint(data / "checkpoint_v1_tiny.pt")
+    assert old["version"] == 1 and "snr_db" in old["config"]["train"]
+    config = load_checkpoint(data / "checkpoint_v1_tiny.pt").train_config
+    assert config.optim.batch_size == 8 and config.n_train_samples == 32
+    # Fields the old configuration predates take their defaults.
+    assert config.data.to_dict() == {**old["config"]["data"], "protocol": "strict"}
+    result = evaluate_checkpoint(data / "checkpoint_v1_tiny.pt", n=16, progress=False)
+    with open(data / "checkpoint_v1_tiny_per_sample.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for key in ("precision", "recall", "le_mm", "sd_mm", "nmse"):
+        expected = [float(r[key]) for r in rows]
+        assert result.per_sample[key].tolist() == pytest.approx(expected, rel=1e-6), key
+    # It also resumes: two more steps under the new code.
+    copy = tmp_path / "last.pt"
+    copy.write_bytes((data / "checkpoint_v1_tiny.pt").read_bytes())
+    metrics = train(resume=copy, max_steps=6, threads=1, progress=False)
+    assert metrics["step"] == 6
+
+
+def test_training_from_dataset_files_equals_training_on_the_fly(tmp_path):
+    """`fairesi train --data DIR` reads what `fairesi simulate dataset` wrote: whole-split
+    files give the run that synthesises the same samples on the fly: the same batches in
+    the same order, equal up to float rounding (a sample's float32 values depend on the
+    batch it was synthesised in by up to ~1e-7 relative, a known issue of the
+    synthesizer's batched projection, so training from files is not bit for bit)."""
+    from fairesi.data import write_dataset
+
+    overrides = {"n_samples": 120, "seed": 4}
+    on_the_fly = small_config(tmp_path / "fly", max_steps=6, **overrides)
+    train(on_the_fly)
+    synth = synthesizer(on_the_fly.data, head_model="toy", bank="synthetic", seed=4)
+    files = tmp_path / "files"
+    for split in ("train", "val"):
+        write_dataset(files / f"{split}.h5", synth, split, progress=False)
+    code = main(["train", "--preset", "tiny", "--data", str(files), "--out",
+                 str(tmp_path / "disk"), "--max-steps", "6", "--n-train-samples", "32",
+                 "--n-val-samples", "16", "--batch-size", "8", "--checkpoint-every", "2",
+                 "--threads", "1", "--no-progress"])  # fmt: skip
+    assert code == 0
+    from_disk = read_checkpoint(tmp_path / "disk" / "last.pt")
+    assert_close_training_state(from_disk, read_checkpoint(tmp_path / "fly" / "last.pt"))
+    assert from_disk["config"]["train"]["data_path"] == str(files)
+    assert from_disk["config"]["data"] == on_the_fly.data.to_dict()
+    # Only the training file: validation is synthesised, the same samples again.
+    (files / "val.h5").unlink()
+    alone = small_config(tmp_path / "alone", max_steps=6, data_path=str(files / "train.h5"))
+    assert alone.data == on_the_fly.data and alone.seed == 4
+    train(alone)
+    assert_close_training_state(
+        read_checkpoint(tmp_path / "alone" / "last.pt"),
+        read_checkpoint(tmp_path / "fly" / "last.pt"),
+    )
+    # The files decide the data: a flag that disagrees is refused, and so is a redraw.
+    with pytest.raises(ValueError, match=r"other \['snr_db'\]"):
+        small_config(tmp_path / "x", data_path=str(files), snr_db=-5.0)
+    with pytest.raises(ValueError, match="redraw"):
+        small_config(tmp_path / "y", data_path=str(files), redraw=True)

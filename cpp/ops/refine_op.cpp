@@ -8,7 +8,7 @@
 // float32), any strides (copied to contiguous), tau > 0, alpha in [0, 1]. alpha = 1 and
 // alpha = 0 are the spectral-only and temporal-only ablation variants, so no separate op
 // is needed for them. The device kernels live in cpu/ and cuda/; the fake (meta) kernels
-// for torch.compile are registered from Python (fairesi/ops.py). Autograd is registered
+// for torch.compile are registered from Python (fairesi/ops/_fake.py). Autograd is registered
 // here, in C++, so that the op is differentiable wherever the library is loaded (Python,
 // TorchScript, the C++ runner); the backward op itself is not differentiable (no double
 // backward).

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from fairesi.evaluate import PAPER_FAIR_ESI, TABLE_METRICS, EvaluationResult, draw_region_map
+from fairesi.evaluate import TABLE_METRICS, EvaluationResult, draw_region_map
 from fairesi.io import atomic_path
+from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 
 if TYPE_CHECKING:
     from fairesi.inverse import Champagne
@@ -123,93 +124,6 @@ TABLE2_ROWS = (
     TableRow("SimEEG", 5.0, 1, 2),
 )
 
-_M = ("precision", "recall", "le_mm", "sd_mm", "nmse")
-
-
-def _paper(*cells: tuple[float, float]) -> dict[str, tuple[float, float]]:
-    return dict(zip(_M, cells, strict=True))
-
-
-#: The paper's Table II for the methods fairesi implements, in the table's units
-#: (precision/recall %, LE/SD mm, nMSE x 1e-4): row key -> method -> metric -> (mean, std).
-#: FAIR-ESI's column is :data:`fairesi.evaluate.PAPER_FAIR_ESI`.
-PAPER_TABLE2: dict[tuple[str, float, int, int], dict[str, dict[str, tuple[float, float]]]] = {
-    ("SimMEG", -5.0, 1, 2): {
-        "sLORETA": _paper(
-            (8.15, 9.39), (18.79, 18.45), (80.09, 39.21), (84.31, 38.12), (13.32, 4.59)
-        ),
-        "Champagne": _paper(
-            (9.54, 11.1), (19.66, 24.92), (66.18, 36.98), (76.12, 41.83), (17.54, 8.19)
-        ),
-        "convdip": _paper((31.09, 40.61), (20.56, 30.39), (2.37, 4.22), (3.42, 4.54), (6.3, 4.2)),
-        "deepsif": _paper((79.25, 19.19), (83.85, 20.97), (2.88, 7.2), (4.18, 7.7), (2.49, 2.2)),
-    },
-    ("SimMEG", 5.0, 1, 2): {
-        "sLORETA": _paper(
-            (13.19, 16.02), (20.54, 21.64), (57.76, 25.21), (60.01, 26.43), (15.14, 5.69)
-        ),
-        "Champagne": _paper(
-            (15.63, 18.93), (24.82, 26.31), (41.94, 19.69), (48.95, 22.78), (13.18, 7.75)
-        ),
-        "convdip": _paper((50.11, 33.25), (53.33, 36.7), (3.88, 4.09), (5.15, 4.22), (5.21, 3.51)),
-        "deepsif": _paper((82.2, 16.4), (89.48, 14.37), (1.97, 3.11), (3.08, 3.83), (1.94, 1.87)),
-    },
-    ("SimMEG", 15.0, 1, 2): {
-        "sLORETA": _paper(
-            (17.77, 22.52), (21.09, 25.38), (37.45, 25.27), (38.63, 26.5), (10.79, 6.89)
-        ),
-        "Champagne": _paper(
-            (20.81, 25.53), (28.1, 29.16), (26.43, 19.74), (31.4, 21.26), (11.52, 6.71)
-        ),
-        "convdip": _paper((50.49, 31.46), (56.64, 36.18), (4.54, 6.14), (5.78, 6.16), (5.59, 5.81)),
-        "deepsif": _paper((82.44, 16.59), (89.65, 14.31), (1.96, 3.28), (3.04, 3.89), (1.94, 1.87)),
-    },
-    ("SimMEG", 5.0, 2, 2): {
-        "sLORETA": _paper(
-            (11.08, 12.61), (15.66, 16.57), (81.73, 47.13), (83.8, 45.57), (17.11, 7.04)
-        ),
-        "Champagne": _paper(
-            (13.21, 15.74), (23.04, 25.38), (69.92, 44.97), (78.72, 45.84), (15.22, 7.87)
-        ),
-        "convdip": _paper(
-            (51.43, 36.03), (27.12, 23.14), (3.51, 4.47), (4.86, 4.59), (12.59, 75.18)
-        ),
-        "deepsif": _paper((81.77, 15.32), (63.64, 22.2), (2.16, 3.71), (3.49, 4.15), (3.89, 3.64)),
-    },
-    ("SimMEG", 5.0, 3, 2): {
-        "sLORETA": _paper(
-            (8.52, 9.61), (13.48, 15.56), (85.81, 48.83), (88.37, 47.38), (18.38, 7.57)
-        ),
-        "Champagne": _paper(
-            (10.75, 12.64), (20.14, 24.08), (78.75, 47.71), (89.01, 47.69), (17.93, 7.92)
-        ),
-        "convdip": _paper((49.88, 35.02), (22.14, 23.19), (4.44, 5.9), (5.92, 6.28), (11.85, 23.2)),
-        "deepsif": _paper((83.54, 15.95), (60.82, 22.18), (2.27, 4.48), (3.33, 4.54), (4.36, 4.2)),
-    },
-    ("SimMEG", 5.0, 2, 3): {
-        "sLORETA": _paper(
-            (4.99, 5.14), (10.17, 15.49), (87.72, 49.98), (90.2, 48.21), (19.81, 8.73)
-        ),
-        "Champagne": _paper(
-            (8.25, 9.43), (18.17, 22.43), (75.19, 46.91), (81.78, 47.17), (17.37, 8.03)
-        ),
-        "convdip": _paper(
-            (49.0, 33.36), (26.55, 21.94), (4.71, 5.84), (6.28, 6.12), (11.42, 24.17)
-        ),
-        "deepsif": _paper((81.51, 14.54), (56.73, 21.54), (2.2, 3.53), (3.59, 3.91), (5.72, 5.36)),
-    },
-    ("SimEEG", 5.0, 1, 2): {
-        "sLORETA": _paper(
-            (12.39, 16.05), (12.55, 16.12), (50.82, 28.7), (49.65, 36.75), (10.53, 3.95)
-        ),
-        "Champagne": _paper(
-            (12.2, 14.23), (21.45, 24.63), (43.96, 20.12), (50.93, 23.59), (15.17, 7.81)
-        ),
-        "convdip": _paper((43.37, 38.3), (36.89, 35.82), (3.44, 4.05), (4.74, 4.2), (10.36, 41.67)),
-        "deepsif": _paper((78.27, 21.08), (81.24, 23.28), (2.92, 7.38), (4.2, 7.7), (2.68, 2.17)),
-    },
-}
-
 
 def paper_figures(row: TableRow, method: str) -> dict[str, tuple[float, float]] | None:
     """The paper's Table II cell block for a method and configuration, or None."""
@@ -289,6 +203,12 @@ class BenchmarkResult:
         seconds = [f"{1e3 * self.seconds[row.label, m] / self.n_samples:.1f}" for m in self.methods]
         lines.append("| ms / sample | " + " | ".join(seconds) + " |" + " |" * len(paper))
         notes = [self.notes[row.label, m] for m in self.methods if (row.label, m) in self.notes]
+        notes += [
+            f"{METHOD_LABELS[m]}: {self.results[row.label, m].n_empty} of {self.n_samples} "
+            "samples had an empty reconstruction, left out of the means (DeepSIF's evaluation)"
+            for m in self.methods
+            if self.results[row.label, m].n_empty
+        ]
         if notes:
             lines.append("")
             lines += [f"- {note}" for note in notes]
@@ -296,9 +216,11 @@ class BenchmarkResult:
 
     def markdown(self) -> str:
         """All configurations' tables with a short header."""
+        protocols = sorted({r.protocol for r in self.results.values()})
         parts = [
-            f"# Table II benchmark (training preset '{self.preset}', first {self.n_samples} "
-            "test samples per configuration, mean ± std over samples)\n"
+            f"# Table II benchmark (training preset '{self.preset}', {' / '.join(protocols)} "
+            f"protocol, first {self.n_samples} test samples per configuration, mean ± std "
+            "over samples)\n"
         ]
         for row in self.rows:
             parts.append(f"\n## {row.title}\n\n{self.table(row)}")
@@ -483,7 +405,8 @@ def _learned_estimator(
         logger.info("training %s for %s in %s", method, row.title, path.parent)
         if last.is_file():
             train(
-                resume=last, **{k: v for k, v in train_overrides.items() if k in config.RUN_CONTROL}
+                resume=last,
+                **{k: v for k, v in train_overrides.items() if k in config.RUN_CONTROL},
             )
         else:
             train(config)
@@ -503,6 +426,17 @@ def _learned_estimator(
             f"'{preset}' (fields {differ} differ), so its test split would not be the others'"
         )
     return checkpoint.model, str(path)
+
+
+def _peak_normalised(estimator):
+    """``estimator`` with each sample's estimate divided by its max |value| (B, R, T)."""
+
+    def normalised(x: torch.Tensor) -> torch.Tensor:
+        estimate = estimator(x)
+        peak = estimate.abs().amax(dim=(1, 2), keepdim=True)
+        return estimate / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+    return normalised
 
 
 class _ConvergenceLog:
@@ -589,10 +523,9 @@ def run_benchmark(
     -------
     result : BenchmarkResult
     """
-    from fairesi.data import Synthesizer
     from fairesi.evaluate import evaluate_estimator
+    from fairesi.experiment import synthesizer
     from fairesi.inverse import Champagne, build_inverse, noise_std_from_gain
-    from fairesi.train import load_bank, load_head_model, make_sim_config
 
     methods = check_methods(methods)
     rows = list(rows)
@@ -608,10 +541,15 @@ def run_benchmark(
     inverses: dict[tuple[str, str], Any] = {}
     for row in rows:
         data_config = _row_train_config(row, methods[0], preset, seed, train_overrides)
-        sim_config = make_sim_config(data_config)
-        head_model = load_head_model(data_config.head_model)
-        bank = load_bank(data_config.bank, head_model, seed=data_config.seed)
-        synth = Synthesizer(head_model, bank, sim_config, seed=seed, device=device)
+        sim_config = data_config.data
+        synth = synthesizer(
+            sim_config,
+            head_model=data_config.head_model,
+            bank=data_config.bank,
+            seed=seed,
+            device=device,
+        )
+        head_model = synth.head_model
         for method in methods:
             convergence = None
             if _is_learned(method):
@@ -644,6 +582,10 @@ def run_benchmark(
                 estimator = inverses[cache_key]
                 if isinstance(estimator, Champagne):
                     estimator = convergence = _ConvergenceLog(estimator)
+                if sim_config.protocol == "paper":
+                    # DeepSIF's signed rule compares raw values with a threshold in
+                    # normalised units; classical estimates are in arbitrary units.
+                    estimator = _peak_normalised(estimator)
             # Timed: the evaluation only (synthesis included), not training or set-up.
             started = time.perf_counter()
             result.results[row.label, method] = evaluate_estimator(

@@ -10,7 +10,7 @@ writes ``metrics.md``, ``metrics.csv``, ``per_sample.csv`` and ``reconstruction.
 Tables follow the paper's Table II units: precision and recall in %, LE and SD in mm, nMSE
 in units of 1e-4; each cell is mean ± standard deviation over the test samples. When the
 configuration is one of Table II's, the paper's FAIR-ESI figures stand in a second column
-(:data:`PAPER_FAIR_ESI`).
+(:data:`fairesi.paper.PAPER_FAIR_ESI`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fairesi.io import atomic_path
+from fairesi.paper import paper_reference
 
 #: (key of localization_metrics, table label, factor from the metric's unit to the table's).
 TABLE_METRICS: tuple[tuple[str, str, float], ...] = (
@@ -35,90 +36,6 @@ TABLE_METRICS: tuple[tuple[str, str, float], ...] = (
     ("sd_mm", "SD (mm)", 1.0),
     ("nmse", "nMSE (×1e-4)", 1e4),
 )
-
-#: FAIR-ESI column of the paper's Table II, in the table's units: (dataset, r in dB, N_s, N_n)
-#: -> metric -> (mean, std). Precision/recall %, LE/SD mm, nMSE ×1e-4.
-PAPER_FAIR_ESI: dict[tuple[str, float, int, int], dict[str, tuple[float, float]]] = {
-    ("SimMEG", -5.0, 1, 2): {
-        "precision": (83.99, 13.18),
-        "recall": (90.09, 12.93),
-        "le_mm": (1.96, 6.04),
-        "sd_mm": (2.55, 6.45),
-        "nmse": (1.94, 1.79),
-    },
-    ("SimMEG", 5.0, 1, 2): {
-        "precision": (87.18, 13.74),
-        "recall": (92.57, 10.88),
-        "le_mm": (1.27, 2.65),
-        "sd_mm": (1.88, 2.95),
-        "nmse": (1.47, 1.54),
-    },
-    ("SimMEG", 15.0, 1, 2): {
-        "precision": (87.62, 13.36),
-        "recall": (93.60, 9.97),
-        "le_mm": (1.14, 1.50),
-        "sd_mm": (1.75, 1.82),
-        "nmse": (1.38, 1.47),
-    },
-    ("SimMEG", 5.0, 2, 2): {
-        "precision": (88.30, 12.15),
-        "recall": (67.94, 23.37),
-        "le_mm": (1.23, 2.31),
-        "sd_mm": (1.99, 2.20),
-        "nmse": (2.60, 2.65),
-    },
-    ("SimMEG", 5.0, 3, 2): {
-        "precision": (88.09, 12.01),
-        "recall": (64.82, 22.98),
-        "le_mm": (1.15, 1.70),
-        "sd_mm": (1.75, 1.91),
-        "nmse": (3.08, 3.37),
-    },
-    ("SimMEG", 5.0, 2, 3): {
-        "precision": (85.20, 12.01),
-        "recall": (60.26, 23.03),
-        "le_mm": (1.39, 1.46),
-        "sd_mm": (2.19, 1.72),
-        "nmse": (4.32, 4.16),
-    },
-    ("SimEEG", 5.0, 1, 2): {
-        "precision": (81.94, 18.57),
-        "recall": (89.80, 15.40),
-        "le_mm": (2.03, 4.24),
-        "sd_mm": (2.83, 5.74),
-        "nmse": (1.36, 1.66),
-    },
-}
-
-# Table II's datasets by (modality, samples per trial).
-_DATASETS = {("meg", 500): "SimMEG", ("eeg", 260): "SimEEG"}
-
-
-def paper_reference(sim_config: Any) -> dict[str, tuple[float, float]] | None:
-    """The paper's FAIR-ESI row for a data configuration, or None if Table II has none.
-
-    Parameters
-    ----------
-    sim_config : fairesi.data.SimConfig or mapping
-        Its ``modality`` and ``n_times`` (SimMEG: MEG, 500; SimEEG: EEG, 260), ``snr_db``,
-        ``n_sources`` and ``n_rings`` are matched.
-
-    Returns
-    -------
-    row : dict or None
-        Metric key -> (mean, std) in the table's units.
-    """
-
-    def field(name: str) -> Any:
-        return sim_config[name] if isinstance(sim_config, Mapping) else getattr(sim_config, name)
-
-    key = (
-        _DATASETS.get((field("modality"), int(field("n_times"))), ""),
-        float(field("snr_db")),
-        int(field("n_sources")),
-        int(field("n_rings")),
-    )
-    return PAPER_FAIR_ESI.get(key)
 
 
 @dataclass
@@ -144,6 +61,10 @@ class EvaluationResult:
         The paper's FAIR-ESI row for this configuration (table units), if any.
     draw : int
         Realisation of the samples (0: the split itself; see ``Synthesizer.batch``).
+    protocol : str
+        The data's protocol (``SimConfig.protocol``: 'strict' or 'paper').
+    rule : str
+        The reconstructed-region rule of the metrics ('abs' or 'deepsif').
     """
 
     per_sample: dict[str, np.ndarray]
@@ -153,6 +74,15 @@ class EvaluationResult:
     example: dict[str, np.ndarray]
     reference: dict[str, tuple[float, float]] | None = None
     draw: int = 0
+    protocol: str = "strict"
+    rule: str = "abs"
+
+    @property
+    def n_empty(self) -> int:
+        """Samples left out of the means for an empty reconstruction (rule 'deepsif')."""
+        from fairesi.metrics import count_empty
+
+        return count_empty(self.per_sample)
 
     def table(self, label: str = "fairesi") -> str:
         """This result as a Markdown table (with the paper's column when known)."""
@@ -168,6 +98,7 @@ def evaluate_estimator(
     batch_size: int = 32,
     progress: bool = True,
     draw: int = 0,
+    rule: str | None = None,
 ) -> EvaluationResult:
     """Run an estimator on the first ``n`` samples of a split and compute the metrics.
 
@@ -191,6 +122,9 @@ def evaluate_estimator(
         Realisation of the samples (``Synthesizer.batch``): 0 is the split itself; another
         value keeps the samples' source locations with new waveforms, SNRs and noise (on
         the training split: seen locations, unseen data).
+    rule : {'abs', 'deepsif'} or None
+        Reconstructed-region rule (``fairesi.metrics``); None: the rule of the data's
+        protocol ('deepsif' for 'paper', 'abs' for 'strict').
 
     Returns
     -------
@@ -199,6 +133,9 @@ def evaluate_estimator(
     from tqdm.auto import tqdm
 
     from fairesi.metrics import localization_metrics, summarize
+
+    protocol = getattr(synth.config, "protocol", "strict")
+    rule = rule_of(protocol) if rule is None else rule
 
     size = synth.split_size(split)
     n = size if n is None else int(n)
@@ -232,7 +169,7 @@ def evaluate_estimator(
                 raise ValueError(
                     f"the estimator returned NaN/Inf for {split} samples {start}..{int(index[-1])}"
                 )
-            per_batch.append(localization_metrics(estimate, target, mask, centroids_mm))
+            per_batch.append(localization_metrics(estimate, target, mask, centroids_mm, rule=rule))
             if not example:
                 example = {
                     "target": target[0],
@@ -250,7 +187,14 @@ def evaluate_estimator(
         example=example,
         reference=paper_reference(synth.config),
         draw=int(draw),
+        protocol=protocol,
+        rule=rule,
     )
+
+
+def rule_of(protocol: str) -> str:
+    """The reconstructed-region rule of a protocol: 'deepsif' for 'paper', else 'abs'."""
+    return "deepsif" if protocol == "paper" else "abs"
 
 
 def evaluate_checkpoint(
@@ -264,6 +208,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     progress: bool = True,
     draw: int = 0,
+    protocol: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on its own data configuration.
 
@@ -288,25 +233,26 @@ def evaluate_checkpoint(
         Show a tqdm progress bar.
     draw : int
         Realisation of the samples (see :func:`evaluate_estimator`).
+    protocol : {'strict', 'paper'} or None
+        Evaluate under this protocol (its data, :meth:`fairesi.data.SimConfig.with_protocol`,
+        and its metric rule); None: the checkpoint's own.
 
     Returns
     -------
     result : EvaluationResult
     """
-    from fairesi.data import SimConfig, Synthesizer
-    from fairesi.train import load_bank, load_checkpoint, load_head_model
+    from fairesi.experiment import load_head_model, synthesizer_for_checkpoint
+    from fairesi.train import load_checkpoint
 
     if isinstance(head_model, str):
         head_model = load_head_model(head_model)
     checkpoint = load_checkpoint(path, map_location=device, head_model=head_model)
-    train_config = checkpoint.train_config
-    head_model = checkpoint.head_model
-    sim_config = SimConfig.from_dict(checkpoint.config["data"])
-    waveform_bank = load_bank(
-        train_config.bank if bank is None else bank, head_model, seed=train_config.seed
-    )
-    synth = Synthesizer(
-        head_model, waveform_bank, sim_config, seed=train_config.seed, device=device
+    synth = synthesizer_for_checkpoint(
+        checkpoint.config,
+        head_model=checkpoint.head_model,
+        bank=bank,
+        device=device,
+        protocol=protocol,
     )
     return evaluate_estimator(
         checkpoint.model,
@@ -583,7 +529,12 @@ def write_report(
     n = len(result.sample_index)
     n_defined = {k: int(np.isfinite(v).sum()) for k, v in result.per_sample.items()}
     note = ""
-    if n_defined["le_mm"] < n:
+    if result.n_empty:
+        note = (
+            f"\n{result.n_empty} of the {n} samples had an empty reconstruction and are left "
+            "out of every mean but nMSE's, as DeepSIF's evaluation leaves them out.\n"
+        )
+    elif n_defined["le_mm"] < n:
         note = (
             f"\nLE and SD are averaged over the {n_defined['le_mm']} samples where the "
             f"estimate reconstructed at least one region (precision and recall count the "
@@ -593,6 +544,7 @@ def write_report(
         tmp.write_text(
             f"Evaluation on the first {n} samples of the {result.split} split"
             + (f", draw {result.draw} (new realisations of them)" if result.draw else "")
+            + f", {result.protocol} protocol (region rule '{result.rule}')"
             + " (mean ± std over samples).\n\n"
             + result.table(label)
             + note

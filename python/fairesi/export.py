@@ -47,7 +47,7 @@ from torch import Tensor, nn
 import fairesi
 from fairesi.data import normalise_input
 from fairesi.io import atomic_path
-from fairesi.models.refine import SpectralTemporalRefine
+from fairesi.ops import SpectralTemporalRefine
 from fairesi.runner import runner_path
 
 __all__ = [
@@ -155,7 +155,7 @@ def with_refinement(model: nn.Module, fused: bool) -> nn.Module:
     Parameters
     ----------
     model : nn.Module
-        Any network containing :class:`~fairesi.models.refine.SpectralTemporalRefine`
+        Any network containing :class:`~fairesi.ops.SpectralTemporalRefine`
         modules (or the fused subclass).
     fused : bool
         True: use ``fairesi.ops.FusedSpectralTemporalRefine`` (needs the op library);
@@ -316,15 +316,11 @@ def test_epoch(checkpoint: str | os.PathLike, index: int = 0) -> np.ndarray:
         Sensor data before normalisation (lead-field units x mV), as acquisition software
         would pass it to ``fairesi-infer``.
     """
-    from fairesi.data import SimConfig, Synthesizer
-    from fairesi.train import load_bank, load_checkpoint
+    from fairesi.experiment import synthesizer_for_checkpoint
+    from fairesi.train import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    train_config = ckpt.train_config
-    bank = load_bank(train_config.bank, ckpt.head_model, seed=train_config.seed)
-    synth = Synthesizer(
-        ckpt.head_model, bank, SimConfig.from_dict(ckpt.config["data"]), seed=train_config.seed
-    )
+    synth = synthesizer_for_checkpoint(ckpt.config, head_model=ckpt.head_model)
     raw = synth.raw("test", torch.tensor([index]))
     return (raw.sensor_clean + raw.noise)[0].numpy()
 

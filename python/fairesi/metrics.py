@@ -16,12 +16,14 @@ centroids ``c_i`` (mm):
    whole window, which the simulation centres on the spike peak, so the supra-threshold
    samples are those around the peak. ``Rec`` is the set of reconstructed regions.
 
-   Two deliberate differences from DeepSIF's code, both no-ops on DeepSIF-normalised
-   outputs (peak +1, min |Ŝ| about 0): DeepSIF normalises ``(|Ŝ| - min|Ŝ|) / max|Ŝ|`` but
-   then compares the *raw signed* ``Ŝ`` with ``t``; here the comparison uses ``A`` itself,
-   which makes the rule independent of the estimate's scale and sign (needed for
-   sLORETA-type estimates in arbitrary units). Otsu's threshold moves with any shift and
-   scale of the values, so the min subtraction does not change ``Rec``.
+   This is ``rule='abs'`` (the default, our strict protocol). ``rule='deepsif'`` (the
+   paper's protocol) is DeepSIF's code exactly (``utils.py``, ``get_otsu_regions``, lines
+   29-33 at commit c40fc84): ``N = (|Ŝ| - min|Ŝ|) / max|Ŝ|``, ``t = otsu(N)``, and then
+   the *raw signed* ``Ŝ`` is compared with ``t``: ``Ŝ[i, t'] > t``. That counts only
+   positive lobes and depends on the estimate's scale (it assumes outputs in the
+   normalised target units, peak about +1); ``'abs'`` compares ``A`` itself, which is
+   independent of the estimate's scale and sign (needed for sLORETA-type estimates in
+   arbitrary units).
 
 **Metrics** (``d_i = min_{j in G} ||c_i - c_j||``, the distance from region ``i`` to the
 nearest ground-truth region, Euclidean between centroids, mm):
@@ -39,9 +41,12 @@ nearest ground-truth region, Euclidean between centroids, mm):
 
 All sources of a sample are pooled (DeepSIF's Python evaluation), not scored per source.
 
-**Edge cases**: nothing reconstructed (e.g. an all-zero estimate): precision = 0 and
-recall = 0 (the estimator found nothing, which must cost it), LE = SD = NaN (no region to
-measure; :func:`summarize` leaves NaNs out of LE/SD means). No ground-truth region:
+**Edge cases**: nothing reconstructed (e.g. an all-zero estimate): with ``rule='abs'``
+precision = 0 and recall = 0 (the estimator found nothing, which must cost it), LE = SD =
+NaN (no region to measure; :func:`summarize` leaves NaNs out of LE/SD means); with
+``rule='deepsif'`` all four are NaN, so the sample is left out of every mean, as DeepSIF's
+evaluation skips it (``misc_scripts/eval_calculate_sim_results.m``, lines 42-44, then
+``mean(..., 'omitnan')``); :func:`count_empty` counts such samples for the report. No ground-truth region:
 recall, LE and SD are NaN, precision is 0 if anything was reconstructed. An all-zero
 ``S`` or ``Ŝ`` counts as zero after normalisation in nMSE.
 """
@@ -54,6 +59,8 @@ import numpy as np
 
 __all__ = [
     "METRIC_KEYS",
+    "RULES",
+    "count_empty",
     "localization_metrics",
     "otsu_threshold",
     "paired_difference",
@@ -63,6 +70,8 @@ __all__ = [
 
 #: Keys of :func:`localization_metrics`, in Table II order.
 METRIC_KEYS = ("precision", "recall", "le_mm", "sd_mm", "nmse")
+#: Reconstructed-region rules: 'abs' (strict protocol), 'deepsif' (the paper's protocol).
+RULES = ("abs", "deepsif")
 
 # Elements per chunk of samples for the (chunk, R, R) distances and the (chunk, R, T)
 # Otsu temporaries, which bounds memory for large batches.
@@ -133,34 +142,50 @@ def otsu_threshold(values: np.ndarray, n_bins: int = 100) -> np.ndarray:
     return np.where(span > 0, threshold, low)
 
 
+def _check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
+
+
 def reconstructed_regions(
-    estimate: np.ndarray, *, n_bins: int = 100, min_time_points: int = 8
+    estimate: np.ndarray, *, n_bins: int = 100, min_time_points: int = 8, rule: str = "abs"
 ) -> np.ndarray:
     """Regions an estimate reconstructs, by DeepSIF's Otsu rule (see the module doc).
 
     Parameters
     ----------
     estimate : np.ndarray or torch.Tensor, shape (B, R, T)
-        Estimated source activity (any unit; only |estimate| relative to its max counts).
+        Estimated source activity (``rule='abs'``: any unit, only |estimate| relative to
+        its max counts; ``rule='deepsif'``: normalised target units).
     n_bins : int
         Otsu histogram bins (DeepSIF: 100).
     min_time_points : int
         Supra-threshold time samples a region needs (DeepSIF: > 7, i.e. 8).
+    rule : {'abs', 'deepsif'}
+        Compare ``|Ŝ| / max|Ŝ|`` (``'abs'``) or the raw signed ``Ŝ`` (``'deepsif'``) with
+        the Otsu threshold.
 
     Returns
     -------
     reconstructed : np.ndarray, shape (B, R), bool
     """
     estimate = _as_array("estimate", estimate, 3)
+    _check_rule(rule)
     if min_time_points < 1:
         raise ValueError(f"min_time_points must be >= 1, got {min_time_points}")
     n_samples, n_regions, n_times = estimate.shape
     chunk = max(1, _CHUNK_ELEMENTS // max(n_regions * n_times, 1))
     reconstructed = np.empty((n_samples, n_regions), dtype=bool)
     for start in range(0, n_samples, chunk):
-        normalised = np.abs(_normalise_by_peak(estimate[start : start + chunk]))
-        threshold = otsu_threshold(normalised.reshape(len(normalised), -1), n_bins)
-        above = normalised > threshold[:, None, None]
+        part = estimate[start : start + chunk]
+        normalised = np.abs(_normalise_by_peak(part))
+        if rule == "deepsif":
+            low = normalised.min(axis=(1, 2), keepdims=True)
+            threshold = otsu_threshold((normalised - low).reshape(len(part), -1), n_bins)
+            above = part > threshold[:, None, None]
+        else:
+            threshold = otsu_threshold(normalised.reshape(len(part), -1), n_bins)
+            above = normalised > threshold[:, None, None]
         reconstructed[start : start + chunk] = above.sum(axis=2) >= min_time_points
     return reconstructed
 
@@ -186,6 +211,7 @@ def localization_metrics(
     *,
     n_bins: int = 100,
     min_time_points: int = 8,
+    rule: str = "abs",
 ) -> dict[str, np.ndarray]:
     """Precision, recall, LE, SD and nMSE of every sample (definitions in the module doc).
 
@@ -201,6 +227,8 @@ def localization_metrics(
         Region centroids in mm.
     n_bins, min_time_points : int
         Otsu rule parameters, see :func:`reconstructed_regions`.
+    rule : {'abs', 'deepsif'}
+        Reconstructed-region rule and empty-reconstruction handling (module doc).
 
     Returns
     -------
@@ -230,12 +258,16 @@ def localization_metrics(
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contains NaN or Inf")
 
-    reconstructed = reconstructed_regions(estimate, n_bins=n_bins, min_time_points=min_time_points)
+    reconstructed = reconstructed_regions(
+        estimate, n_bins=n_bins, min_time_points=min_time_points, rule=rule
+    )
     n_rec = reconstructed.sum(axis=1)
     n_gt = source_mask.sum(axis=1)
     n_hit = (reconstructed & source_mask).sum(axis=1)
-    precision = np.where(n_rec > 0, n_hit / np.maximum(n_rec, 1), 0.0)
+    empty = np.nan if rule == "deepsif" else 0.0
+    precision = np.where(n_rec > 0, n_hit / np.maximum(n_rec, 1), empty)
     recall = np.where(n_gt > 0, n_hit / np.maximum(n_gt, 1), np.nan)
+    recall = np.where(n_rec > 0, recall, np.where(n_gt > 0, empty, np.nan))
 
     defined = (n_rec > 0) & (n_gt > 0)
     distance = _distance_to_sources(centroids_mm, source_mask)  # (B, R), inf without gt
@@ -261,6 +293,12 @@ def localization_metrics(
         "sd_mm": sd_mm,
         "nmse": nmse,
     }
+
+
+def count_empty(per_sample: dict[str, np.ndarray]) -> int:
+    """Samples whose reconstruction was empty under ``rule='deepsif'`` (precision NaN),
+    which DeepSIF's evaluation leaves out of its means; 0 for ``rule='abs'`` outputs."""
+    return int(np.isnan(np.asarray(per_sample["precision"], dtype=np.float64)).sum())
 
 
 def _normalise_by_peak(activity: np.ndarray) -> np.ndarray:

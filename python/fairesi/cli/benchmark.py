@@ -83,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: SPEC's disjoint per-split pools); checkpoints must be trained so",
     )
     parser.add_argument(
+        "--protocol",
+        choices=("strict", "paper"),
+        default="strict",
+        help="'paper': the FAIR-ESI paper's protocol (DeepSIF's code: shared centres, its "
+        "noise definition and patch growth, peaks anywhere, its signed Otsu rule, empty "
+        "reconstructions left out of the means); 'strict' (default): ours. Checkpoints "
+        "must be trained under the same protocol",
+    )
+    parser.add_argument(
         "--n", type=int, default=256, help="test samples per configuration (default: 256)"
     )
     parser.add_argument(
@@ -138,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         else list(DEFAULT_METHODS)
     )
     overrides: dict[str, object] = {"progress": not args.no_progress, "device": args.device}
+    if args.protocol != "strict":
+        overrides["protocol"] = args.protocol
     if args.shared_centres:
         overrides["disjoint_centres"] = False
     for key, value in (

@@ -70,6 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="an earlier evaluation (its directory or per_sample.csv) of the same samples: "
         "also print and write the paired difference (this - that, mean ± standard error)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("strict", "paper"),
+        default=None,
+        help="evaluate under this protocol: 'paper' (the FAIR-ESI paper's, following "
+        "DeepSIF's code: shared centres, its noise definition and patch growth, peaks "
+        "anywhere, its signed Otsu rule, empty reconstructions left out) or 'strict' "
+        "(ours); default: the checkpoint's own",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -104,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         draw=args.draw,
+        protocol=args.protocol,
     )
     appendix = ""
     if earlier is not None:
@@ -117,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 per_sample, {args.checkpoint.name: result.per_sample}, base_label="earlier"
             )
         )
-    out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval-{args.split}"
+    suffix = f"-{args.protocol}" if args.protocol else ""
+    out_dir = args.out or args.checkpoint.parent / f"eval-{args.split}{suffix}"
     paths = write_report(result, out_dir, label=args.checkpoint.name, appendix=appendix)
     print(result.table(label=args.checkpoint.name), end="")
     if appendix:

@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export ``args.checkpoint`` to ``args.output``; returns the exit code."""
+    from fairesi.experiment import load_head_model
     from fairesi.export import export_checkpoint, read_metadata
-    from fairesi.train import load_head_model
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build = actions.add_parser(
         "build",
         help="compute the fsaverage5/994-region EEG-256 + MEG-306 head model with MNE",
-        description="Compute the default head model (see fairesi.headmodel_build) and save it. "
+        description="Compute the default head model (see fairesi.headmodel.build) and save it. "
         "Takes about a minute on two cores.",
     )
     build.add_argument(
@@ -64,7 +64,7 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from fairesi.headmodel_build import build_default_head_model
+    from fairesi.headmodel.build import build_default_head_model
 
     if args.out.exists() and not args.force:
         raise FairesiUserError(f"{args.out} exists; pass --force to overwrite it")

@@ -12,19 +12,34 @@ from typing import Any
 from fairesi.cli import FairesiUserError
 
 # (flag, config field, type, help); every flag defaults to "not given" so that the preset,
-# then the TOML file, then the flags decide each value.
+# then the TOML file, then the flags decide each value. "{default}" in a help text is
+# filled in from the configuration dataclasses (TrainConfig.flat_defaults), so the help
+# cannot drift from the code.
 _OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--model", "model", str, "model name in fairesi.models.MODELS (default: fair_esi)"),
-    ("--dataset", "dataset", str, "simulation preset: SimMEG or SimEEG (default: SimMEG)"),
-    ("--snr-db", "snr_db", float, "sensor SNR r in dB (default: 5)"),
-    ("--n-sources", "n_sources", int, "number of sources N_s (default: 1)"),
-    ("--n-rings", "n_rings", int, "neighbour rings N_n of each source patch (default: 2)"),
-    ("--n-times", "n_times", int, "samples per trial (default: the dataset's, SimMEG 500)"),
+    ("--model", "model", str, "model name in fairesi.models.MODELS (default: {default})"),
+    ("--dataset", "dataset", str, "simulation preset: SimMEG or SimEEG (default: {default})"),
+    ("--snr-db", "snr_db", float, "sensor SNR r in dB (default: {default})"),
+    ("--n-sources", "n_sources", int, "number of sources N_s (default: {default})"),
+    ("--n-rings", "n_rings", int, "neighbour rings N_n of each source patch (default: {default})"),
+    (
+        "--protocol",
+        "protocol",
+        str,
+        "'strict' (ours) or 'paper' (the FAIR-ESI paper's, following DeepSIF's code: shared "
+        "centres, its noise definition and patch growth, peaks anywhere; recorded in the "
+        "checkpoint, and evaluation uses its signed Otsu rule) (default: {default})",
+    ),
+    (
+        "--n-times",
+        "n_times",
+        int,
+        "samples per trial (default: the dataset's; SimMEG {default}, SimEEG 260)",
+    ),
     (
         "--n-samples",
         "n_samples",
         int,
-        "size of the whole simulated configuration, split 10:1:1 (default: 47904)",
+        "size of the whole simulated configuration, split 10:1:1 (default: {default})",
     ),
     (
         "--n-train-samples",
@@ -33,41 +48,56 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         "samples per training epoch, drawn from the training split (default: all)",
     ),
     ("--n-val-samples", "n_val_samples", int, "validation samples per epoch (default: all)"),
-    ("--seed", "seed", int, "seed of data synthesis, initialisation and dropout (default: 0)"),
+    (
+        "--data",
+        "data_path",
+        str,
+        "train on the HDF5 files of `fairesi simulate dataset` instead of synthesising: a "
+        "directory with one file per split, or one training-split file (validation is then "
+        "synthesised); the data configuration and seed are the files'",
+    ),
+    (
+        "--seed",
+        "seed",
+        int,
+        "seed of data synthesis, initialisation and dropout (default: {default})",
+    ),
     (
         "--head-model",
         "head_model",
         str,
-        "'default' (embedded fsaverage5 model), 'toy' (50-region test model) or a head-model file",
+        "'default' (embedded fsaverage5 model), 'toy' (50-region test model) or a head-model "
+        "file (default: {default})",
     ),
     (
         "--bank",
         "bank",
         str,
         "waveform bank: 'default' (fairesi.simulate.default_bank_path()), a file, or "
-        "'synthetic' (analytic stand-in for tests/demos, not comparable with the paper)",
+        "'synthetic' (analytic stand-in for tests/demos, not comparable with the paper) "
+        "(default: {default})",
     ),
-    ("--batch-size", "batch_size", int, "samples per optimizer step (default: 32)"),
-    ("--epochs", "max_epochs", int, "maximum number of epochs (default: 100)"),
-    ("--lr", "lr", float, "Adam learning rate (default: 1e-4)"),
-    ("--weight-decay", "weight_decay", float, "Adam weight decay (default: 1e-5)"),
+    ("--batch-size", "batch_size", int, "samples per optimizer step (default: {default})"),
+    ("--epochs", "max_epochs", int, "maximum number of epochs (default: {default})"),
+    ("--lr", "lr", float, "Adam learning rate (default: {default})"),
+    ("--weight-decay", "weight_decay", float, "Adam weight decay (default: {default})"),
     (
         "--lr-patience",
         "lr_patience",
         int,
-        "epochs without a better validation loss before the LR is halved (default: 2)",
+        "epochs without a better validation loss before the LR is halved (default: {default})",
     ),
     (
         "--early-stop-patience",
         "early_stop_patience",
         int,
-        "epochs without a better validation loss before training stops (default: 6)",
+        "epochs without a better validation loss before training stops (default: {default})",
     ),
     (
         "--checkpoint-every",
         "checkpoint_every",
         int,
-        "write last.pt every this many steps, besides every epoch end (default: 200)",
+        "write last.pt every this many steps, besides every epoch end (default: {default})",
     ),
     ("--max-steps", "max_steps", int, "stop (resumably) after this many optimizer steps in all"),
     (
@@ -76,8 +106,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         float,
         "stop (resumably) after this many minutes of this invocation",
     ),
-    ("--out", "out_dir", str, "output directory for checkpoints and logs (default: runs/train)"),
-    ("--device", "device", str, "cpu, cuda or cuda:N (default: cpu)"),
+    (
+        "--out",
+        "out_dir",
+        str,
+        "output directory for checkpoints and logs (default: {default})",
+    ),
+    ("--device", "device", str, "cpu, cuda or cuda:N (default: {default})"),
     ("--threads", "threads", int, "number of CPU threads for torch (default: torch's choice)"),
 ]
 
@@ -105,17 +140,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config",
         type=Path,
         default=argparse.SUPPRESS,
-        help="TOML file whose keys are TrainConfig fields (model_hyper as a table)",
+        help="TOML file of training settings, the flags' names with underscores "
+        "(model_hyper as a table)",
     )
     parser.add_argument(
         "--hyper",
         action="append",
         metavar="KEY=VALUE",
         default=argparse.SUPPRESS,
-        help="model hyper-parameter (repeatable), VALUE as a Python literal, e.g. --hyper d_model=64",
+        help="model hyper-parameter (repeatable), VALUE as a Python literal, e.g. --hyper embed_dim=64",
     )
+    from fairesi.train.config import TrainConfig
+
+    defaults = TrainConfig.flat_defaults()
     for flag, dest, kind, text in _OPTIONS:
-        parser.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text)
+        parser.add_argument(
+            flag,
+            dest=dest,
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=text.replace("{default}", str(defaults[dest])),
+        )
     parser.add_argument(
         "--no-amp",
         dest="amp",
@@ -177,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     given = vars(args)
-    overrides = {name: given[name] for name in TrainConfig.field_names() if name in given}
+    overrides = {name: given[name] for name in TrainConfig.flat_keys() if name in given}
     if "hyper" in given:
         overrides["model_hyper"] = _parse_hyper(given["hyper"])
     if args.resume is not None:
@@ -188,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--resume continues the checkpoint's own configuration; these options cannot "
                 f"change it: {defining}"
             )
-        out_dir = Path(overrides.get("out_dir", TrainConfig.out_dir))
+        out_dir = Path(overrides.get("out_dir", TrainConfig.flat_defaults()["out_dir"]))
         resume = Path(args.resume) if args.resume else out_dir / "last.pt"
         metrics = train(resume=resume, **overrides)
         out = Path(overrides.get("out_dir", resume.parent))
@@ -197,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             preset=given.get("preset"), toml_path=given.get("config"), overrides=overrides
         )
         metrics = train(config)
-        out = Path(config.out_dir)
+        out = Path(config.run.out_dir)
     summary = f"stopped ({metrics['stopped']}) after {metrics.get('step', 0)} steps"
     if "val_loss" in metrics:
         summary += (

@@ -1,8 +1,28 @@
 """Source-imaging networks: FAIR-ESI and the learned baselines (all TorchScript-able).
 
+What lives here
+---------------
 Every model maps sensor data ``x (B, C, T)`` to source activity ``(B, R, T)`` (regions x
-times, like ``mne.SourceEstimate``) and has a ``from_head_model(head_model, modality,
-n_times, **hyper)`` constructor; :func:`build_model` picks one by its registry name.
+times, like ``mne.SourceEstimate``), subclasses :class:`~fairesi.models.base.SourceModel`
+(``from_head_model(head_model, modality, n_times, preset=..., **hyper)`` and the input
+check) and is sized by a frozen config dataclass with named presets
+(:class:`~fairesi.models.config.PresetConfig`); :func:`build_model` picks one by its
+registry name in :data:`MODELS`.
+
+* :mod:`~fairesi.models.fair_esi`: FAIR-ESI (:class:`FairEsi`, :class:`FairEsiConfig`).
+* :mod:`~fairesi.models.deepsif`, :mod:`~fairesi.models.convdip`: the DeepSIF and ConvDip
+  baselines.
+* :mod:`~fairesi.models.base`, :mod:`~fairesi.models.config`: what the three share.
+
+Layering
+--------
+Imported by the layers above: :mod:`fairesi.train`, :mod:`fairesi.evaluate`,
+:mod:`fairesi.export`, :mod:`fairesi.benchmark` and :mod:`fairesi.cli`. It imports torch,
+numpy/scipy (ConvDip's sensor maps), :mod:`fairesi.ops` (the spectral-temporal refinement,
+reference and fused op) and fairesi's leaf utilities (:mod:`fairesi._validate`);
+:mod:`fairesi.headmodel` only for typing (a model needs a head model's sizes and sensor
+positions to be built, never at run time). Nothing below it (``ops``, ``headmodel``,
+``simulate``, ``data``) imports it.
 """
 
 from __future__ import annotations
@@ -11,14 +31,24 @@ from typing import Any
 
 from torch import nn
 
+from fairesi._validate import check_option
+from fairesi.models.base import SourceModel
 from fairesi.models.convdip import ConvDip
 from fairesi.models.deepsif import DeepSif
 from fairesi.models.fair_esi import FairEsi, FairEsiConfig
 
-__all__ = ["MODELS", "ConvDip", "DeepSif", "FairEsi", "FairEsiConfig", "build_model"]
+__all__ = [
+    "MODELS",
+    "ConvDip",
+    "DeepSif",
+    "FairEsi",
+    "FairEsiConfig",
+    "SourceModel",
+    "build_model",
+]
 
 #: Registry name -> model class (each has ``from_head_model``).
-MODELS: dict[str, type] = {
+MODELS: dict[str, type[SourceModel]] = {
     "fair_esi": FairEsi,
     "deepsif": DeepSif,
     "convdip": ConvDip,
@@ -47,6 +77,5 @@ def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper
     nn.Module
         The model, in training mode, mapping (B, C, T) to (B, R, T).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    check_option("model", name, sorted(MODELS))
     return MODELS[name].from_head_model(head_model, modality, n_times, **hyper)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from fairesi._validate import check_keys, check_option
+
 
 class PresetConfig:
     """Mixin for a frozen model-config dataclass with named size presets.
@@ -29,18 +31,17 @@ class PresetConfig:
             Data sizes: sensor channels C, source regions R, samples per window T.
         **overrides
             Any other field of the dataclass.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is not a preset.
+        TypeError
+            An override is not a field.
         """
-        if name not in cls.PRESETS:
-            raise ValueError(
-                f"unknown {cls.MODEL_LABEL} preset {name!r}; expected one of {sorted(cls.PRESETS)}"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise TypeError(
-                f"unknown {cls.MODEL_LABEL} hyper-parameters {unknown}; "
-                f"expected some of {sorted(fields)}"
-            )
+        check_option(f"{cls.MODEL_LABEL} preset", name, sorted(cls.PRESETS))
+        fields = [f.name for f in dataclasses.fields(cls)]
+        check_keys(f"{cls.MODEL_LABEL} hyper-parameters", overrides, fields)
         values = {**cls.PRESETS[name], **overrides}
         return cls(n_channels=n_channels, n_regions=n_regions, n_times=n_times, **values)
 

@@ -37,6 +37,8 @@ import torch
 from scipy.spatial import Delaunay
 from torch import Tensor, nn
 
+from fairesi._validate import check_int, check_positive_int
+from fairesi.models.base import SourceModel
 from fairesi.models.config import PresetConfig
 
 __all__ = ["ConvDip", "ConvDipConfig", "SensorGrid", "sensor_grid_interpolation"]
@@ -176,25 +178,10 @@ class ConvDipConfig(PresetConfig):
     }
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_channels",
-            "n_regions",
-            "n_times",
-            "conv_filters",
-            "kernel_size",
-            "fc_hidden",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ConvDipConfig.{name} must be a positive int, got {value!r}")
-        if self.kernel_size % 2 != 1:
-            raise ValueError(f"ConvDipConfig.kernel_size must be odd, got {self.kernel_size}")
-        if self.grid_size is not None and (
-            not isinstance(self.grid_size, int) or self.grid_size < 3
-        ):
-            raise ValueError(
-                f"ConvDipConfig.grid_size must be an int >= 3 or None, got {self.grid_size!r}"
-            )
+        for name in ("n_channels", "n_regions", "n_times", "conv_filters", "fc_hidden"):
+            check_positive_int(f"ConvDipConfig.{name}", getattr(self, name))
+        check_positive_int("ConvDipConfig.kernel_size", self.kernel_size, odd=True)
+        check_int("ConvDipConfig.grid_size", self.grid_size, minimum=3, allow_none=True)
 
 
 class SensorGrid(nn.Module):
@@ -220,7 +207,7 @@ class SensorGrid(nn.Module):
         return images.reshape(values.shape[0], self.n_layers, self.grid_size, self.grid_size)
 
 
-class ConvDip(nn.Module):
+class ConvDip(SourceModel):
     """ConvDip: CNN on interpolated sensor maps, applied to every time sample.
 
     Parameters
@@ -233,18 +220,15 @@ class ConvDip(nn.Module):
         ``L`` and ``G`` of that matrix.
     """
 
-    # The dataclass is Python-side metadata, invisible to TorchScript.
-    __jit_ignored_attributes__ = ["config"]
+    config_class = ConvDipConfig
 
     def __init__(
         self, config: ConvDipConfig, interpolation: np.ndarray, n_layers: int, grid_size: int
     ) -> None:
-        super().__init__()
+        super().__init__(config)
         expected = (n_layers * grid_size * grid_size, config.n_channels)
         if interpolation.shape != expected:
             raise ValueError(f"interpolation must have shape {expected}, got {interpolation.shape}")
-        self.config = config
-        self.n_channels = config.n_channels
         self.n_regions = config.n_regions
         self.grid = SensorGrid(
             torch.as_tensor(interpolation, dtype=torch.float32), n_layers, grid_size
@@ -257,32 +241,8 @@ class ConvDip(nn.Module):
         self.act = nn.ReLU()
 
     @classmethod
-    def from_head_model(
-        cls, head_model: Any, modality: str, n_times: int, preset: str = "cpu", **overrides: Any
-    ) -> ConvDip:
-        """Build a network for a head model's sensors and regions of one modality.
-
-        Parameters
-        ----------
-        head_model : fairesi.headmodel.HeadModel
-            Supplies ``n_regions`` and the lead field's channel positions and types.
-        modality : str
-            ``'eeg'`` or ``'meg'``.
-        n_times : int
-            Samples per input window.
-        preset : str
-            Size preset, see :attr:`ConvDipConfig.PRESETS`.
-        **overrides
-            Fields of :class:`ConvDipConfig` to change.
-        """
-        lead_field = head_model.lead_field(modality)
-        config = ConvDipConfig.preset(
-            preset,
-            n_channels=lead_field.n_channels,
-            n_regions=head_model.n_regions,
-            n_times=n_times,
-            **overrides,
-        )
+    def _from_config(cls, config: ConvDipConfig, lead_field: Any) -> ConvDip:
+        """The network for ``config``, interpolating the lead field's sensors onto a grid."""
         matrix, n_layers, grid_size = sensor_grid_interpolation(
             lead_field.ch_positions_m, list(lead_field.ch_types), config.grid_size
         )
@@ -290,13 +250,7 @@ class ConvDip(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T) sensor data -> (B, R, T) source activity."""
-        if x.dim() != 3 or x.shape[1] != self.n_channels:
-            raise ValueError(
-                "ConvDip expects input of shape (batch, "
-                + str(self.n_channels)
-                + " channels, times), got "
-                + str(list(x.shape))
-            )
+        self.check_input(x)
         n_batch, n_times = x.shape[0], x.shape[2]
         values = x.transpose(1, 2).reshape(n_batch * n_times, self.n_channels)  # (B*T, C)
         maps = self.grid(values)  # (B*T, L, G, G)

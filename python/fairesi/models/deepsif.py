@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from fairesi._validate import check_positive_int
+from fairesi.models.base import SourceModel
 from fairesi.models.config import PresetConfig
 
 __all__ = ["DeepSif", "DeepSifConfig", "SpatialModule", "TemporalModule"]
@@ -67,15 +69,8 @@ class DeepSifConfig(PresetConfig):
 
     def __post_init__(self) -> None:
         for name in ("n_channels", "n_regions", "n_times", "spatial_hidden", "lstm_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DeepSifConfig.{name} must be a positive int, got {value!r}")
-        if self.lstm_hidden is not None and (
-            not isinstance(self.lstm_hidden, int) or self.lstm_hidden < 1
-        ):
-            raise ValueError(
-                f"DeepSifConfig.lstm_hidden must be a positive int or None, got {self.lstm_hidden!r}"
-            )
+            check_positive_int(f"DeepSifConfig.{name}", getattr(self, name))
+        check_positive_int("DeepSifConfig.lstm_hidden", self.lstm_hidden, allow_none=True)
 
 
 class SpatialModule(nn.Module):
@@ -115,7 +110,7 @@ class TemporalModule(nn.Module):
         return self.to_regions(out)
 
 
-class DeepSif(nn.Module):
+class DeepSif(SourceModel):
     """DeepSIF: spatial MLP per time sample, then an LSTM over time.
 
     Parameters
@@ -124,54 +119,17 @@ class DeepSif(nn.Module):
         Sizes; build one with :meth:`from_head_model` or :meth:`DeepSifConfig.preset`.
     """
 
-    # The dataclass is Python-side metadata, invisible to TorchScript.
-    __jit_ignored_attributes__ = ["config"]
+    config_class = DeepSifConfig
 
     def __init__(self, config: DeepSifConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.n_channels = config.n_channels
+        super().__init__(config)
         self.spatial = SpatialModule(config.n_channels, config.spatial_hidden)
         self.temporal = TemporalModule(
             config.spatial_hidden, config.n_regions, config.lstm_layers, config.lstm_hidden
         )
 
-    @classmethod
-    def from_head_model(
-        cls, head_model: Any, modality: str, n_times: int, preset: str = "cpu", **overrides: Any
-    ) -> DeepSif:
-        """Build a network sized for a head model's lead field of one modality.
-
-        Parameters
-        ----------
-        head_model : fairesi.headmodel.HeadModel
-            Supplies ``n_regions`` and ``lead_field(modality).n_channels``.
-        modality : str
-            ``'eeg'`` or ``'meg'``.
-        n_times : int
-            Samples per input window.
-        preset : str
-            Size preset, see :attr:`DeepSifConfig.PRESETS`.
-        **overrides
-            Fields of :class:`DeepSifConfig` to change.
-        """
-        config = DeepSifConfig.preset(
-            preset,
-            n_channels=head_model.lead_field(modality).n_channels,
-            n_regions=head_model.n_regions,
-            n_times=n_times,
-            **overrides,
-        )
-        return cls(config)
-
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T) sensor data -> (B, R, T) source activity."""
-        if x.dim() != 3 or x.shape[1] != self.n_channels:
-            raise ValueError(
-                "DeepSif expects input of shape (batch, "
-                + str(self.n_channels)
-                + " channels, times), got "
-                + str(list(x.shape))
-            )
+        self.check_input(x)
         features = self.spatial(x.transpose(1, 2))  # (B, T, H)
         return self.temporal(features).transpose(1, 2)  # (B, R, T)

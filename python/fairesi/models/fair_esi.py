@@ -47,8 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fairesi._validate import check_option, check_positive, check_positive_int, check_range
+from fairesi.models.base import SourceModel
 from fairesi.models.config import PresetConfig
-from fairesi.models.refine import REFINE_AXES, REFINE_FORMS, make_refine
+from fairesi.ops import REFINE_AXES, REFINE_FORMS, make_refine
 
 __all__ = [
     "FairEsi",
@@ -98,14 +100,14 @@ class FairEsiConfig(PresetConfig):
     spectral, temporal, patchwise : bool
         Ablation switches of paper Table IV.
     fused_refine : bool | None
-        Passed to :func:`fairesi.models.refine.make_refine` (None: fused op if loaded).
+        Passed to :func:`fairesi.ops.make_refine` (None: fused op if loaded).
     refine_residual : bool
         Add the input patches to the refined ones, ``P^L + P``, so that the refinement
         reweights rather than replaces the patches (their softmaxes discard the amplitude).
         Not in the paper; off by default. See bench/RESULTS.md § ablation.
     refine_form : str
         ``'softmax'`` (the softmax replaces the features; literal) or ``'weights'`` (the
-        softmax, times its length, weights them), see :mod:`fairesi.models.refine`.
+        softmax, times its length, weights them), see :mod:`fairesi.ops.refine`.
     refine_axis : str
         What the refinement softmax runs over: ``'samples'`` (within a patch; literal),
         ``'patches'`` (across a channel's patches) or ``'channels'`` (across channels).
@@ -196,7 +198,7 @@ class FairEsiConfig(PresetConfig):
     }
 
     def __post_init__(self) -> None:
-        positive = (
+        for name in (
             "n_channels",
             "n_regions",
             "n_times",
@@ -204,43 +206,25 @@ class FairEsiConfig(PresetConfig):
             "stride",
             "embed_dim",
             "conv_channels",
-            "conv_kernel",
             "n_blocks",
             "recon_features",
             "gru_layers",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"FairEsiConfig.{name} must be a positive int, got {value!r}")
+        ):
+            check_positive_int(f"FairEsiConfig.{name}", getattr(self, name))
+        check_positive_int("FairEsiConfig.conv_kernel", self.conv_kernel, odd=True)
         for name in ("latent", "mlp_hidden", "gru_hidden"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(
-                    f"FairEsiConfig.{name} must be a positive int or None, got {value!r}"
-                )
+            check_positive_int(f"FairEsiConfig.{name}", getattr(self, name), allow_none=True)
         if self.stride > self.patch_len:
             raise ValueError(
-                f"stride ({self.stride}) must be <= patch_len ({self.patch_len}) "
+                f"FairEsiConfig.stride ({self.stride}) must be <= patch_len ({self.patch_len}) "
                 "so that patches cover every sample"
             )
-        if self.conv_kernel % 2 != 1:
-            raise ValueError(f"conv_kernel must be odd, got {self.conv_kernel}")
-        if not self.tau > 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        for name, allowed in (
-            ("refine_form", REFINE_FORMS),
-            ("refine_axis", tuple(REFINE_AXES)),
-            ("norm", ("position", "all")),
-            ("conv_layout", ("grid", "sensors")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"FairEsiConfig.{name} must be one of {list(allowed)}, "
-                    f"got {getattr(self, name)!r}"
-                )
+        check_positive("FairEsiConfig.tau", self.tau)
+        check_range("FairEsiConfig.alpha", self.alpha, 0.0, 1.0)
+        check_option("FairEsiConfig.refine_form", self.refine_form, REFINE_FORMS)
+        check_option("FairEsiConfig.refine_axis", self.refine_axis, REFINE_AXES)
+        check_option("FairEsiConfig.norm", self.norm, ("position", "all"))
+        check_option("FairEsiConfig.conv_layout", self.conv_layout, ("grid", "sensors"))
 
     @property
     def latent_width(self) -> int:
@@ -478,7 +462,7 @@ class SourceReconstruction(nn.Module):
         return self.head(hidden).transpose(1, 2)  # (B, R, T)
 
 
-class FairEsi(nn.Module):
+class FairEsi(SourceModel):
     """The FAIR-ESI network: sensor data (B, C, T) -> source activity (B, R, T).
 
     Parameters
@@ -493,13 +477,10 @@ class FairEsi(nn.Module):
     C must equal ``config.n_channels``.
     """
 
-    # The dataclass is Python-side metadata, invisible to TorchScript.
-    __jit_ignored_attributes__ = ["config"]
+    config_class = FairEsiConfig
 
     def __init__(self, config: FairEsiConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.n_channels = config.n_channels
+        super().__init__(config)
         self.patching = Patching(config.patch_len, config.stride)
         refine: nn.Module = nn.Identity()
         if config.spectral or config.temporal:
@@ -543,44 +524,9 @@ class FairEsi(nn.Module):
             config.gru_layers,
         )
 
-    @classmethod
-    def from_head_model(
-        cls, head_model: Any, modality: str, n_times: int, preset: str = "cpu", **overrides: Any
-    ) -> FairEsi:
-        """Build a network sized for a head model's lead field of one modality.
-
-        Parameters
-        ----------
-        head_model : fairesi.headmodel.HeadModel
-            Supplies ``n_regions`` and ``lead_field(modality).n_channels``.
-        modality : str
-            ``'eeg'`` or ``'meg'``.
-        n_times : int
-            Samples per input window.
-        preset : str
-            Size preset, see :attr:`FairEsiConfig.PRESETS`.
-        **overrides
-            Fields of :class:`FairEsiConfig` to change.
-        """
-        lead_field = head_model.lead_field(modality)
-        config = FairEsiConfig.preset(
-            preset,
-            n_channels=lead_field.n_channels,
-            n_regions=head_model.n_regions,
-            n_times=n_times,
-            **overrides,
-        )
-        return cls(config)
-
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T) sensor data -> (B, R, T) source activity."""
-        if x.dim() != 3 or x.shape[1] != self.n_channels:
-            raise ValueError(
-                "FairEsi expects input of shape (batch, "
-                + str(self.n_channels)
-                + " channels, times), got "
-                + str(list(x.shape))
-            )
+        self.check_input(x)
         patches = self.patching(x)  # (B, C, Np, L)
         refined = self.refine(patches)  # P^L: (B, C, Np, L)
         if self.refine_residual:

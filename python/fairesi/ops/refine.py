@@ -30,15 +30,36 @@ admits are two switches (``docs/design.md`` § refinement readings):
 
 The residual ``P_L + P`` (``FairEsiConfig.refine_residual``) composes with any of them.
 
-This pure-PyTorch function is the reference that the fused op library
-(``fairesi.ops``, literal reading) must match, and the fallback when that library is
-absent or the reading is not the literal one.
+This pure-PyTorch function is the reference that the fused op
+(:class:`FusedSpectralTemporalRefine`, ``torch.ops.fairesi.spectral_temporal_refine``, literal
+reading, L = 16) must match, and the fallback when the op library is absent or the reading
+is not the literal one. :func:`make_refine` picks between the two.
+
+The op computes exactly :func:`spectral_temporal_refine_reference` (literal reading) on
+patches of 16 samples: float32/float64, or float16/bfloat16 computed in float32 and
+returned in the input dtype; inputs of any strides are accepted (copied to contiguous) and
+the result is contiguous.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
+
+from fairesi._validate import check_option, check_positive, check_range
+from fairesi.ops import _library
+from fairesi.ops._library import PATCH_LEN
+
+__all__ = [
+    "REFINE_AXES",
+    "REFINE_FORMS",
+    "FusedSpectralTemporalRefine",
+    "SpectralTemporalRefine",
+    "make_refine",
+    "spectral_temporal_refine_reference",
+]
 
 #: Refinement forms (see the module docstring); the first is the paper's literal reading.
 REFINE_FORMS: tuple[str, ...] = ("softmax", "weights")
@@ -47,12 +68,9 @@ REFINE_AXES: dict[str, int] = {"samples": -1, "patches": -2, "channels": -3}
 
 
 def _check_reading(tau: float, form: str, axis: str) -> None:
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if form not in REFINE_FORMS:
-        raise ValueError(f"refine form must be one of {list(REFINE_FORMS)}, got {form!r}")
-    if axis not in REFINE_AXES:
-        raise ValueError(f"refine axis must be one of {list(REFINE_AXES)}, got {axis!r}")
+    check_positive("tau", tau)
+    check_option("refine form", form, REFINE_FORMS)
+    check_option("refine axis", axis, REFINE_AXES)
 
 
 def _axis_dim(axis: str) -> int:
@@ -125,8 +143,7 @@ class SpectralTemporalRefine(nn.Module):
     ) -> None:
         super().__init__()
         _check_reading(tau, form, axis)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        check_range("alpha", alpha, 0.0, 1.0)
         self.tau = float(tau)
         self.alpha = float(alpha)
         self.form = form
@@ -137,6 +154,56 @@ class SpectralTemporalRefine(nn.Module):
         return spectral_temporal_refine_reference(
             patches, self.tau, self.alpha, self.form, self.axis
         )
+
+
+class FusedSpectralTemporalRefine(SpectralTemporalRefine):
+    """:class:`SpectralTemporalRefine` (literal reading) computed by the fused op.
+
+    Parameters
+    ----------
+    tau : float
+        Softmax temperature, > 0.
+    alpha : float
+        Weight of the spectral view in [0, 1].
+
+    Raises
+    ------
+    RuntimeError
+        If the op library is not loaded (see :func:`fairesi.ops.available`).
+    """
+
+    def __init__(self, tau: float = 0.1, alpha: float = 0.5) -> None:
+        if not _library.available():
+            raise RuntimeError(
+                f"the fused op library is not loaded: {_library.unavailable_reason()}"
+            )
+        super().__init__(tau, alpha)
+
+    def forward(self, patches: Tensor) -> Tensor:
+        """(..., 16) -> (..., 16), same dtype; see the module docstring."""
+        return torch.ops.fairesi.spectral_temporal_refine(patches, self.tau, self.alpha)
+
+
+#: Whether make_refine has warned that it falls back to the reference (once per process).
+_warned_fallback = False
+
+
+def _warn_fallback_once() -> None:
+    global _warned_fallback
+    if _warned_fallback:
+        return
+    _warned_fallback = True
+    remedy = (
+        f"unset {_library.NO_OPS_ENV} to use the op"
+        if _library.disabled()
+        else "build the package (CMake) to get the op"
+    )
+    warnings.warn(
+        f"the fused refinement op is not loaded ({_library.unavailable_reason()}), so the "
+        f"slower pure-PyTorch reference refinement is used; {remedy}, or pass fused=False "
+        "(FairEsiConfig.fused_refine=False) to choose the reference explicitly",
+        stacklevel=3,
+    )
 
 
 def make_refine(
@@ -160,6 +227,12 @@ def make_refine(
     patch_len : int
         Length L of the patches the module will get; the fused op handles L = 16 only.
 
+    Warns
+    -----
+    UserWarning
+        Once per process, when ``fused=None`` would take the fused op (``patch_len`` 16,
+        literal reading) but its library is not loaded (not built, or ``FAIRESI_NO_OPS=1``).
+
     Raises
     ------
     RuntimeError
@@ -170,17 +243,19 @@ def make_refine(
     _check_reading(tau, form, axis)
     if fused is False:
         return SpectralTemporalRefine(tau, alpha, form, axis)
-    from fairesi import ops  # imported here: fairesi.ops builds on this module
-
-    literal = form == "softmax" and axis == "samples"
-    if patch_len != ops.PATCH_LEN or not literal:
-        if fused:
+    if fused:
+        if patch_len != PATCH_LEN:
+            raise ValueError(f"the fused op needs patch_len {PATCH_LEN}, got {patch_len}")
+        if form != "softmax" or axis != "samples":
             raise ValueError(
-                f"the fused op needs patch_len {ops.PATCH_LEN} and the literal reading "
-                f"(form 'softmax', axis 'samples'), got {patch_len}, {form!r}, {axis!r}"
+                "the fused op needs the literal reading (form 'softmax', axis 'samples'), "
+                f"got form {form!r}, axis {axis!r}"
             )
+        # Raises RuntimeError naming the reason when the library is absent.
+        return FusedSpectralTemporalRefine(tau, alpha)
+    if patch_len != PATCH_LEN or form != "softmax" or axis != "samples":
         return SpectralTemporalRefine(tau, alpha, form, axis)
-    if fused or ops.available():
-        # Raises RuntimeError naming the reason when fused=True and the library is absent.
-        return ops.FusedSpectralTemporalRefine(tau, alpha)
+    if _library.available():
+        return FusedSpectralTemporalRefine(tau, alpha)
+    _warn_fallback_once()
     return SpectralTemporalRefine(tau, alpha, form, axis)

@@ -1,0 +1,201 @@
+"""Checkpoint files: one ``.pt`` of plain containers, written atomically, read with
+``torch.load(weights_only=True)``::
+
+    format        "fairesi-checkpoint"
+    version       2 (version 1, whose config["train"] was flat, is still read)
+    state_dict    model parameters and buffers
+    config        {"model": {"name", "hyper"}, "data": SimConfig fields,
+                   "head_model": {"name", "n_regions", "modality", "ch_names"},
+                   "train": TrainConfig.to_dict() (everything but the data)}
+    metrics       {"epoch", "step", "train_loss", "val_loss", "val_loss_zero", "best_val_loss", ...}
+    optimizer, scheduler, scaler   their ``state_dict()``
+    rng           {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
+    progress      {"epoch", "batch", "step", "epoch_loss_sum", "epoch_samples",
+                   "best_val_loss", "bad_epochs", "finished"}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fairesi.experiment import check_head_model, load_head_model
+from fairesi.io import atomic_path
+from fairesi.train.config import TrainConfig
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "fairesi-checkpoint"
+CHECKPOINT_VERSION = 2
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The trained model in eval mode, on ``map_location``.
+    config : dict
+        ``{"model", "data", "head_model", "train"}`` as described in the module docstring.
+    metrics : dict
+        Training metrics at the time of writing.
+    path : pathlib.Path
+        The file it came from.
+    head_model : fairesi.headmodel.HeadModel
+        The head model the model was built for (checked against the checkpoint).
+    state : dict
+        The whole payload (optimizer, scheduler, scaler, RNG, progress) for resuming.
+    """
+
+    model: nn.Module
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    path: Path
+    head_model: Any
+    state: dict[str, Any]
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The :class:`TrainConfig` of the run that wrote this checkpoint."""
+        return train_config_of(self.config)
+
+
+def train_config_of(config: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a checkpoint's ``config`` (any format version)."""
+    return TrainConfig.from_dict(config["train"], config["data"])
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read and validate a checkpoint file's payload with ``torch.load(weights_only=True)``.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.pt`` file written by :func:`fairesi.train.train`.
+    map_location : str or torch.device
+        Where tensors are placed.
+
+    Returns
+    -------
+    payload : dict
+        The plain-container payload described in the module docstring.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes); the file is truncated")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    missing = {"format", "state_dict", "config", "metrics"} - (
+        set(payload) if isinstance(payload, dict) else set()
+    )
+    if missing or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a fairesi checkpoint (missing {sorted(missing) or ['format']})"
+        )
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format version {payload['version']}; this fairesi reads "
+            f"up to version {CHECKPOINT_VERSION}"
+        )
+    return payload
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    head_model=None,
+) -> Checkpoint:
+    """Load a checkpoint and rebuild its model.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.pt`` file written by :func:`fairesi.train.train` (``last.pt`` or ``best.pt``).
+    map_location : str or torch.device
+        Device of the returned model and tensors.
+    head_model : HeadModel or None
+        Head model to build the model for. It must have the checkpoint's number of regions
+        and the same channel names (else ``ValueError``). None resolves the checkpoint's own
+        head-model spec ('default', 'toy' or its file path).
+
+    Returns
+    -------
+    checkpoint : Checkpoint
+        With ``.model`` in eval mode.
+    """
+    from fairesi.models import build_model
+
+    payload = read_checkpoint(path, map_location)
+    config = payload["config"]
+    if head_model is None:
+        head_model = load_head_model(config["train"]["head_model"])
+    check_head_model(config, head_model, source=f"checkpoint {path}")
+    model = build_model(
+        config["model"]["name"],
+        head_model,
+        config["head_model"]["modality"],
+        int(config["data"]["n_times"]),
+        **config["model"]["hyper"],
+    )
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"checkpoint {path} does not fit the {config['model']['name']!r} model it names "
+            f"(written by another fairesi version?): {str(err).splitlines()[0]}"
+        ) from None
+    model.to(map_location).eval()
+    return Checkpoint(
+        model=model,
+        config=config,
+        metrics=dict(payload["metrics"]),
+        path=Path(path),
+        head_model=head_model,
+        state=payload,
+    )
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint payload atomically (a reader never sees a partial file)."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The random state a resume restores: torch's CPU generator, and CUDA's on CUDA."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
