@@ -15,8 +15,9 @@ three views on)::
     none        no spectral/temporal refinement (Table IV's first row, a reference)
 
 Every variant trains the same recipe with the same seed (same batches in the same
-order): SimMEG r = 5 dB, N_s = 2, N_n = 2 (paper Table IV), centres shared by the splits
-(the paper's protocol of ``fairesi train --shared-centres``), ``--redraw`` (every epoch a
+order): SimMEG r = 5 dB, N_s = 2, N_n = 2 (paper Table IV) under the paper's protocol
+(``SimConfig(protocol='paper')``: shared centres, DeepSIF's noise definition and patch
+growth, free peak position; metrics with DeepSIF's signed Otsu rule), ``--redraw`` (every epoch a
 fresh realisation of the epoch's samples), epochs of ``--epoch-samples`` samples with a
 validation pass after each (the learning curve), learning rate halved on a validation
 plateau, up to ``--steps`` optimizer steps. The best checkpoint by validation loss is then
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument("--seed", type=int, action="append", help="seed(s) (default: 0)")
-    parser.add_argument("--steps", type=int, default=4500, help="max optimizer steps (4500)")
+    parser.add_argument("--steps", type=int, default=3000, help="max optimizer steps (3000)")
     parser.add_argument("--epoch-samples", type=int, default=8000, help="samples per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-times", type=int, default=128, help="samples per trial (128)")
@@ -107,7 +108,7 @@ def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfi
             n_sources=args.n_sources,
             n_rings=args.n_rings,
             n_times=args.n_times,
-            disjoint_centres=False,
+            protocol="paper",
             n_train_samples=args.epoch_samples,
             n_val_samples=args.n_val,
             redraw=True,
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     synth = synthesizer(config.data, head_model=args.head_model, bank=args.bank, seed=config.seed)
     intro = (
         f"FAIR-ESI refinement readings: {DATASET} r={SNR_DB:g} dB, N_s={args.n_sources}, "
-        f"N_n={args.n_rings}, shared centres, n_times={args.n_times}, preset {args.preset!r}, "
+        f"N_n={args.n_rings}, paper protocol, n_times={args.n_times}, preset {args.preset!r}, "
         f"batch {args.batch_size}, lr {args.lr:g}, up to {args.steps} steps, epochs of "
         f"{args.epoch_samples} redrawn samples; torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s), {platform.machine()}; "

@@ -9,7 +9,7 @@ import pytest
 import fairesi.simulate.bank as bank_module
 from fairesi.cli import main as cli_main
 from fairesi.simulate import Connectome, WaveformBank, build_bank, detect_spikes
-from fairesi.simulate.bank import select_spikes
+from fairesi.simulate.spikes import select_spikes
 
 
 def _bump(n: int, at: int, height: float, width: float = 5.0) -> np.ndarray:

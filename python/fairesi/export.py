@@ -1,4 +1,4 @@
-"""Export trained models for inference without Python (SPEC section 8).
+"""Export trained models for inference without Python (docs/embedding.md).
 
 Two formats, both read by the C++ runner ``fairesi-infer`` (``cpp/runner``):
 

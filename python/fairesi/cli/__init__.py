@@ -13,6 +13,10 @@ calls it with ARGS untouched, before any parsing (``infer`` hands every option, 
 Errors a user can fix (bad file, bad value) are raised as ``FairesiUserError`` or
 ``ValueError``/``FileNotFoundError`` and printed as one line on stderr with exit code 2;
 anything else is a bug and shows its traceback.
+
+Layering: the top of the package; it may import every other part of ``fairesi`` (lazily,
+inside each command's ``run``, so that ``fairesi --help`` stays fast) and nothing imports
+it but ``fairesi.__main__``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
         description=(
             "Synthesise samples of one split of a SimMEG/SimEEG configuration (sources from "
             "the waveform bank, lead-field projection, white sensor noise, DeepSIF "
-            "normalisation; SPEC section 4) and write them to a chunked, gzip-compressed "
+            "normalisation; docs/protocols.md) and write them to a chunked, gzip-compressed "
             "HDF5 file with the ground truth and all metadata. Sample i of a split depends "
             "only on (seed, split, i), so a file holds exactly what training on the fly sees. "
             "The file is written atomically; more than 4096 samples are first written as "

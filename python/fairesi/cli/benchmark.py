@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--shared-centres",
         action="store_true",
         help="the paper's protocol: every split draws its source centres from all regions "
-        "(default: SPEC's disjoint per-split pools); checkpoints must be trained so",
+        "(default: disjoint per-split pools); checkpoints must be trained so",
     )
     parser.add_argument(
         "--protocol",

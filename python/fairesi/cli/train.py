@@ -174,7 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         default=argparse.SUPPRESS,
         help="draw every split's source centres from all regions (the paper's random split "
-        "of one sample set) instead of disjoint per-split pools of regions (SPEC default)",
+        "of one sample set) instead of disjoint per-split pools of regions (the default)",
     )
     parser.add_argument(
         "--redraw",

@@ -48,7 +48,7 @@ def check_split(split: str) -> None:
 
 @dataclass(frozen=True)
 class SimConfig:
-    """What one simulated dataset configuration looks like (SPEC §4).
+    """What one simulated dataset configuration looks like (the strict protocol, docs/protocols.md).
 
     Parameters
     ----------
@@ -68,7 +68,7 @@ class SimConfig:
         Relative sizes of train, val and test (10:1:1); also the ratio in which the
         regions are partitioned into centre pools.
     disjoint_centres : bool
-        True (SPEC §4): each split draws its source centres from its own pool of regions,
+        True (the strict protocol, docs/protocols.md): each split draws its source centres from its own pool of regions,
         so test sources lie where training never put a centre. False: every split draws
         from all regions (the splits still hold different samples), as a random 10:1:1
         split of one sample set does; the paper's 47,904 samples are 48 per region of its

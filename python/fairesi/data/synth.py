@@ -2,7 +2,7 @@
 
 A :class:`Synthesizer` turns a :class:`~fairesi.headmodel.HeadModel` and a
 :class:`~fairesi.simulate.WaveformBank` into an endless, seeded supply of samples laid out
-as SPEC §4 describes, mirroring DeepSIF's loader (``loaders.SpikeEEGBuild``):
+as docs/protocols.md describes (strict protocol), mirroring DeepSIF's loader (``loaders.SpikeEEGBuild``):
 
 1. **Background.** Every region carries Jansen-Rit background activity: the same random
    ``n_times`` window of the bank's background traces for all regions, so inter-region

@@ -8,7 +8,7 @@ The network reads like the paper's Fig. 2, one module per box, in this order::
       -> N x PatchwiseRefinement       (B, C, Np, L)   key patch + attention + conv blocks, 2(c)
       -> SourceReconstruction          (B, R, T)       transpose conv + MLP(X) + X -> BiGRU, 2(d)
 
-Interpretations of what the paper leaves open (SPEC section 5 fixes the rest):
+Interpretations of what the paper leaves open (docs/design.md has the rest):
 
 * **Patching** pads the end of every channel with zeros so that the last patch reaches the
   last sample: ``Np = ceil(max(T - L, 0) / S) + 1`` (62 patches for T = 500), so every

@@ -5,8 +5,12 @@
 - :mod:`~fairesi.simulate.jansen_rit`: :class:`JansenRitParams` and
   :func:`simulate_network` (the C++/OpenMP simulator ``fairesi._nmm``);
 - :mod:`~fairesi.simulate.reference`: the numba reference of the same equations;
-- :mod:`~fairesi.simulate.bank`: spike detection, :class:`WaveformBank` and
-  :func:`build_bank`.
+- :mod:`~fairesi.simulate.spikes`: spike detection (DeepSIF's rules);
+- :mod:`~fairesi.simulate.bank`: :class:`WaveformBank` and :func:`build_bank`.
+
+Layering: this package imports :mod:`fairesi.headmodel` (regions, geometry) and
+:mod:`fairesi.io`; :mod:`fairesi.data`, :mod:`fairesi.experiment` and the CLI import it,
+never the reverse.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fairesi.simulate.bank import WaveformBank, build_bank, detect_spikes
+from fairesi.simulate.bank import WaveformBank, build_bank
 from fairesi.simulate.connectome import Connectome
 from fairesi.simulate.jansen_rit import (
     DEEPSIF_SETTINGS,
@@ -23,6 +27,7 @@ from fairesi.simulate.jansen_rit import (
     deepsif_noise_sigma,
     simulate_network,
 )
+from fairesi.simulate.spikes import detect_spikes
 
 __all__ = [
     "DEEPSIF_SETTINGS",
