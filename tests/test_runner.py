@@ -409,3 +409,25 @@ def test_npy_reader_fuzzed_under_address_sanitizer():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "400 files" in proc.stdout and "no sanitizer report" in proc.stdout
+
+
+def test_fused_eeg_meg_model_runs_in_the_runner(tmp_path):
+    """A fused (EEG+MEG) export takes one input of C_eeg + C_meg channels, EEG first; the
+    runner normalises each modality block on its own, like the training data (<= 1e-5)."""
+    head = HeadModel.toy()
+    torch.manual_seed(0)
+    model = build_model("mmdf_esi", head, "eeg+meg", 64, preset="tiny").eval()
+    path = tmp_path / "fused.pt"
+    export_model(model, path, build_metadata(head, "eeg+meg", 64), fused_op=False)
+    meta = read_metadata(path)
+    assert meta["normalisation"] == "deepsif-per-modality" and meta["channel_groups"] == [32, 48]
+    x = torch.randn(2, 80, 64, generator=torch.Generator().manual_seed(5))
+    x[:, 32:] *= SCALE  # MEG in T, EEG in V: very different scales
+    with torch.no_grad():
+        eager = model(torch.cat([normalise_input(b) for b in x.split([32, 48], dim=1)], dim=1))
+    np.save(tmp_path / "x.npy", x.numpy())
+    infer(path, tmp_path / "x.npy", tmp_path / "y.npy", "--batch")
+    torch.testing.assert_close(
+        torch.from_numpy(np.load(tmp_path / "y.npy")), eager, rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(load_exported(path)(x), eager, rtol=0, atol=1e-5)

@@ -86,6 +86,15 @@ Metadata Metadata::from_json(const std::string& text, const std::string& source)
                                        xyz[2].as_number()});
     }
     m.normalisation = root.at("normalisation").as_string();
+    if (root.contains("channel_groups")) {
+      for (const auto& item : root.at("channel_groups").as_array()) {
+        const double value = item.as_number();
+        if (!(value >= 1 && value <= 1e9 && std::floor(value) == value)) {
+          throw std::invalid_argument("'channel_groups' must hold positive integers");
+        }
+        m.channel_groups.push_back(static_cast<int64_t>(value));
+      }
+    }
     m.output_layout = root.at("output_layout").as_string();
     m.needs_ops_library = root.at("needs_ops_library").as_bool();
     m.fairesi_version = root.at("fairesi_version").as_string();
@@ -103,9 +112,19 @@ Metadata Metadata::from_json(const std::string& text, const std::string& source)
   }
   // Only what this runner implements may run: an unknown normalisation or layout would
   // silently give wrong sources.
-  if (m.normalisation != "deepsif") {
+  if (m.normalisation != "deepsif" && m.normalisation != "deepsif-per-modality") {
     throw ModelError("model '" + source + "': normalisation '" + m.normalisation +
-                     "' is not supported by this runner (expected 'deepsif')");
+                     "' is not supported by this runner (expected 'deepsif' or "
+                     "'deepsif-per-modality')");
+  }
+  if (m.channel_groups.empty()) m.channel_groups.push_back(m.n_channels());
+  int64_t grouped = 0;
+  for (const int64_t n : m.channel_groups) grouped += n;
+  if (grouped != m.n_channels() ||
+      (m.normalisation == "deepsif") != (m.channel_groups.size() == 1)) {
+    throw ModelError("model '" + source + "': inconsistent " + kMetadataName +
+                     " ('channel_groups' must add up to the channels, and more than one group "
+                     "goes with normalisation 'deepsif-per-modality')");
   }
   if (m.output_layout != "regions x times") {
     throw ModelError("model '" + source + "': output layout '" + m.output_layout +
@@ -308,6 +327,15 @@ at::Tensor Runner::normalise(const at::Tensor& epochs) {
   return centred.div_(peak);
 }
 
+at::Tensor Runner::normalise(const at::Tensor& epochs, const std::vector<int64_t>& groups) {
+  if (groups.size() <= 1) return normalise(epochs);
+  std::vector<at::Tensor> blocks;
+  for (const at::Tensor& block : epochs.split_with_sizes(groups, /*dim=*/1)) {
+    blocks.push_back(normalise(block.contiguous()));
+  }
+  return at::cat(blocks, /*dim=*/1);
+}
+
 at::Tensor Runner::infer(const at::Tensor& epochs) {
   const bool batch = epochs.dim() == 3;
   check_input_shape(impl_->metadata, epochs.sizes().vec(), batch);
@@ -327,7 +355,7 @@ at::Tensor Runner::infer(const at::Tensor& epochs) {
                      ") is NaN or infinite (or a float64 beyond the float32 range); "
                      "expected finite samples");
   }
-  x = normalise(x);
+  x = normalise(x, impl_->metadata.channel_groups);
 
   at::Tensor out;
   try {

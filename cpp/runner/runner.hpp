@@ -42,7 +42,7 @@ inline constexpr const char* kMetadataName = "fairesi_metadata.json";
 
 // The metadata `fairesi export` stores with a model.
 struct Metadata {
-  std::string modality;                    // "eeg" or "meg"
+  std::string modality;                    // "eeg", "meg" or "eeg+meg"
   std::vector<std::string> ch_names;       // input channel order, C entries
   std::vector<std::string> ch_types;       // MNE channel types ("eeg", "mag", "grad")
   double sfreq = 0.0;                      // sampling rate of the input, Hz
@@ -50,7 +50,9 @@ struct Metadata {
   int64_t n_regions = 0;                   // source regions, R
   std::vector<std::string> region_names;   // R entries
   std::vector<std::array<double, 3>> region_centroids_mm;  // R x (x, y, z), mm
-  std::string normalisation;               // "deepsif"
+  std::string normalisation;               // "deepsif" or "deepsif-per-modality"
+  std::vector<int64_t> channel_groups;     // channels per modality block, in input order
+                                           // (EEG then MEG for "eeg+meg"); one block: {C}
   std::string output_layout;               // "regions x times"
   bool needs_ops_library = false;          // calls torch.ops.fairesi.* (TorchScript only)
   std::string fairesi_version;
@@ -108,6 +110,8 @@ class Runner {
   // fairesi.data.normalise_input: remove each channel's time mean, then each time point's
   // channel mean, then divide each epoch by its maximum absolute value.
   static at::Tensor normalise(const at::Tensor& epochs);
+  // The same per channel block (fused EEG+MEG models: each modality on its own).
+  static at::Tensor normalise(const at::Tensor& epochs, const std::vector<int64_t>& groups);
 
  private:
   struct Impl;

@@ -106,7 +106,9 @@ def build_metadata(
     head_model : fairesi.headmodel.HeadModel
         Head model the network was trained for (channels of ``modality``, regions).
     modality : str
-        ``'eeg'`` or ``'meg'``.
+        ``'eeg'``, ``'meg'`` or ``'eeg+meg'`` (one input, EEG channels first; each block
+        normalised on its own: ``normalisation`` 'deepsif-per-modality' with
+        ``channel_groups``).
     n_times : int
         Samples per input epoch T.
     sfreq : float
@@ -122,6 +124,7 @@ def build_metadata(
         JSON-able; :func:`export_model` adds ``format`` and ``needs_ops_library``.
     """
     lead_field = head_model.lead_field(modality)
+    groups = [int(n) for n in lead_field.channel_groups]
     if int(n_times) < 1:
         raise ValueError(f"n_times must be >= 1, got {n_times}")
     if not float(sfreq) > 0:
@@ -136,7 +139,9 @@ def build_metadata(
         "region_names": [str(n) for n in head_model.region_names],
         "region_centroids_mm": np.asarray(head_model.region_centroids_mm, dtype=float).tolist(),
         "head_model": str(head_model.name),
-        "normalisation": "deepsif",
+        # A fused model normalises each modality block on its own, as its data were.
+        "normalisation": "deepsif" if len(groups) == 1 else "deepsif-per-modality",
+        "channel_groups": groups,
         "input_layout": "channels x times",
         "output_layout": "regions x times",
         "model": model_name,
@@ -394,8 +399,10 @@ class ExportedModel:
                 f"input of shape {tuple(epochs.shape)} does not fit the model; expected "
                 f"(channels, times) or (batch, channels, times) with {expected}"
             )
+        groups = self.metadata.get("channel_groups", [x.shape[1]])
         with torch.inference_mode():
-            out = self.module(normalise_input(x))
+            x = torch.cat([normalise_input(block) for block in x.split(groups, dim=1)], dim=1)
+            out = self.module(x)
         return out[0] if single else out
 
 

@@ -14,7 +14,7 @@ from fairesi.cli import FairesiUserError
 
 # fairesi.data.PRESETS and SPLITS, spelled out so that `fairesi --help` does not import
 # torch and numba (tests/test_data.py checks that they agree).
-CONFIGS = ("SimEEG", "SimMEG")
+CONFIGS = ("SimEEG", "SimEEGMEG", "SimMEG")
 SPLITS = ("train", "val", "test")
 
 
@@ -39,8 +39,9 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
         "--config",
         choices=CONFIGS,
         default="SimMEG",
-        help="dataset configuration: SimMEG (306 MEG channels, 500 samples) or SimEEG "
-        "(256 EEG channels, 260 samples) (default: SimMEG)",
+        help="dataset configuration: SimMEG (306 MEG channels, 500 samples), SimEEG "
+        "(256 EEG channels, 260 samples) or SimEEGMEG (both of the same sources, EEG "
+        "channels first, 500 samples) (default: SimMEG)",
     )
     p.add_argument("--snr", type=float, default=5.0, help="sensor SNR in dB (default: 5)")
     p.add_argument(

@@ -19,6 +19,7 @@ __all__ = [
     "normalise_max",
     "region_mask",
     "scatter_regions",
+    "stack_modalities",
 ]
 
 
@@ -105,6 +106,36 @@ class RawBatch:
     spike_index: torch.Tensor
     peak_sample: torch.Tensor
     background_start: torch.Tensor
+
+
+def stack_modalities(eeg: torch.Tensor, meg: torch.Tensor) -> torch.Tensor:
+    """One fused input from EEG and MEG data of the same epochs, EEG channels first.
+
+    Parameters
+    ----------
+    eeg : torch.Tensor (B, C_eeg, T)
+    meg : torch.Tensor (B, C_meg, T)
+        Same batch size and number of time samples.
+
+    Returns
+    -------
+    torch.Tensor (B, C_eeg + C_meg, T)
+        The layout of the 'eeg+meg' modality (normalise each block with
+        :func:`normalise_input` first, as the synthesizer does).
+    """
+    if eeg.dim() != 3 or meg.dim() != 3:
+        raise ValueError(
+            f"EEG and MEG data must be (batch, channels, times), got {tuple(eeg.shape)} and "
+            f"{tuple(meg.shape)}"
+        )
+    if eeg.shape[2] != meg.shape[2]:
+        raise ValueError(
+            f"EEG and MEG must cover the same time samples: EEG has {eeg.shape[2]}, MEG "
+            f"{meg.shape[2]}"
+        )
+    if eeg.shape[0] != meg.shape[0]:
+        raise ValueError(f"EEG has {eeg.shape[0]} epochs and MEG {meg.shape[0]}; pair them")
+    return torch.cat([eeg, meg], dim=1)
 
 
 def normalise_input(y: torch.Tensor) -> torch.Tensor:

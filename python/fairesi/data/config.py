@@ -18,7 +18,13 @@ SPLITS = ("train", "val", "test")
 PRESETS: dict[str, dict[str, Any]] = {
     "SimMEG": {"modality": "meg", "n_times": 500},
     "SimEEG": {"modality": "eeg", "n_times": 260},
+    # EEG and MEG of the same sources (MMDF-ESI): Neuromag systems record both at one
+    # sampling rate, so the MEG window length.
+    "SimEEGMEG": {"modality": "eeg+meg", "n_times": 500},
 }
+
+#: Sensor modalities of a configuration: one lead field, or both stacked (EEG first).
+SIM_MODALITIES = ("meg", "eeg", "eeg+meg")
 
 #: Evaluation protocols: 'strict' (ours, the default) and 'paper' (the FAIR-ESI paper's,
 #: which follows DeepSIF's code; see :class:`SimConfig` and docs/protocols.md).
@@ -52,8 +58,10 @@ class SimConfig:
 
     Parameters
     ----------
-    modality : {'meg', 'eeg'}
-        Which lead field of the head model projects the sources.
+    modality : {'meg', 'eeg', 'eeg+meg'}
+        Which lead field of the head model projects the sources; 'eeg+meg' (SimEEGMEG)
+        projects the same sources through both (EEG channels first), each modality with
+        its own sensor noise at ``snr_db`` and its own input normalisation.
     n_times : int
         Samples per example, at the bank's sampling rate (SimMEG 500, SimEEG 260).
     snr_db : float
@@ -108,8 +116,10 @@ class SimConfig:
         # Accept lists (from JSON/HDF5 attributes) but store hashable tuples.
         for name in ("split_ratio", "source_snr_db", "half_amplitude_rings", "peak_position"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.modality not in ("meg", "eeg"):
-            raise ValueError(f"modality must be 'meg' or 'eeg', got {self.modality!r}")
+        if self.modality not in SIM_MODALITIES:
+            raise ValueError(
+                f"modality must be one of {list(SIM_MODALITIES)}, got {self.modality!r}"
+            )
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         if int(self.n_times) != self.n_times or self.n_times < 2:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.data.batch import Batch, normalise_input, normalise_max, region_mask, scatter_regions
+from fairesi.data.batch import Batch, normalise_max, region_mask, scatter_regions
 from fairesi.data.config import SimConfig
 from fairesi.data.synth import Synthesizer
 
@@ -199,7 +199,7 @@ def _write_samples(f, synth, split, start, n, attrs, batch_size, bar) -> None:
         index = torch.arange(start + first, start + min(first + batch_size, n))
         composed = synth._compose(split, index)
         columns = {
-            "x": normalise_input(composed.sensor_clean + composed.noise),
+            "x": synth.normalised_input(composed.sensor_clean + composed.noise),
             "target_regions": composed.regions,
             "target_values": normalise_max(composed.patch_activity),
             "sample_index": index,

@@ -140,7 +140,8 @@ class Synthesizer:
             raise TypeError(f"config must be a SimConfig, got {type(config).__name__}")
         if int(seed) != seed or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-        if config.modality not in head_model.lead_fields:
+        needed = config.modality.split("+")
+        if not set(needed) <= set(head_model.lead_fields):
             raise ValueError(
                 f"head model {head_model.name!r} has no {config.modality!r} lead field "
                 f"(available: {sorted(head_model.lead_fields)}); configuration needs "
@@ -177,6 +178,9 @@ class Synthesizer:
         self.lead_field = head_model.lead_field(config.modality)
         self.n_regions = n_regions
         self.n_channels = self.lead_field.n_channels
+        #: Channels per modality block (EEG first for 'eeg+meg'): each block gets its own
+        #: input normalisation, and the source SNR weighs the blocks equally.
+        self.channel_groups = self.lead_field.channel_groups
         self._snr_half_window = round(_SNR_HALF_WINDOW_S * float(bank.sfreq))
 
         hop = np.asarray(head_model.hop_distance).astype(np.int64)
@@ -191,6 +195,23 @@ class Synthesizer:
         self._projected_background = (gain @ bg).T.contiguous().to(dev)  # (N_bg, C)
         self._background = bg.to(dev)  # (R, N_bg)
         self._gain_t = gain.T.contiguous().to(dev)  # (R, C)
+        # Fused modalities: sensor powers of the source-SNR rule are summed per modality
+        # after dividing each channel by its modality's mean background power, so that
+        # neither modality's units dominate (None: one modality, plain sums).
+        self._snr_channel_weight = None
+        if len(self.channel_groups) > 1:
+            power = self._projected_background.double().square().mean(0)  # (C,)
+            weight = torch.cat(
+                [
+                    torch.full((n,), 1.0 / float(block.mean()), dtype=torch.float64)
+                    for n, block in zip(
+                        self.channel_groups,
+                        power.split(list(self.channel_groups)),
+                        strict=True,
+                    )
+                ]
+            )
+            self._snr_channel_weight = weight.float().to(dev)
         # Unit-peak spikes, as DeepSIF's ssig / max(ssig).
         self._spikes = torch.from_numpy(spikes / spikes.max(axis=1, keepdims=True)).to(dev)
         regions = np.asarray(bank.spike_regions, dtype=np.int64)
@@ -412,13 +433,15 @@ class Synthesizer:
             "bkmc,bkm->bkc", gain_patch.reshape(n, n_s, -1, self.n_channels), p["patch_weights"]
         )  # (B, N_s, C)
         centred = waveform - waveform.mean(-1, keepdim=True)
-        power_signal = patch_gain.square().sum(-1) * (
-            centred.gather(2, snr_t).square() * in_window
-        ).sum(-1)
         background_at = sensor_background.gather(
             2, snr_t.reshape(n, 1, -1).expand(-1, self.n_channels, -1)
         ) - sensor_background.mean(-1, keepdim=True)  # (B, C, N_s * W)
-        energy = background_at.square().sum(1).reshape(snr_t.shape)
+        gain_power, background_power = patch_gain.square(), background_at.square()
+        if self._snr_channel_weight is not None:
+            gain_power = gain_power * self._snr_channel_weight
+            background_power = background_power * self._snr_channel_weight[:, None]
+        power_signal = gain_power.sum(-1) * (centred.gather(2, snr_t).square() * in_window).sum(-1)
+        energy = background_power.sum(1).reshape(snr_t.shape)
         power_background = (energy * in_window).sum(-1)
         # Both powers are sums over the same window, so their ratio needs no window length.
         ratio = power_background / power_signal.clamp_min(torch.finfo(torch.float32).tiny)
@@ -441,6 +464,14 @@ class Synthesizer:
         ).reshape(n, -1, n_t)
         p["source_scale"] = scale.float()
         return _Composed(p, regions, patch_activity, sensor_clean, noise, window)
+
+    def normalised_input(self, y: torch.Tensor) -> torch.Tensor:
+        """DeepSIF's input normalisation (:func:`~fairesi.data.batch.normalise_input`) of
+        sensor data ``y`` (B, C, T), each modality block on its own; unitless (B, C, T)."""
+        if len(self.channel_groups) == 1:
+            return normalise_input(y)
+        blocks = y.split(list(self.channel_groups), dim=1)
+        return torch.cat([normalise_input(block) for block in blocks], dim=1)
 
     def _target_and_mask(self, composed: _Composed) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised target (B, R, T) and source mask (B, R) bool."""
@@ -500,7 +531,7 @@ class Synthesizer:
         composed = self._compose(split, index, draw)
         target, mask = self._target_and_mask(composed)
         return Batch(
-            x=normalise_input(composed.sensor_clean + composed.noise),
+            x=self.normalised_input(composed.sensor_clean + composed.noise),
             target=target,
             source_mask=mask,
             centres=composed.params["centres"],

@@ -66,13 +66,20 @@ from fairesi.headmodel.build import (
     build_default_head_model,
 )
 from fairesi.headmodel.from_mne import region_geometry
-from fairesi.headmodel.model import MODALITIES, UNREACHABLE_HOPS, HeadModel, LeadField
+from fairesi.headmodel.model import (
+    FUSED_MODALITY,
+    MODALITIES,
+    UNREACHABLE_HOPS,
+    HeadModel,
+    LeadField,
+)
 
 __all__ = [
     "BRAIN_SHELL_MARGIN_MM",
     "DEFAULT_NAME",
     "EEG_MONTAGE",
     "MEG_SYSTEM",
+    "FUSED_MODALITY",
     "MODALITIES",
     "SPHERE_RELATIVE_RADII",
     "SPHERE_SIGMAS",

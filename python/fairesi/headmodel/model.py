@@ -20,6 +20,10 @@ from scipy.sparse.csgraph import shortest_path
 
 #: Modalities a head model may carry lead fields for.
 MODALITIES = ("eeg", "meg")
+#: The fused modality: both lead fields stacked, EEG rows first, then MEG
+#: (:meth:`HeadModel.lead_field`); data, models and exports of it take one input of
+#: C_eeg + C_meg channels in that order.
+FUSED_MODALITY = "eeg+meg"
 
 #: Hop distance reported between regions with no path between them (e.g. the two
 #: hemispheres, whose cortical meshes are separate): larger than any real distance, so
@@ -54,8 +58,11 @@ class LeadField:
     ch_positions_m: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.modality not in MODALITIES:
-            raise ValueError(f"unknown modality {self.modality!r}; expected one of {MODALITIES}")
+        if self.modality not in (*MODALITIES, FUSED_MODALITY):
+            raise ValueError(
+                f"unknown modality {self.modality!r}; expected one of "
+                f"{[*MODALITIES, FUSED_MODALITY]}"
+            )
         self.gain = np.ascontiguousarray(self.gain, dtype=np.float32)
         self.ch_positions_m = np.ascontiguousarray(self.ch_positions_m, dtype=np.float32)
         self.ch_names = [str(n) for n in self.ch_names]
@@ -74,7 +81,11 @@ class LeadField:
             )
         if len(set(self.ch_names)) != n:
             raise ValueError(f"{self.modality} lead field: channel names are not unique")
-        allowed = {"eeg"} if self.modality == "eeg" else {"mag", "grad"}
+        allowed = {
+            "eeg": {"eeg"},
+            "meg": {"mag", "grad"},
+            FUSED_MODALITY: {"eeg", "mag", "grad"},
+        }[self.modality]
         bad = sorted(set(self.ch_types) - allowed)
         if bad:
             raise ValueError(
@@ -86,6 +97,15 @@ class LeadField:
     def n_channels(self) -> int:
         """Number of channels (rows of ``gain``)."""
         return self.gain.shape[0]
+
+    @property
+    def channel_groups(self) -> tuple[int, ...]:
+        """Channels per modality block, in row order: ``(C,)``, or ``(C_eeg, C_meg)`` for
+        the fused modality."""
+        if self.modality != FUSED_MODALITY:
+            return (self.n_channels,)
+        n_eeg = sum(t == "eeg" for t in self.ch_types)
+        return (n_eeg, self.n_channels - n_eeg)
 
     def pick(self, ch_names: list[str]) -> LeadField:
         """Return the lead field restricted to, and ordered like, ``ch_names``.
@@ -118,8 +138,9 @@ class LeadField:
             )
         rows = np.array([index[name] for name in ch_names], dtype=np.intp)
         gain = self.gain[rows]
-        if self.modality == "eeg":
-            gain = gain - gain.mean(axis=0, keepdims=True)
+        eeg = np.array([self.ch_types[i] == "eeg" for i in rows], dtype=bool)
+        if eeg.any():  # EEG rows are re-referenced to the average of the picked electrodes
+            gain[eeg] = gain[eeg] - gain[eeg].mean(axis=0, keepdims=True)
         return LeadField(
             self.modality,
             gain,
@@ -224,12 +245,13 @@ class HeadModel:
         return int(self.vertex_region.shape[0])
 
     def lead_field(self, modality: str) -> LeadField:
-        """Return the lead field of ``modality`` (``'eeg'`` or ``'meg'``).
+        """Return the lead field of ``modality`` (``'eeg'``, ``'meg'`` or ``'eeg+meg'``).
 
         Parameters
         ----------
         modality : str
-            ``'eeg'`` or ``'meg'``.
+            ``'eeg'``, ``'meg'``, or ``'eeg+meg'`` (:data:`FUSED_MODALITY`: both stacked,
+            EEG rows first; needs both lead fields).
 
         Returns
         -------
@@ -241,6 +263,15 @@ class HeadModel:
         ValueError
             If the model has no lead field for ``modality``; the message lists those it has.
         """
+        if modality == FUSED_MODALITY:
+            eeg, meg = self.lead_field("eeg"), self.lead_field("meg")
+            return LeadField(
+                FUSED_MODALITY,
+                np.concatenate([eeg.gain, meg.gain]),
+                eeg.ch_names + meg.ch_names,
+                eeg.ch_types + meg.ch_types,
+                np.concatenate([eeg.ch_positions_m, meg.ch_positions_m]),
+            )
         try:
             return self.lead_fields[modality]
         except KeyError:

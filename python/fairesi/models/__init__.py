@@ -12,6 +12,8 @@ registry name in :data:`MODELS`.
 * :mod:`~fairesi.models.fair_esi`: FAIR-ESI (:class:`FairEsi`, :class:`FairEsiConfig`).
 * :mod:`~fairesi.models.deepsif`, :mod:`~fairesi.models.convdip`: the DeepSIF and ConvDip
   baselines.
+* :mod:`~fairesi.models.mmdf_esi`: MMDF-ESI (:class:`MmdfEsi`), EEG + MEG fused early by
+  squeeze-and-excitation; takes the 'eeg+meg' modality (EEG channels first).
 * :mod:`~fairesi.models.base`, :mod:`~fairesi.models.config`: what the three share.
 
 Layering
@@ -36,6 +38,7 @@ from fairesi.models.base import SourceModel
 from fairesi.models.convdip import ConvDip
 from fairesi.models.deepsif import DeepSif
 from fairesi.models.fair_esi import FairEsi, FairEsiConfig
+from fairesi.models.mmdf_esi import MmdfEsi, MmdfEsiConfig
 
 __all__ = [
     "MODELS",
@@ -43,6 +46,8 @@ __all__ = [
     "DeepSif",
     "FairEsi",
     "FairEsiConfig",
+    "MmdfEsi",
+    "MmdfEsiConfig",
     "SourceModel",
     "build_model",
 ]
@@ -52,6 +57,7 @@ MODELS: dict[str, type[SourceModel]] = {
     "fair_esi": FairEsi,
     "deepsif": DeepSif,
     "convdip": ConvDip,
+    "mmdf_esi": MmdfEsi,
 }
 
 
@@ -65,7 +71,7 @@ def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper
     head_model : fairesi.headmodel.HeadModel
         Supplies the region count and the channel count of ``modality``.
     modality : str
-        ``'eeg'`` or ``'meg'``.
+        ``'eeg'``, ``'meg'`` or ``'eeg+meg'`` (both, EEG channels first; MMDF-ESI needs it).
     n_times : int
         Samples per input window.
     **hyper

@@ -1,0 +1,254 @@
+"""MMDF-ESI: EEG and MEG fused early through squeeze-and-excitation (Jiao et al., Brain
+Informatics 2023, "Multi-modal deep fusion for EEG/MEG source imaging").
+
+The network reads like the abstract's Fig. 1, one module per box, applied to every time
+sample (like ConvDip, the authors' model maps one time instant to one source vector)::
+
+    x (B, C_eeg + C_meg, T) -> per time sample, split by modality
+      -> ModalityEncoder per modality  (N, F, G, G)     scalp image (N = B*T), dilated
+                                                         conv, ReLU, max-pool
+      -> concatenate                   (N, 2F, G, G)    EEG maps, then MEG maps
+      -> SqueezeExcitation             (N, 2F, G, G)    one learnt weight per map
+      -> decoder MLP                   (N, R)
+    -> (B, R, T)
+
+Our reading of what the abstract leaves open, after the authors' public code
+(BAGL-lab/ESI-Deep-Learning, ``MMDF_ESI_functions.py`` at commit 7e73f3f; it has no
+licence, so nothing is copied):
+
+* **Scalp images.** The authors place each sensor in a cell of a hand-made lookup table
+  and zero-pad the EEG image to the MEG image's size. We interpolate every modality's
+  sensors onto a common ``G x G`` grid (:func:`~fairesi.models.convdip.
+  sensor_grid_interpolation`, ConvDip's topographic maps), so the two maps align pixel by
+  pixel and any montage works; Neuromag's magnetometers and gradiometers at one position
+  are separate image layers.
+* **Encoders.** As the authors': per modality one 3x3 convolution with dilation 2 and
+  ``F`` filters (8), ReLU, and a 3x3 max-pool with stride 1. We pad the convolution to
+  keep the grid size ("same"), where the authors' padding of 1 shrinks it by 2 pixels.
+* **Squeeze-and-excitation** over the ``2F`` concatenated maps: squeeze = mean over the
+  pixels of each map, excitation = Linear(2F, 2F / r), ReLU, Linear(2F / r, 2F),
+  sigmoid, with reduction ``r = 2`` (the authors' 16 -> 8 -> 16); every map is multiplied
+  by its weight, so the network learns how much each modality's features count.
+* **Decoder.** Flatten, Linear(2F G G, H), ReLU, Linear(H, R) with ``H = 500`` (the
+  authors'); linear output, as our targets are signed.
+* **Inputs.** One tensor of ``C_eeg + C_meg`` channels, EEG first (the ``'eeg+meg'`` lead
+  field's order); each modality block normalised on its own (the data pipeline does it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fairesi._validate import check_int, check_positive_int
+from fairesi.models.base import SourceModel
+from fairesi.models.config import PresetConfig
+from fairesi.models.convdip import SensorGrid, sensor_grid_interpolation
+
+__all__ = ["MmdfEsi", "MmdfEsiConfig", "ModalityEncoder", "SqueezeExcitation"]
+
+
+@dataclass(frozen=True)
+class MmdfEsiConfig(PresetConfig):
+    """Hyper-parameters of :class:`MmdfEsi`.
+
+    Attributes
+    ----------
+    n_channels, n_regions, n_times : int
+        Sensors C = C_eeg + C_meg, source regions R, samples per window T (the network
+        works per sample; T sizes nothing).
+    grid_size : int | None
+        Side G of both modalities' scalp images; None: ConvDip's density for the modality
+        with more sensor positions.
+    conv_filters : int
+        F, filters of each modality's encoder (authors: 8).
+    reduction : int
+        Squeeze-and-excitation reduction ratio r (authors: 2).
+    fc_hidden : int
+        H, hidden units of the decoder (authors: 500).
+    """
+
+    n_channels: int
+    n_regions: int
+    n_times: int
+    grid_size: int | None = None
+    conv_filters: int = 8
+    reduction: int = 2
+    fc_hidden: int = 256
+
+    MODEL_LABEL: ClassVar[str] = "MMDF-ESI"
+    #: 'paper' is the authors' size; 'cpu' halves the decoder (it runs on every time
+    #: sample and dominates the cost); 'tiny' for tests.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(conv_filters=4, fc_hidden=32),
+        "cpu": dict(conv_filters=8, fc_hidden=256),
+        "paper": dict(conv_filters=8, fc_hidden=500),
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("n_channels", "n_regions", "n_times", "conv_filters", "fc_hidden"):
+            check_positive_int(f"MmdfEsiConfig.{name}", getattr(self, name))
+        check_positive_int("MmdfEsiConfig.reduction", self.reduction)
+        check_int("MmdfEsiConfig.grid_size", self.grid_size, minimum=3, allow_none=True)
+        if 2 * self.conv_filters < self.reduction:
+            raise ValueError(
+                f"MmdfEsiConfig.reduction ({self.reduction}) must be <= 2 * conv_filters "
+                f"({2 * self.conv_filters})"
+            )
+
+
+class ModalityEncoder(nn.Module):
+    """One modality's sensor values to feature maps: (N, C_m) -> (N, F, G, G).
+
+    Its fixed scalp-image interpolation (:class:`~fairesi.models.convdip.SensorGrid`),
+    then a 3x3 convolution with dilation 2 ('same' padding), ReLU, and a 3x3 max-pool with
+    stride 1.
+
+    Parameters
+    ----------
+    interpolation : np.ndarray, shape (L * G * G, C_m)
+        From :func:`~fairesi.models.convdip.sensor_grid_interpolation`.
+    n_layers, grid_size : int
+        L and G of that matrix.
+    n_filters : int
+        F.
+    """
+
+    def __init__(
+        self, interpolation: np.ndarray, n_layers: int, grid_size: int, n_filters: int
+    ) -> None:
+        super().__init__()
+        matrix = torch.as_tensor(interpolation, dtype=torch.float32)
+        self.n_channels = int(matrix.shape[1])
+        self.grid = SensorGrid(matrix, n_layers, grid_size)
+        self.conv = nn.Conv2d(n_layers, n_filters, 3, dilation=2, padding=2)
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+
+    def forward(self, values: Tensor) -> Tensor:
+        """(N, C_m) -> (N, F, G, G)."""
+        return self.pool(torch.relu(self.conv(self.grid(values))))
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation over feature maps: (N, K, G, G) -> (N, K, G, G).
+
+    ``w = sigmoid(W2 relu(W1 mean_pixels(u)))`` (K -> K / r -> K), output ``u * w`` per map.
+    """
+
+    def __init__(self, n_maps: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, n_maps // reduction)
+        self.squeeze_to_hidden = nn.Linear(n_maps, hidden)
+        self.hidden_to_weights = nn.Linear(hidden, n_maps)
+
+    def weights(self, features: Tensor) -> Tensor:
+        """(N, K, G, G) -> the excitation weights (N, K), in (0, 1)."""
+        squeezed = features.mean(dim=(2, 3))  # (N, K)
+        return torch.sigmoid(self.hidden_to_weights(torch.relu(self.squeeze_to_hidden(squeezed))))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(N, K, G, G) -> (N, K, G, G), every map scaled by its weight."""
+        return features * self.weights(features)[:, :, None, None]
+
+
+class MmdfEsi(SourceModel):
+    """MMDF-ESI: per-modality encoders, early squeeze-and-excitation fusion, MLP decoder.
+
+    Parameters
+    ----------
+    config : MmdfEsiConfig
+        Sizes.
+    grids : list of (np.ndarray, int)
+        Per modality, EEG first: the interpolation matrix (L_m * G * G, C_m) of
+        :func:`~fairesi.models.convdip.sensor_grid_interpolation` and its layer count L_m.
+    grid_size : int
+        G, shared by the modalities.
+    """
+
+    config_class = MmdfEsiConfig
+
+    def __init__(
+        self, config: MmdfEsiConfig, grids: list[tuple[np.ndarray, int]], grid_size: int
+    ) -> None:
+        super().__init__(config)
+        if len(grids) != 2:
+            raise ValueError(f"MMDF-ESI fuses two modalities (EEG, MEG), got {len(grids)}")
+        groups = [int(matrix.shape[1]) for matrix, _ in grids]
+        if sum(groups) != config.n_channels:
+            raise ValueError(
+                f"the modalities' {groups} channels do not add up to n_channels {config.n_channels}"
+            )
+        self.n_regions = config.n_regions
+        self.encoders = nn.ModuleList(
+            [
+                ModalityEncoder(matrix, n_layers, grid_size, config.conv_filters)
+                for matrix, n_layers in grids
+            ]
+        )
+        n_maps = 2 * config.conv_filters
+        self.fusion = SqueezeExcitation(n_maps, config.reduction)
+        self.hidden = nn.Linear(n_maps * grid_size * grid_size, config.fc_hidden)
+        self.output = nn.Linear(config.fc_hidden, config.n_regions)
+
+    @property
+    def channel_groups(self) -> list[int]:
+        """Channels per modality, in input order (EEG, MEG)."""
+        return [int(encoder.n_channels) for encoder in self.encoders]
+
+    @classmethod
+    def _from_config(cls, config: MmdfEsiConfig, lead_field: Any) -> MmdfEsi:
+        """The network for a fused ('eeg+meg') lead field: one grid per modality block."""
+        groups = lead_field.channel_groups
+        if len(groups) != 2:
+            raise ValueError(
+                f"MMDF-ESI needs the fused 'eeg+meg' modality, got {lead_field.modality!r}; "
+                "train it on SimEEGMEG (--dataset SimEEGMEG)"
+            )
+        bounds = np.cumsum([0, *groups])
+        blocks = [slice(int(bounds[k]), int(bounds[k + 1])) for k in range(2)]
+        positions = np.asarray(lead_field.ch_positions_m)
+        types = list(lead_field.ch_types)
+        grid_size = config.grid_size
+        if grid_size is None:  # ConvDip's density for the denser modality
+            grid_size = max(sensor_grid_interpolation(positions[b], types[b])[2] for b in blocks)
+        grids = []
+        for b in blocks:
+            matrix, n_layers, _ = sensor_grid_interpolation(positions[b], types[b], grid_size)
+            grids.append((matrix, n_layers))
+        return cls(config, grids, grid_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_eeg + C_meg, T) sensor data, EEG first -> (B, R, T) source activity."""
+        if x.dim() == 3 and x.shape[1] != self.n_channels:
+            n_eeg, n_meg = self.encoders[0].n_channels, self.encoders[1].n_channels
+            if x.shape[1] == n_eeg or x.shape[1] == n_meg:
+                missing = "MEG" if x.shape[1] == n_eeg else "EEG"
+                raise ValueError(
+                    "MMDF-ESI fuses EEG and MEG: it needs "
+                    + str(self.n_channels)
+                    + " channels ("
+                    + str(n_eeg)
+                    + " EEG, then "
+                    + str(n_meg)
+                    + " MEG), got "
+                    + str(x.shape[1])
+                    + ": the "
+                    + missing
+                    + " channels are missing"
+                )
+        self.check_input(x)
+        n_batch, n_times = x.shape[0], x.shape[2]
+        values = x.transpose(1, 2).reshape(n_batch * n_times, self.n_channels)  # (N, C)
+        features = []
+        start = 0
+        for encoder in self.encoders:
+            stop = start + encoder.n_channels
+            features.append(encoder(values[:, start:stop]))  # (N, F, G, G)
+            start = stop
+        fused = self.fusion(torch.cat(features, dim=1))  # (N, 2F, G, G)
+        sources = self.output(torch.relu(self.hidden(fused.flatten(1))))  # (N, R)
+        return sources.reshape(n_batch, n_times, self.n_regions).transpose(1, 2)

@@ -1,0 +1,162 @@
+"""EEG + MEG fusion: SimEEGMEG joint samples, the SE module, MMDF-ESI, the fused pipeline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fairesi.data import SimConfig, Synthesizer, normalise_input, stack_modalities
+from fairesi.headmodel import HeadModel
+from fairesi.models import MmdfEsi, build_model
+from fairesi.models.mmdf_esi import SqueezeExcitation
+from fairesi.simulate.bank import WaveformBank
+
+pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
+
+
+@pytest.fixture(scope="module")
+def joint(toy_head_model) -> Synthesizer:
+    config = SimConfig.preset("SimEEGMEG", n_times=64, n_samples=240)
+    bank = WaveformBank.synthetic(toy_head_model.n_regions)
+    return Synthesizer(toy_head_model, bank, config, seed=2)
+
+
+def test_fused_lead_field_stacks_eeg_then_meg(toy_head_model) -> None:
+    fused = toy_head_model.lead_field("eeg+meg")
+    eeg, meg = toy_head_model.lead_field("eeg"), toy_head_model.lead_field("meg")
+    assert fused.channel_groups == (eeg.n_channels, meg.n_channels) == (32, 48)
+    np.testing.assert_array_equal(fused.gain, np.concatenate([eeg.gain, meg.gain]))
+    assert fused.ch_names == eeg.ch_names + meg.ch_names
+    # Picking re-references the EEG rows only.
+    picked = fused.pick(eeg.ch_names[:10] + meg.ch_names[:5])
+    scale = np.abs(picked.gain[:10]).max()
+    np.testing.assert_allclose(picked.gain[:10].mean(axis=0) / scale, 0.0, atol=1e-6)
+    np.testing.assert_array_equal(picked.gain[10:], meg.gain[:5])
+
+
+def test_joint_samples_share_their_sources(joint, toy_head_model) -> None:
+    """With noise off (the clean data), each modality's sensor data equal its lead field
+    times the shared sources; the noise is independent per modality at the set SNR."""
+    raw = joint.raw("train", torch.arange(32))
+    eeg = torch.as_tensor(toy_head_model.lead_field("eeg").gain)
+    meg = torch.as_tensor(toy_head_model.lead_field("meg").gain)
+    clean_eeg, clean_meg = raw.sensor_clean.split([32, 48], dim=1)
+    for gain, clean in ((eeg, clean_eeg), (meg, clean_meg)):
+        expected = gain.double() @ raw.sources.double()
+        scale = expected.abs().max()
+        torch.testing.assert_close(clean.double() / scale, expected / scale, atol=1e-5, rtol=0)
+    noise_eeg, noise_meg = raw.noise.split([32, 48], dim=1)
+    for clean, noise in ((clean_eeg, noise_eeg), (clean_meg, noise_meg)):
+        snr = 10 * math.log10(float(clean.double().square().sum() / noise.double().square().sum()))
+        assert snr == pytest.approx(5.0, abs=0.3)
+    # Seeds reproduce; each modality block is normalised on its own.
+    again = joint.batch("train", torch.arange(4))
+    torch.testing.assert_close(again.x, joint.batch("train", torch.arange(4)).x, rtol=0, atol=0)
+    for block in again.x.split([32, 48], dim=1):
+        torch.testing.assert_close(block.abs().amax(dim=(1, 2)), torch.ones(4))
+    raw4 = joint.raw("train", torch.arange(4))
+    y = raw4.sensor_clean + raw4.noise
+    expected = torch.cat([normalise_input(b) for b in y.split([32, 48], dim=1)], dim=1)
+    torch.testing.assert_close(again.x, expected, rtol=0, atol=0)
+
+
+def test_source_snr_weighs_both_modalities(joint) -> None:
+    """The source SNR rule divides each channel by its modality's background power, so the
+    EEG volts do not drown the MEG teslas: both modalities' weights average to one over
+    their own background."""
+    weight = joint._snr_channel_weight.double()
+    power = joint._projected_background.double().square().mean(0)
+    for block_w, block_p in zip(weight.split([32, 48]), power.split([32, 48]), strict=True):
+        assert float((block_w * block_p).mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_squeeze_excitation_by_hand() -> None:
+    se = SqueezeExcitation(4, 2).double()
+    with torch.no_grad():
+        se.squeeze_to_hidden.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, -1.0]]))
+        se.squeeze_to_hidden.bias.zero_()
+        se.hidden_to_weights.weight.copy_(torch.tensor([[1.0, 0], [0, 1.0], [1.0, 1.0], [0, 0]]))
+        se.hidden_to_weights.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 2.0]))
+    features = torch.zeros(1, 4, 2, 2, dtype=torch.float64)
+    features[0, 0] = 2.0  # mean 2
+    features[0, 1] = torch.tensor([[1.0, 3.0], [5.0, 7.0]])  # mean 4
+    features[0, 3] = -1.0  # mean -1
+    # squeeze = (2, 4, 0, -1); hidden = relu(2, 1) = (2, 1); w = sigmoid(2, 1, 3, 2)
+    weights = se.weights(features)
+    expected = torch.sigmoid(torch.tensor([[2.0, 1.0, 3.0, 2.0]], dtype=torch.float64))
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(se(features), features * expected[:, :, None, None])
+
+
+def test_mmdf_esi_shapes_errors_and_script(toy_head_model) -> None:
+    torch.manual_seed(0)
+    model = build_model("mmdf_esi", toy_head_model, "eeg+meg", 64, preset="tiny").eval()
+    assert isinstance(model, MmdfEsi) and model.channel_groups == [32, 48]
+    for n_times in (64, 17):
+        x = torch.randn(3, 80, n_times)
+        assert model(x).shape == (3, 50, n_times)
+    x = torch.randn(2, 80, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+    with pytest.raises(ValueError, match="the EEG channels are missing"):
+        model(torch.randn(2, 48, 20))
+    with pytest.raises(ValueError, match="the MEG channels are missing"):
+        model(torch.randn(2, 32, 20))
+    with pytest.raises(ValueError, match="needs the fused 'eeg\\+meg' modality"):
+        build_model("mmdf_esi", toy_head_model, "meg", 64, preset="tiny")
+    with pytest.raises(ValueError, match="same time samples: EEG has 20, MEG 21"):
+        stack_modalities(torch.randn(1, 32, 20), torch.randn(1, 48, 21))
+    assert stack_modalities(torch.randn(2, 32, 20), torch.randn(2, 48, 20)).shape == (2, 80, 20)
+    # Every parameter learns.
+    model.train()
+    model(torch.randn(2, 80, 16)).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_fused_training_evaluation_and_export(tmp_path) -> None:
+    """SimEEGMEG through the whole pipeline: train, evaluate, export, run the export."""
+    from fairesi.evaluate import evaluate_checkpoint
+    from fairesi.export import export_checkpoint, load_exported, read_metadata
+    from fairesi.train import TrainConfig, load_checkpoint, train
+
+    config = TrainConfig.from_sources(
+        preset="tiny",
+        overrides={
+            "model": "mmdf_esi",
+            "dataset": "SimEEGMEG",
+            "n_train_samples": 16,
+            "n_val_samples": 8,
+            "batch_size": 8,
+            "max_steps": 2,
+            "threads": 1,
+            "progress": False,
+            "out_dir": str(tmp_path / "run"),
+        },
+    )
+    assert config.data.modality == "eeg+meg" and config.data.n_times == 64
+    train(config)
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert isinstance(checkpoint.model, MmdfEsi)
+    assert len(checkpoint.config["head_model"]["ch_names"]) == 80
+    result = evaluate_checkpoint(tmp_path / "run" / "last.pt", n=8, progress=False)
+    assert result.per_sample["precision"].shape == (8,)
+    path = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "fused.pt", fused_op=False)
+    meta = read_metadata(path)
+    assert meta["modality"] == "eeg+meg" and meta["ch_types"][:32] == ["eeg"] * 32
+    epoch = torch.randn(80, 64)
+    with torch.no_grad():
+        expected = checkpoint.model(
+            torch.cat([normalise_input(b[None]) for b in epoch.split([32, 48])], dim=1)
+        )[0]
+    torch.testing.assert_close(load_exported(path)(epoch), expected, rtol=0, atol=1e-5)
+
+
+def test_head_model_without_both_lead_fields_is_refused() -> None:
+    head = HeadModel.toy()
+    only_meg = head.__class__(**{**head.__dict__, "lead_fields": {"meg": head.lead_field("meg")}})
+    with pytest.raises(ValueError, match="no 'eeg' lead field"):
+        only_meg.lead_field("eeg+meg")
