@@ -117,3 +117,37 @@ def test_cli(exported, toy_head_model, tmp_path, capsys):
     assert "est-lh.stc" in capsys.readouterr().out
     assert main(["localize", str(exported), str(tmp_path / "none.fif"), "-o", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fused_model_on_a_recording_with_eeg_and_meg(toy_head_model, tmp_path):
+    """A fused (EEG+MEG) export picks both channel sets from one recording (EEG first);
+    with the MEG channels absent it names them."""
+    from fairesi.data import normalise_input
+
+    torch.manual_seed(0)
+    model = build_model("mmdf_esi", toy_head_model, "eeg+meg", N_TIMES, preset="tiny").eval()
+    path = tmp_path / "fused.pt"
+    metadata = build_metadata(toy_head_model, "eeg+meg", N_TIMES, sfreq=SFREQ)
+    export_model(model, path, metadata, fused_op=False)
+    lead_field = toy_head_model.lead_field("eeg+meg")
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((80, 40)) * np.r_[np.full(32, 1e-6), np.full(48, 1e-12)][:, None]
+    # MEG channels listed first in the recording: picked back into the model's order.
+    order = list(range(32, 80)) + list(range(32))
+    info = mne.create_info(
+        [lead_field.ch_names[i] for i in order], SFREQ, [lead_field.ch_types[i] for i in order]
+    )
+    evoked = mne.EvokedArray(data[order], info, verbose="error")
+    stc = localize(path, evoked, head_model=toy_head_model)
+    x = torch.from_numpy(data.astype(np.float32))
+    expected = np.zeros((toy_head_model.n_regions, 40), np.float32)
+    for start in (0, 8):
+        window = x[None, :, start : start + N_TIMES]
+        blocks = torch.cat([normalise_input(b) for b in window.split([32, 48], dim=1)], dim=1)
+        with torch.no_grad():
+            expected[:, start : start + N_TIMES] = model(blocks)[0].numpy()
+    region = toy_head_model.vertex_region
+    np.testing.assert_allclose(stc.data[region >= 0], expected[region[region >= 0]], atol=1e-5)
+    meg_only = evoked.copy().pick([n for n in evoked.ch_names if n.startswith("MEG")])
+    with pytest.raises(ValueError, match="lacks 32 of the model's 80 channels"):
+        localize(path, meg_only, head_model=toy_head_model)
