@@ -199,3 +199,20 @@ def test_registered_and_trained_by_the_pipeline(toy_head_model, tmp_path, name):
     x = torch.randn(2, len(checkpoint.config["head_model"]["ch_names"]), 64)
     with torch.no_grad():
         assert checkpoint.model(x).shape == (2, checkpoint.head_model.n_regions, 64)
+
+
+@pytest.mark.parametrize(("modality", "n_times"), [("meg", 500), ("eeg", 260)])
+def test_matched_deepsif_preset_has_fair_esi_cpu_size(modality: str, n_times: int) -> None:
+    """DeepSIF 'matched' and FAIR-ESI 'cpu' have parameter counts within 10% of each other
+    on SimMEG and SimEEG of the default head model (the equal-size comparison)."""
+    from fairesi.headmodel import HeadModel
+    from fairesi.models import build_model
+
+    head = HeadModel.default()
+
+    def size(name: str, preset: str) -> int:
+        model = build_model(name, head, modality, n_times, preset=preset)
+        return sum(p.numel() for p in model.parameters())
+
+    ratio = size("deepsif", "matched") / size("fair_esi", "cpu")
+    assert 0.9 <= ratio <= 1.1, ratio

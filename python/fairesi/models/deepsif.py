@@ -64,6 +64,9 @@ class DeepSifConfig(PresetConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(spatial_hidden=32, lstm_layers=3, lstm_hidden=16),
         "cpu": dict(spatial_hidden=256, lstm_layers=3, lstm_hidden=128),
+        # Within 4% of the parameters of FAIR-ESI's 'cpu' preset on SimMEG and SimEEG
+        # (default head model): the equal-size comparison of the two networks.
+        "matched": dict(spatial_hidden=128, lstm_layers=3, lstm_hidden=100),
         "paper": dict(spatial_hidden=500, lstm_layers=3, lstm_hidden=None),
     }
 
