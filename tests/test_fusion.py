@@ -11,7 +11,7 @@ import torch
 from fairesi.data import SimConfig, Synthesizer, normalise_input, stack_modalities
 from fairesi.headmodel import HeadModel
 from fairesi.models import MmdfEsi, build_model
-from fairesi.models.mmdf_esi import SqueezeExcitation
+from fairesi.models.fusion import SqueezeExcitation
 from fairesi.simulate.bank import WaveformBank
 
 pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
@@ -160,3 +160,47 @@ def test_head_model_without_both_lead_fields_is_refused() -> None:
     only_meg = head.__class__(**{**head.__dict__, "lead_fields": {"meg": head.lead_field("meg")}})
     with pytest.raises(ValueError, match="no 'eeg' lead field"):
         only_meg.lead_field("eeg+meg")
+
+
+def test_fused_fair_esi(toy_head_model) -> None:
+    """'fair_esi' on 'eeg+meg' is FAIR-ESI with squeeze-and-excitation early fusion: one
+    branch per modality (its own patch-wise blocks and Eq. 5 terms), a shared decoder."""
+    from fairesi.models import FairEsi, FairEsiFusion
+
+    torch.manual_seed(0)
+    model = build_model("fair_esi", toy_head_model, "eeg+meg", 40, preset="tiny")
+    assert isinstance(model, FairEsiFusion) and model.channel_groups == [32, 48]
+    assert isinstance(build_model("fair_esi", toy_head_model, "eeg", 40, preset="tiny"), FairEsi)
+    # Each branch's blocks see only its modality's channels.
+    assert model.branches[0].front.residual.in_features == 32
+    assert model.branches[1].front.residual.in_features == 48
+    x = torch.randn(2, 80, 40)
+    assert model(x).shape == (2, 50, 40)
+    model(x).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+        # The EEG branch's output depends only on the EEG channels (until the fusion).
+        eeg_latent = model.branches[0](model.refine(model.patching(x)[:, :32]), x[:, :32])
+        other = x.clone()
+        other[:, 32:] = torch.randn(2, 48, 40)
+        torch.testing.assert_close(
+            model.branches[0](model.refine(model.patching(other)[:, :32]), other[:, :32]),
+            eeg_latent,
+        )
+    with pytest.raises(ValueError, match="FairEsiFusion fuses EEG and MEG.*EEG channels are"):
+        model(torch.randn(2, 48, 40))
+
+
+def test_squeeze_excitation_over_time() -> None:
+    """The same module on (B, K, T) features squeezes over time."""
+    se = SqueezeExcitation(6, 2)
+    features = torch.randn(3, 6, 11)
+    weights = se.weights(features)
+    expected = torch.sigmoid(
+        se.hidden_to_weights(torch.relu(se.squeeze_to_hidden(features.mean(-1))))
+    )
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(se(features), features * expected[:, :, None])

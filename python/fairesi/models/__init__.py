@@ -14,6 +14,8 @@ registry name in :data:`MODELS`.
   baselines.
 * :mod:`~fairesi.models.mmdf_esi`: MMDF-ESI (:class:`MmdfEsi`), EEG + MEG fused early by
   squeeze-and-excitation; takes the 'eeg+meg' modality (EEG channels first).
+* :mod:`~fairesi.models.fusion`: the squeeze-and-excitation module and
+  :class:`FairEsiFusion`, what ``'fair_esi'`` builds for the 'eeg+meg' modality.
 * :mod:`~fairesi.models.base`, :mod:`~fairesi.models.config`: what the three share.
 
 Layering
@@ -38,6 +40,7 @@ from fairesi.models.base import SourceModel
 from fairesi.models.convdip import ConvDip
 from fairesi.models.deepsif import DeepSif
 from fairesi.models.fair_esi import FairEsi, FairEsiConfig
+from fairesi.models.fusion import FairEsiFusion
 from fairesi.models.mmdf_esi import MmdfEsi, MmdfEsiConfig
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "DeepSif",
     "FairEsi",
     "FairEsiConfig",
+    "FairEsiFusion",
     "MmdfEsi",
     "MmdfEsiConfig",
     "SourceModel",
@@ -59,6 +63,11 @@ MODELS: dict[str, type[SourceModel]] = {
     "convdip": ConvDip,
     "mmdf_esi": MmdfEsi,
 }
+
+
+#: Registry name -> the class that the name builds for a fused ('eeg+meg') modality, where
+#: it differs (the others take the concatenated channels as one input).
+FUSED_VARIANTS: dict[str, type[SourceModel]] = {"fair_esi": FairEsiFusion}
 
 
 def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper: Any) -> nn.Module:
@@ -84,4 +93,7 @@ def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper
         The model, in training mode, mapping (B, C, T) to (B, R, T).
     """
     check_option("model", name, sorted(MODELS))
-    return MODELS[name].from_head_model(head_model, modality, n_times, **hyper)
+    cls = MODELS[name]
+    if len(head_model.lead_field(modality).channel_groups) > 1:
+        cls = FUSED_VARIANTS.get(name, cls)
+    return cls.from_head_model(head_model, modality, n_times, **hyper)

@@ -93,6 +93,27 @@ class SourceModel(nn.Module):
         """The network for ``config``; a subclass that needs the lead field overrides this."""
         return cls(config)
 
+    def check_modalities(self, x: Tensor, groups: list[int]) -> None:
+        """For a fused EEG+MEG network (``groups`` = [C_eeg, C_meg]): raise ``ValueError``
+        naming the missing modality when ``x`` holds only one modality's channels."""
+        if x.dim() == 3 and x.shape[1] != self.n_channels and len(groups) == 2:
+            if x.shape[1] == groups[0] or x.shape[1] == groups[1]:
+                missing = "MEG" if x.shape[1] == groups[0] else "EEG"
+                raise ValueError(
+                    self.model_name
+                    + " fuses EEG and MEG: it needs "
+                    + str(self.n_channels)
+                    + " channels ("
+                    + str(groups[0])
+                    + " EEG, then "
+                    + str(groups[1])
+                    + " MEG), got "
+                    + str(x.shape[1])
+                    + ": the "
+                    + missing
+                    + " channels are missing"
+                )
+
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is (batch, n_channels, times)."""
         if x.dim() != 3 or x.shape[1] != self.n_channels:

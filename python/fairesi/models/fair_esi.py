@@ -56,10 +56,12 @@ __all__ = [
     "FairEsi",
     "FairEsiConfig",
     "KeyPatchAttention",
+    "LatentSum",
     "Patching",
     "PatchwiseRefinement",
     "SourceReconstruction",
     "n_patches",
+    "refinement_of",
     "select_key_patches",
 ]
 
@@ -410,18 +412,89 @@ class PatchwiseRefinement(nn.Module):
         return self.deconv(self.conv(grid)).permute(0, 2, 3, 1)  # P^O*: (B, C, Np, L)
 
 
-class SourceReconstruction(nn.Module):
+def refinement_of(config: FairEsiConfig) -> tuple[nn.Module, bool]:
+    """The spectral-temporal refinement of a configuration and whether to add its input.
+
+    Returns
+    -------
+    refine : nn.Module
+        (..., Np, L) -> (..., Np, L): :func:`fairesi.ops.make_refine` of the reading, or the
+        identity when both views are off.
+    residual : bool
+        ``refine_residual`` when a view is on (``P^L + P``).
+    """
+    if not (config.spectral or config.temporal):
+        return nn.Identity(), False
+    # alpha = 1 keeps only the spectral view, alpha = 0 only the temporal view.
+    alpha = config.alpha if config.spectral and config.temporal else float(config.spectral)
+    refine = make_refine(
+        tau=config.tau,
+        alpha=alpha,
+        fused=config.fused_refine,
+        patch_len=config.patch_len,
+        form=config.refine_form,
+        axis=config.refine_axis,
+    )
+    return refine, bool(config.refine_residual)
+
+
+class LatentSum(nn.Module):
+    """The sum inside Eq. 5: ``TransposeConv(P^O*) + MLP(X) + X`` in a latent space.
+
+    Parameters
+    ----------
+    n_channels : int
+        C.
+    patch_len, stride : int
+        L and S of the patching that the transpose conv undoes.
+    recon_features : int
+        Features per channel after the temporal transpose conv.
+    latent, mlp_hidden : int
+        Resolved widths (see :class:`FairEsiConfig`).
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        patch_len: int,
+        stride: int,
+        recon_features: int,
+        latent: int,
+        mlp_hidden: int,
+    ) -> None:
+        super().__init__()
+        self.unpatch = nn.ConvTranspose1d(patch_len, recon_features, patch_len, stride=stride)
+        self.patch_to_latent = nn.Linear(n_channels * recon_features, latent)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_channels, mlp_hidden), nn.ELU(), nn.Linear(mlp_hidden, latent)
+        )
+        self.residual = nn.Linear(n_channels, latent, bias=False)
+
+    def latent(self, refined: Tensor, x: Tensor) -> Tensor:
+        """``refined`` (B, C, Np, L) and ``x`` (B, C, T) -> the summed terms (B, T, W)."""
+        batch, n_channels, n_patch, patch_len = refined.shape
+        n_times = x.shape[-1]
+        per_channel = refined.reshape(batch * n_channels, n_patch, patch_len).transpose(1, 2)
+        restored = self.unpatch(per_channel)[:, :, :n_times]  # (B*C, F, T)
+        restored = restored.reshape(batch, -1, n_times).transpose(1, 2)  # (B, T, C*F)
+        x_t = x.transpose(1, 2)  # (B, T, C)
+        return self.patch_to_latent(restored) + self.mlp(x_t) + self.residual(x_t)  # (B, T, W)
+
+    def forward(self, refined: Tensor, x: Tensor) -> Tensor:
+        """See :meth:`latent`."""
+        return self.latent(refined, x)
+
+
+class SourceReconstruction(LatentSum):
     """Eq. 5: ``BiGRU(TransposeConv(P^O*) + MLP(X) + X)`` and a linear head (Fig. 2d).
 
     Parameters
     ----------
     n_channels, n_regions : int
         C and R.
-    patch_len, stride : int
-        L and S of the patching that the transpose conv undoes.
-    recon_features : int
-        Features per channel after the temporal transpose conv.
-    latent, mlp_hidden, gru_hidden, gru_layers : int
+    patch_len, stride, recon_features, latent, mlp_hidden
+        See :class:`LatentSum`.
+    gru_hidden, gru_layers : int
         Resolved widths (see :class:`FairEsiConfig`).
     """
 
@@ -437,13 +510,7 @@ class SourceReconstruction(nn.Module):
         gru_hidden: int,
         gru_layers: int,
     ) -> None:
-        super().__init__()
-        self.unpatch = nn.ConvTranspose1d(patch_len, recon_features, patch_len, stride=stride)
-        self.patch_to_latent = nn.Linear(n_channels * recon_features, latent)
-        self.mlp = nn.Sequential(
-            nn.Linear(n_channels, mlp_hidden), nn.ELU(), nn.Linear(mlp_hidden, latent)
-        )
-        self.residual = nn.Linear(n_channels, latent, bias=False)
+        super().__init__(n_channels, patch_len, stride, recon_features, latent, mlp_hidden)
         self.gru = nn.GRU(
             latent, gru_hidden, num_layers=gru_layers, batch_first=True, bidirectional=True
         )
@@ -451,14 +518,7 @@ class SourceReconstruction(nn.Module):
 
     def forward(self, refined: Tensor, x: Tensor) -> Tensor:
         """``refined`` (B, C, Np, L) and ``x`` (B, C, T) -> (B, R, T)."""
-        batch, n_channels, n_patch, patch_len = refined.shape
-        n_times = x.shape[-1]
-        per_channel = refined.reshape(batch * n_channels, n_patch, patch_len).transpose(1, 2)
-        restored = self.unpatch(per_channel)[:, :, :n_times]  # (B*C, F, T)
-        restored = restored.reshape(batch, -1, n_times).transpose(1, 2)  # (B, T, C*F)
-        x_t = x.transpose(1, 2)  # (B, T, C)
-        summed = self.patch_to_latent(restored) + self.mlp(x_t) + self.residual(x_t)  # (B, T, W)
-        hidden, _ = self.gru(summed)  # (B, T, 2H)
+        hidden, _ = self.gru(self.latent(refined, x))  # (B, T, 2H)
         return self.head(hidden).transpose(1, 2)  # (B, R, T)
 
 
@@ -482,20 +542,7 @@ class FairEsi(SourceModel):
     def __init__(self, config: FairEsiConfig) -> None:
         super().__init__(config)
         self.patching = Patching(config.patch_len, config.stride)
-        refine: nn.Module = nn.Identity()
-        if config.spectral or config.temporal:
-            # alpha = 1 keeps only the spectral view, alpha = 0 only the temporal view.
-            alpha = config.alpha if config.spectral and config.temporal else float(config.spectral)
-            refine = make_refine(
-                tau=config.tau,
-                alpha=alpha,
-                fused=config.fused_refine,
-                patch_len=config.patch_len,
-                form=config.refine_form,
-                axis=config.refine_axis,
-            )
-        self.refine = refine
-        self.refine_residual = bool(config.refine_residual and (config.spectral or config.temporal))
+        self.refine, self.refine_residual = refinement_of(config)
         self.blocks = nn.ModuleList(
             [
                 PatchwiseRefinement(

@@ -48,8 +48,9 @@ from fairesi._validate import check_int, check_positive_int
 from fairesi.models.base import SourceModel
 from fairesi.models.config import PresetConfig
 from fairesi.models.convdip import SensorGrid, sensor_grid_interpolation
+from fairesi.models.fusion import SqueezeExcitation
 
-__all__ = ["MmdfEsi", "MmdfEsiConfig", "ModalityEncoder", "SqueezeExcitation"]
+__all__ = ["MmdfEsi", "MmdfEsiConfig", "ModalityEncoder"]
 
 
 @dataclass(frozen=True)
@@ -133,28 +134,6 @@ class ModalityEncoder(nn.Module):
         return self.pool(torch.relu(self.conv(self.grid(values))))
 
 
-class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation over feature maps: (N, K, G, G) -> (N, K, G, G).
-
-    ``w = sigmoid(W2 relu(W1 mean_pixels(u)))`` (K -> K / r -> K), output ``u * w`` per map.
-    """
-
-    def __init__(self, n_maps: int, reduction: int) -> None:
-        super().__init__()
-        hidden = max(1, n_maps // reduction)
-        self.squeeze_to_hidden = nn.Linear(n_maps, hidden)
-        self.hidden_to_weights = nn.Linear(hidden, n_maps)
-
-    def weights(self, features: Tensor) -> Tensor:
-        """(N, K, G, G) -> the excitation weights (N, K), in (0, 1)."""
-        squeezed = features.mean(dim=(2, 3))  # (N, K)
-        return torch.sigmoid(self.hidden_to_weights(torch.relu(self.squeeze_to_hidden(squeezed))))
-
-    def forward(self, features: Tensor) -> Tensor:
-        """(N, K, G, G) -> (N, K, G, G), every map scaled by its weight."""
-        return features * self.weights(features)[:, :, None, None]
-
-
 class MmdfEsi(SourceModel):
     """MMDF-ESI: per-modality encoders, early squeeze-and-excitation fusion, MLP decoder.
 
@@ -183,6 +162,7 @@ class MmdfEsi(SourceModel):
                 f"the modalities' {groups} channels do not add up to n_channels {config.n_channels}"
             )
         self.n_regions = config.n_regions
+        self.groups = groups
         self.encoders = nn.ModuleList(
             [
                 ModalityEncoder(matrix, n_layers, grid_size, config.conv_filters)
@@ -223,23 +203,7 @@ class MmdfEsi(SourceModel):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_eeg + C_meg, T) sensor data, EEG first -> (B, R, T) source activity."""
-        if x.dim() == 3 and x.shape[1] != self.n_channels:
-            n_eeg, n_meg = self.encoders[0].n_channels, self.encoders[1].n_channels
-            if x.shape[1] == n_eeg or x.shape[1] == n_meg:
-                missing = "MEG" if x.shape[1] == n_eeg else "EEG"
-                raise ValueError(
-                    "MMDF-ESI fuses EEG and MEG: it needs "
-                    + str(self.n_channels)
-                    + " channels ("
-                    + str(n_eeg)
-                    + " EEG, then "
-                    + str(n_meg)
-                    + " MEG), got "
-                    + str(x.shape[1])
-                    + ": the "
-                    + missing
-                    + " channels are missing"
-                )
+        self.check_modalities(x, self.groups)
         self.check_input(x)
         n_batch, n_times = x.shape[0], x.shape[2]
         values = x.transpose(1, 2).reshape(n_batch * n_times, self.n_channels)  # (N, C)
