@@ -171,3 +171,40 @@ def test_benchmark_cli_shared_centres_reach_the_data(tmp_path, monkeypatch):
     seen.clear()
     assert main(args) == 2
     assert "disjoint_centres" not in seen
+
+
+def test_fusion_benchmark_on_identical_samples(tmp_path):
+    """--dataset SimEEGMEG: fused networks, FAIR-ESI on each modality of the same samples,
+    sLORETA on both modalities; paired differences of the fused to the single ones."""
+    from fairesi.benchmark import FUSION_METHODS, FUSION_ROWS, method_label
+
+    assert len(FUSION_ROWS) == 9 and {r.dataset for r in FUSION_ROWS} == {"SimEEGMEG"}
+    row = TableRow("SimEEGMEG", 5.0, 1, 1)
+    result = run_benchmark(
+        [row],
+        list(FUSION_METHODS),
+        preset="tiny",
+        runs_dir=tmp_path / "runs",
+        train_missing=True,
+        train_overrides=FAST,
+        n=6,
+        batch_size=3,
+        progress=False,
+    )
+    # The same samples for every method: the same targets.
+    examples = [result.results[row.label, m].example for m in result.methods]
+    for example in examples[1:]:
+        np.testing.assert_array_equal(example["target"], examples[0]["target"])
+    checkpoint = tmp_path / "runs" / "fair_esi@eeg" / row.label / "last.pt"
+    from fairesi.train import load_checkpoint
+
+    eeg_only = load_checkpoint(checkpoint)
+    assert eeg_only.config["data"]["view"] == "eeg"
+    assert len(eeg_only.config["head_model"]["ch_names"]) == 32
+    text = result.markdown()
+    for method in FUSION_METHODS:
+        assert method_label(method) in text
+    assert "Paired difference to FAIR-ESI (EEG only)" in text
+    assert "Paired difference to FAIR-ESI (MEG only)" in text
+    with pytest.raises(ValueError, match="unknown methods"):
+        check_methods(["fair_esi@ecog"])

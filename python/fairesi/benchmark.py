@@ -24,6 +24,7 @@ comparing all methods on the first test sample.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 import time
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from fairesi.evaluate import TABLE_METRICS, EvaluationResult, draw_region_map
+from fairesi.evaluate import TABLE_METRICS, EvaluationResult, draw_region_map, format_paired_table
 from fairesi.io import atomic_path
 from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 
@@ -54,7 +55,12 @@ METHOD_LABELS = {
     "sLORETA": "sLORETA",
     "eLORETA": "eLORETA",
     "Champagne": "Champagne",
+    "mmdf_esi": "MMDF-ESI",
 }
+
+#: Methods of the fusion benchmark (``--dataset SimEEGMEG``): the two fused networks, FAIR-ESI
+#: on each modality of the same samples (``name@view``), and sLORETA on both modalities.
+FUSION_METHODS = ("mmdf_esi", "fair_esi", "fair_esi@eeg", "fair_esi@meg", "sLORETA")
 
 #: Methods run when none are named: those of the paper's Table II that fairesi implements.
 DEFAULT_METHODS = ("fair_esi", "deepsif", "convdip", "sLORETA", "Champagne")
@@ -124,6 +130,11 @@ TABLE2_ROWS = (
     TableRow("SimEEG", 5.0, 1, 2),
 )
 
+#: Rows of the fusion benchmark: SimEEGMEG, 1 source, r in {-5, 0, 5} dB x {1, 2, 3} rings.
+FUSION_ROWS = tuple(
+    TableRow("SimEEGMEG", snr, 1, rings) for snr in (-5.0, 0.0, 5.0) for rings in (1, 2, 3)
+)
+
 
 def paper_figures(row: TableRow, method: str) -> dict[str, tuple[float, float]] | None:
     """The paper's Table II cell block for a method and configuration, or None."""
@@ -135,17 +146,35 @@ def paper_figures(row: TableRow, method: str) -> dict[str, tuple[float, float]] 
 def _is_learned(method: str) -> bool:
     from fairesi.models import MODELS
 
-    return method in MODELS
+    return split_method(method)[0] in MODELS
+
+
+def split_method(method: str) -> tuple[str, str | None]:
+    """``'fair_esi@eeg'`` -> ``('fair_esi', 'eeg')``: a method and the modality it sees of a
+    fused configuration (``SimConfig.view``); no ``@``: all channels (None)."""
+    name, _, view = method.partition("@")
+    return name, view or None
+
+
+def method_label(method: str) -> str:
+    """Display name: ``'FAIR-ESI'``, ``'FAIR-ESI (EEG only)'``."""
+    name, view = split_method(method)
+    return METHOD_LABELS[name] + (f" ({view.upper()} only)" if view else "")
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
     """Validate method names (learned: ``fairesi.models.MODELS``; classical:
-    :data:`fairesi.inverse.INVERSE_METHODS`) and return them as a list."""
+    :data:`fairesi.inverse.INVERSE_METHODS`; either with ``@eeg``/``@meg`` for one
+    modality of a fused configuration) and return them as a list."""
     from fairesi.inverse import INVERSE_METHODS
     from fairesi.models import MODELS
 
     known = [*MODELS, *INVERSE_METHODS]
-    unknown = [m for m in methods if m not in known]
+    unknown = [
+        m
+        for m in methods
+        if split_method(m)[0] not in known or split_method(m)[1] not in (None, "eeg", "meg")
+    ]
     if unknown or not methods:
         raise ValueError(f"unknown methods {unknown or '(none given)'}; expected some of {known}")
     return list(dict.fromkeys(methods))
@@ -188,8 +217,8 @@ class BenchmarkResult:
     def table(self, row: TableRow) -> str:
         """Markdown table of one configuration: ours per method, then the paper's figures."""
         paper = [m for m in self.methods if paper_figures(row, m)]
-        header = ["Metric", *(METHOD_LABELS[m] for m in self.methods)]
-        header += [f"{METHOD_LABELS[m]} (paper)" for m in paper]
+        header = ["Metric", *(method_label(m) for m in self.methods)]
+        header += [f"{method_label(m)} (paper)" for m in paper]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for key, name, factor in TABLE_METRICS:
             cells = [name]
@@ -204,7 +233,7 @@ class BenchmarkResult:
         lines.append("| ms / sample | " + " | ".join(seconds) + " |" + " |" * len(paper))
         notes = [self.notes[row.label, m] for m in self.methods if (row.label, m) in self.notes]
         notes += [
-            f"{METHOD_LABELS[m]}: {self.results[row.label, m].n_empty} of {self.n_samples} "
+            f"{method_label(m)}: {self.results[row.label, m].n_empty} of {self.n_samples} "
             "samples had an empty reconstruction, left out of the means (DeepSIF's evaluation)"
             for m in self.methods
             if self.results[row.label, m].n_empty
@@ -212,7 +241,25 @@ class BenchmarkResult:
         if notes:
             lines.append("")
             lines += [f"- {note}" for note in notes]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self._fusion_differences(row)
+
+    def _fusion_differences(self, row: TableRow) -> str:
+        """Paired differences (mean ± s.e.) of every fused network against each
+        single-modality method (``name@view``) on the same samples; '' without both."""
+        singles = [m for m in self.methods if split_method(m)[1]]
+        fused = [m for m in self.methods if not split_method(m)[1] and _is_learned(m)]
+        parts = []
+        for single in singles if fused else []:
+            table = format_paired_table(
+                self.results[row.label, single].per_sample,
+                {method_label(m): self.results[row.label, m].per_sample for m in fused},
+                base_label=method_label(single),
+            )
+            parts.append(
+                f"\nPaired difference to {method_label(single)} on the same samples, mean ± "
+                f"standard error:\n\n{table}"
+            )
+        return "".join(parts)
 
     def markdown(self) -> str:
         """All configurations' tables with a short header."""
@@ -281,7 +328,7 @@ class BenchmarkResult:
         for row in self.rows:
             first = self.results[row.label, self.methods[0]].example
             estimates = {
-                METHOD_LABELS[m]: self.results[row.label, m].example["estimate"]
+                method_label(m): self.results[row.label, m].example["estimate"]
                 for m in self.methods
             }
             paths[row.label] = plot_comparison(
@@ -361,11 +408,13 @@ def _row_train_config(
     """The ``TrainConfig`` that trains ``method`` on ``row`` (and defines its data)."""
     from fairesi.train import TrainConfig
 
+    name, view = split_method(method)
     return TrainConfig.from_sources(
         preset=preset,
         overrides={
             **overrides,
-            "model": method if _is_learned(method) else "fair_esi",
+            "model": name if _is_learned(method) else "fair_esi",
+            "view": view,
             "dataset": row.dataset,
             "snr_db": row.snr_db,
             "n_sources": row.n_sources,
@@ -550,8 +599,19 @@ def run_benchmark(
             device=device,
         )
         head_model = synth.head_model
+        views = {None: synth}
         for method in methods:
             convergence = None
+            view = split_method(method)[1]
+            if view not in views:
+                views[view] = synthesizer(
+                    dataclasses.replace(sim_config, view=view),
+                    head_model=head_model,
+                    bank=data_config.bank,
+                    seed=seed,
+                    device=device,
+                )
+            method_synth = views[view]
             if _is_learned(method):
                 pattern = checkpoints.get(
                     method, str(Path(runs_dir) / "{method}" / "{config}" / "best.pt")
@@ -565,20 +625,20 @@ def run_benchmark(
                     head_model=head_model,
                     train_missing=train_missing,
                     train_overrides=train_overrides,
-                    sim_config=sim_config,
+                    sim_config=method_synth.config,
                     device=device,
                 )
                 result.checkpoints[row.label, method] = path
             else:
-                cache_key = (sim_config.modality, method)
+                modality = method_synth.config.input_modality
+                name = split_method(method)[0]
+                cache_key = (modality, name)
                 if cache_key not in inverses:
                     options = {
-                        "noise_std": noise_std_from_gain(head_model, sim_config.modality),
-                        **classical_options.get(method, {}),
+                        "noise_std": noise_std_from_gain(head_model, modality),
+                        **classical_options.get(name, {}),
                     }
-                    inverses[cache_key] = build_inverse(
-                        method, head_model, sim_config.modality, **options
-                    )
+                    inverses[cache_key] = build_inverse(name, head_model, modality, **options)
                 estimator = inverses[cache_key]
                 if isinstance(estimator, Champagne):
                     estimator = convergence = _ConvergenceLog(estimator)
@@ -589,10 +649,10 @@ def run_benchmark(
             # Timed: the evaluation only (synthesis included), not training or set-up.
             started = time.perf_counter()
             result.results[row.label, method] = evaluate_estimator(
-                estimator, synth, split="test", n=n, batch_size=batch_size, progress=progress
+                estimator, method_synth, split="test", n=n, batch_size=batch_size, progress=progress
             )
             result.seconds[row.label, method] = time.perf_counter() - started
             if convergence is not None:
-                result.notes[row.label, method] = convergence.note(METHOD_LABELS[method])
+                result.notes[row.label, method] = convergence.note(method_label(method))
             logger.info("%s / %s: %.1f s", row.label, method, result.seconds[row.label, method])
     return result

@@ -199,22 +199,29 @@ def noise_std_from_gain(head_model: HeadModel, modality: str) -> np.ndarray:
     head_model : HeadModel
         The head model.
     modality : str
-        ``'eeg'`` or ``'meg'``.
+        ``'eeg'``, ``'meg'`` or ``'eeg+meg'``.
 
     Returns
     -------
     noise_std : np.ndarray, shape (C,), float64
         Root mean square gain of every channel (data units per source unit), a noise level
         up to one global factor, which the MNE methods and Champagne's learned noise do
-        not need.
+        not need. For 'eeg+meg' each modality block is scaled to mean 1 (its data are
+        normalised on their own), so the joint inverse is whitened per channel type.
     """
-    gain = np.asarray(head_model.lead_field(modality).gain, dtype=np.float64)
+    lead_field = head_model.lead_field(modality)
+    gain = np.asarray(lead_field.gain, dtype=np.float64)
     rms = np.sqrt((gain**2).mean(axis=1))
     if not (rms > 0).all():
         raise ValueError(
             f"channels {np.flatnonzero(rms <= 0).tolist()} of the {modality} lead field have "
             "zero gain; their noise level cannot be derived from it"
         )
+    if len(lead_field.channel_groups) > 1:
+        # Fused data are normalised per modality block (each to max |x| = 1), which puts
+        # both blocks' noise on a comparable level: each block's levels have mean 1.
+        blocks = np.split(rms, np.cumsum(lead_field.channel_groups)[:-1])
+        rms = np.concatenate([block / block.mean() for block in blocks])
     return rms
 
 

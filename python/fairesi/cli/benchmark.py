@@ -24,14 +24,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="DATASET:SNR:NS:NN",
-        help="a configuration, e.g. SimMEG:5:1:2 (dataset SimMEG or SimEEG, SNR r in dB, "
-        "sources N_s, rings N_n); repeat for several (default: the seven rows of Table II)",
+        help="a configuration, e.g. SimMEG:5:1:2 (dataset SimMEG, SimEEG or SimEEGMEG, SNR r "
+        "in dB, sources N_s, rings N_n); repeat for several (default: the seven rows of "
+        "Table II, or the fusion rows with --dataset SimEEGMEG)",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("SimEEGMEG",),
+        default=None,
+        help="SimEEGMEG: the EEG + MEG fusion benchmark, 1 source, r in {-5, 0, 5} dB x "
+        "{1, 2, 3} rings, methods mmdf_esi, fair_esi (fused), fair_esi@eeg, fair_esi@meg "
+        "(FAIR-ESI on one modality of the same samples) and sLORETA on both modalities, "
+        "with paired differences of each fused network to each single modality",
     )
     parser.add_argument(
         "--methods",
         default=None,
-        help="comma-separated methods: networks fair_esi, deepsif, convdip and classical "
-        "MNE, dSPM, sLORETA, eLORETA, Champagne (default: fair_esi,deepsif,convdip,sLORETA,"
+        help="comma-separated methods: networks fair_esi, deepsif, convdip, mmdf_esi and "
+        "classical MNE, dSPM, sLORETA, eLORETA, Champagne; NAME@eeg / NAME@meg sees one "
+        "modality of a SimEEGMEG configuration (default: fair_esi,deepsif,convdip,sLORETA,"
         "Champagne)",
     )
     parser.add_argument(
@@ -134,17 +145,26 @@ def run(args: argparse.Namespace) -> int:
     """Run ``fairesi benchmark``; returns the exit code."""
     import torch
 
-    from fairesi.benchmark import DEFAULT_METHODS, TABLE2_ROWS, TableRow, run_benchmark
+    from fairesi.benchmark import (
+        DEFAULT_METHODS,
+        FUSION_METHODS,
+        FUSION_ROWS,
+        TABLE2_ROWS,
+        TableRow,
+        run_benchmark,
+    )
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    rows = [TableRow.parse(text) for text in args.config] if args.config else list(TABLE2_ROWS)
+    fusion = args.dataset == "SimEEGMEG"
+    default_rows = FUSION_ROWS if fusion else TABLE2_ROWS
+    rows = [TableRow.parse(text) for text in args.config] if args.config else list(default_rows)
     methods = (
         [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.methods
-        else list(DEFAULT_METHODS)
+        else list(FUSION_METHODS if fusion else DEFAULT_METHODS)
     )
     overrides: dict[str, object] = {"progress": not args.no_progress, "device": args.device}
     if args.protocol != "strict":

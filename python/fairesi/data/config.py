@@ -97,6 +97,10 @@ class SimConfig:
         where the outer rings are random, direction-biased selections). The paper's
         shared centres and free peak position are the ``disjoint_centres`` and
         ``peak_position`` defaults that :meth:`preset` gives this protocol.
+    view : {'eeg', 'meg'} or None
+        Of a fused ('eeg+meg') configuration: give the network only this modality's
+        channels of the same samples (the single-modality rows of the fusion benchmark:
+        identical sources, noise and normalisation, one modality's block). None: all.
     """
 
     modality: str
@@ -111,6 +115,7 @@ class SimConfig:
     half_amplitude_rings: tuple[float, float] = (3.5, 5.0)
     peak_position: tuple[float, float] = (0.3, 0.7)
     protocol: str = "strict"
+    view: str | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/HDF5 attributes) but store hashable tuples.
@@ -119,6 +124,13 @@ class SimConfig:
         if self.modality not in SIM_MODALITIES:
             raise ValueError(
                 f"modality must be one of {list(SIM_MODALITIES)}, got {self.modality!r}"
+            )
+        if self.view is not None and (
+            "+" not in self.modality or self.view not in self.modality.split("+")
+        ):
+            raise ValueError(
+                f"view must be None or one modality of a fused configuration, got "
+                f"view={self.view!r} for modality {self.modality!r}"
             )
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
@@ -178,6 +190,11 @@ class SimConfig:
             raise ValueError(f"unknown SimConfig field(s) {sorted(unknown)} for preset {name!r}")
         protocol = PAPER_PROTOCOL_DEFAULTS if overrides.get("protocol") == "paper" else {}
         return cls(**{**PRESETS[name], **protocol, **overrides})
+
+    @property
+    def input_modality(self) -> str:
+        """The modality of the network input: ``view`` when set, else ``modality``."""
+        return self.view or self.modality
 
     def with_protocol(self, protocol: str) -> SimConfig:
         """This configuration under another protocol, with that protocol's defaults of

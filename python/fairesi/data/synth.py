@@ -175,12 +175,18 @@ class Synthesizer:
         self.config = config
         self.seed = int(seed)
         self.device = torch.device(device)
-        self.lead_field = head_model.lead_field(config.modality)
+        #: Every simulated sensor (both modalities for 'eeg+meg').
+        self.sensor_lead_field = head_model.lead_field(config.modality)
+        self._n_sensors = self.sensor_lead_field.n_channels
+        #: The network input's channels: the sensors, or the ``view``'s modality block.
+        self.lead_field = head_model.lead_field(config.input_modality)
         self.n_regions = n_regions
         self.n_channels = self.lead_field.n_channels
         #: Channels per modality block (EEG first for 'eeg+meg'): each block gets its own
         #: input normalisation, and the source SNR weighs the blocks equally.
-        self.channel_groups = self.lead_field.channel_groups
+        self.channel_groups = self.sensor_lead_field.channel_groups
+        first = 0 if config.view in (None, "eeg") else self.channel_groups[0]
+        self._input_channels = slice(first, first + self.n_channels)
         self._snr_half_window = round(_SNR_HALF_WINDOW_S * float(bank.sfreq))
 
         hop = np.asarray(head_model.hop_distance).astype(np.int64)
@@ -188,7 +194,7 @@ class Synthesizer:
         self._build_pools(hop)
 
         dev = self.device
-        gain = torch.as_tensor(np.asarray(self.lead_field.gain, dtype=np.float32))
+        gain = torch.as_tensor(np.asarray(self.sensor_lead_field.gain, dtype=np.float32))
         bg = torch.from_numpy(background)
         # Lead field times the whole background once: a sample then only corrects its
         # patch regions (see the module docstring).
@@ -430,11 +436,11 @@ class Synthesizer:
         in_window = ((snr_t >= 0) & (snr_t < n_t)).float()
         snr_t = snr_t.clamp(0, n_t - 1)
         patch_gain = torch.einsum(
-            "bkmc,bkm->bkc", gain_patch.reshape(n, n_s, -1, self.n_channels), p["patch_weights"]
+            "bkmc,bkm->bkc", gain_patch.reshape(n, n_s, -1, self._n_sensors), p["patch_weights"]
         )  # (B, N_s, C)
         centred = waveform - waveform.mean(-1, keepdim=True)
         background_at = sensor_background.gather(
-            2, snr_t.reshape(n, 1, -1).expand(-1, self.n_channels, -1)
+            2, snr_t.reshape(n, 1, -1).expand(-1, self._n_sensors, -1)
         ) - sensor_background.mean(-1, keepdim=True)  # (B, C, N_s * W)
         gain_power, background_power = patch_gain.square(), background_at.square()
         if self._snr_channel_weight is not None:
@@ -456,7 +462,7 @@ class Synthesizer:
         noise_std = torch.linalg.vector_norm(sensor_clean, dim=-1) * math.sqrt(
             half * 10.0 ** (-cfg.snr_db / 10.0) / n_t
         )  # (B, C)
-        noise = standard_normal(noise_keys, self.n_channels, n_t, dev).mul_(noise_std[..., None])
+        noise = standard_normal(noise_keys, self._n_sensors, n_t, dev).mul_(noise_std[..., None])
 
         # Activity of the patch regions (B, K, T) in mV; K = N_s * M, padding is zero.
         patch_activity = (
@@ -466,12 +472,14 @@ class Synthesizer:
         return _Composed(p, regions, patch_activity, sensor_clean, noise, window)
 
     def normalised_input(self, y: torch.Tensor) -> torch.Tensor:
-        """DeepSIF's input normalisation (:func:`~fairesi.data.batch.normalise_input`) of
-        sensor data ``y`` (B, C, T), each modality block on its own; unitless (B, C, T)."""
+        """The network input of sensor data ``y`` (B, C_sensors, T): DeepSIF's input
+        normalisation (:func:`~fairesi.data.batch.normalise_input`) of each modality block
+        on its own, then the ``view``'s block if any; unitless (B, C, T)."""
         if len(self.channel_groups) == 1:
             return normalise_input(y)
         blocks = y.split(list(self.channel_groups), dim=1)
-        return torch.cat([normalise_input(block) for block in blocks], dim=1)
+        fused = torch.cat([normalise_input(block) for block in blocks], dim=1)
+        return fused[:, self._input_channels]
 
     def _target_and_mask(self, composed: _Composed) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised target (B, R, T) and source mask (B, R) bool."""

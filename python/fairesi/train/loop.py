@@ -152,7 +152,7 @@ class Trainer:
                 f"{self.dist.world_size} distributed ranks"
             )
         self.head_model, self.sources = self._data_sources()
-        self.modality = config.data.modality
+        self.modality = config.data.input_modality
         self.n_train = _limit(self.sources["train"].split_size("train"), config.n_train_samples)
         self.n_val = _limit(self.sources["val"].split_size("val"), config.n_val_samples)
         if self.n_train < optim.batch_size:
