@@ -374,7 +374,7 @@ def test_checkpoint_of_format_1_loads_and_evaluates_the_same(tmp_path):
     config = load_checkpoint(data / "checkpoint_v1_tiny.pt").train_config
     assert config.optim.batch_size == 8 and config.n_train_samples == 32
     # Fields the old configuration predates take their defaults.
-    assert config.data.to_dict() == {**old["config"]["data"], "protocol": "strict"}
+    assert config.data.to_dict() == {**old["config"]["data"], "protocol": "strict", "view": None}
     result = evaluate_checkpoint(data / "checkpoint_v1_tiny.pt", n=16, progress=False)
     with open(data / "checkpoint_v1_tiny_per_sample.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -426,3 +426,35 @@ def test_training_from_dataset_files_equals_training_on_the_fly(tmp_path):
         small_config(tmp_path / "x", data_path=str(files), snr_db=-5.0)
     with pytest.raises(ValueError, match="redraw"):
         small_config(tmp_path / "y", data_path=str(files), redraw=True)
+
+
+def test_sigterm_during_the_epoch_end_commit_loses_nothing(reference_run, tmp_path, monkeypatch):
+    """A SIGTERM while the epoch end updates its state (here: while it writes the log
+    row) is held back until best.pt and then last.pt are written: best.pt is that epoch's
+    model, the log has one row for it, and the resumed run equals an uninterrupted one."""
+    import os
+    import signal
+
+    from fairesi.train.runtime import Terminated, TrainingLog
+
+    real_write = TrainingLog.write
+
+    def write_then_terminate(self, **row):
+        real_write(self, **row)
+        if row.get("kind") == "epoch":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(TrainingLog, "write", write_then_terminate)
+    with pytest.raises(Terminated):
+        train(small_config(tmp_path, max_steps=6))
+    monkeypatch.setattr(TrainingLog, "write", real_write)
+    last, best = read_checkpoint(tmp_path / "last.pt"), read_checkpoint(tmp_path / "best.pt")
+    assert last["progress"]["epoch"] == 1 and last["progress"]["step"] == 4
+    assert best["progress"] == last["progress"]
+    assert [r["kind"] for r in read_log(tmp_path)].count("epoch") == 1
+    train(resume=tmp_path / "last.pt", max_steps=6)
+    assert_same_training_state(
+        read_checkpoint(tmp_path / "last.pt"), read_checkpoint(reference_run[0] / "last.pt")
+    )
+    ref_rows = [(r["step"], r["kind"], r["val_loss"]) for r in read_log(reference_run[0])]
+    assert [(r["step"], r["kind"], r["val_loss"]) for r in read_log(tmp_path)] == ref_rows

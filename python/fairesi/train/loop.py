@@ -359,7 +359,7 @@ class Trainer:
         # Random state at the start of an unfinished step (None between steps), so that a
         # Ctrl-C / SIGTERM checkpoint replays exactly that step on resume.
         rng_before_step = None
-        sigterm = SigtermAsInterrupt()
+        sigterm = self._signals = SigtermAsInterrupt()
         sigterm.install()
         try:
             while progress.epoch < config.optim.max_epochs:
@@ -435,10 +435,21 @@ class Trainer:
         return None
 
     def end_epoch(self, started: float) -> bool:
-        """Validate, step the LR schedule, write checkpoints; True if training should stop."""
+        """Validate, step the LR schedule, write checkpoints; True if training should stop.
+
+        Validation may be interrupted (the resumed run validates again). Everything after
+        it is one commit: signals are held back until ``best.pt`` (when improved) and then
+        ``last.pt``, which refers to it, are written, so an interrupted run never resumes
+        with a schedule, log or best loss that its files do not match.
+        """
+        val_loss, val_loss_zero = self.validate()
+        signals = getattr(self, "_signals", None) or SigtermAsInterrupt()
+        with signals.deferred():
+            return self._commit_epoch(val_loss, val_loss_zero, started)
+
+    def _commit_epoch(self, val_loss: float, val_loss_zero: float, started: float) -> bool:
         progress = self.progress
         train_loss = progress.epoch_loss_sum / max(progress.epoch_samples, 1)
-        val_loss, val_loss_zero = self.validate()
         self.scheduler.step(val_loss)
         improved = val_loss < progress.best_val_loss
         if improved:

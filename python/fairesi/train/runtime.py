@@ -6,10 +6,12 @@ Used by :mod:`fairesi.train.loop` only.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,9 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 class SigtermAsInterrupt:
     """SIGTERM handling during training: :meth:`install` makes SIGTERM raise
     :class:`Terminated`, :meth:`ignore` shields the checkpoint write from a second signal,
+    :meth:`deferred` holds SIGTERM and Ctrl-C back while a block commits state,
     :meth:`restore` puts the previous handler back. Python delivers signals to the main
-    thread only, so elsewhere (e.g. a training thread of a GUI) all three do nothing."""
+    thread only, so elsewhere (e.g. a training thread of a GUI) they do nothing."""
 
     def __init__(self) -> None:
         self._previous: Any = None
@@ -62,6 +65,27 @@ class SigtermAsInterrupt:
     def ignore(self) -> None:
         if self._active:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Run a block with SIGTERM and SIGINT held back; one that arrived meanwhile is
+        raised (as :class:`Terminated` or ``KeyboardInterrupt``) when the block is done,
+        so the block's state changes are committed whole or not at all."""
+        if not self._active:
+            yield
+            return
+        caught: list[int] = []
+        term = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+        interrupt = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, term)
+            signal.signal(signal.SIGINT, interrupt)
+        if signal.SIGTERM in caught:
+            raise Terminated(f"received signal {int(signal.SIGTERM)}")
+        if caught:
+            raise KeyboardInterrupt
 
     def restore(self) -> None:
         if self._active and self._previous is not None:
