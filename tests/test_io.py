@@ -66,3 +66,20 @@ def test_module_entry_point():
     )
     assert res.returncode == 0
     assert res.stdout.startswith("fairesi ")
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    from fairesi.io import check_not_an_input
+
+    source = tmp_path / "bank.h5"
+    source.write_bytes(b"x")
+    (tmp_path / "link.h5").symlink_to(source)
+    for spelling in (source, tmp_path / "." / "bank.h5", tmp_path / "link.h5"):
+        with pytest.raises(ValueError, match="is the input --bank"):
+            check_not_an_input(spelling, {"--bank": source})
+    check_not_an_input(tmp_path / "other.h5", {"--bank": source, "--head-model": None})
+    # The CLI refuses before doing any work, with one line and exit 2.
+    from fairesi.cli import main
+
+    assert main(["export", str(source), "-o", str(tmp_path / "link.h5")]) == 2
+    assert source.read_bytes() == b"x"

@@ -293,6 +293,24 @@ def test_fresh_run_does_not_overwrite_a_previous_one(reference_run):
     assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest() == before
 
 
+def test_new_run_never_replaces_earlier_results_unless_asked(reference_run, tmp_path):
+    """Without last.pt an earlier run's best.pt and log are still results: refused, and
+    --overwrite replaces them (no stale best.pt of the old run survives)."""
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in ("best.pt", "train_log.csv"):
+        (out / name).write_bytes((reference_run[0] / name).read_bytes())
+    with pytest.raises(
+        FileExistsError, match=r"earlier run \(best.pt, train_log.csv\).*--overwrite"
+    ):
+        train(small_config(out, max_steps=1))
+    assert (out / "best.pt").read_bytes() == (reference_run[0] / "best.pt").read_bytes()
+    metrics = train(small_config(out, max_steps=1, overwrite=True))
+    assert metrics["step"] == 1 and not (out / "best.pt").exists()  # no epoch ended yet
+    assert [r["step"] for r in read_log(out)] == []  # the old rows are gone
+    assert main(["train", "--preset", "tiny", "--out", str(out), "--max-steps", "1"]) == 2
+
+
 def test_config_sources_and_validation(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text("batch_size = 4\nsnr_db = -5.0\n[model_hyper]\nfoo = 3\n")

@@ -51,3 +51,38 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_not_an_input(
+    output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]
+) -> None:
+    """Refuse, before any work, an output path that names one of the command's inputs.
+
+    Two paths name the same file when they resolve to the same path or, both existing,
+    to the same inode (``os.path.samefile``: symlinks, hard links, other spellings).
+
+    Parameters
+    ----------
+    output : path-like
+        The file a command is about to write.
+    inputs : dict
+        What each input is (e.g. ``'--bank'``) -> its path (None is skipped).
+
+    Raises
+    ------
+    ValueError
+        One line naming the output and the input it would replace.
+    """
+    out = Path(output)
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path)
+        same = out.resolve() == source.resolve()
+        if not same and out.exists() and source.exists():
+            same = os.path.samefile(out, source)
+        if same:
+            raise ValueError(
+                f"the output {out} is the input {what} ({source}); writing it would replace "
+                "that input: choose another output path"
+            )

@@ -112,6 +112,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     """Write the dataset file asked for on the command line; returns the exit code."""
     from fairesi.data import SimConfig, Synthesizer, write_dataset
     from fairesi.headmodel import HeadModel
+    from fairesi.io import check_not_an_input
     from fairesi.simulate import WaveformBank, default_bank_path
 
     if args.batch_size < 1:
@@ -124,6 +125,7 @@ def run_dataset(args: argparse.Namespace) -> int:
             else ""
         )
         raise FileNotFoundError(f"waveform bank {bank_path} does not exist{hint}")
+    check_not_an_input(args.out, {"--bank": bank_path, "--head-model": args.head_model})
     config = SimConfig.preset(
         args.config,
         snr_db=args.snr,
@@ -154,9 +156,9 @@ def run_dataset(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     """Merge the dataset parts named on the command line; returns the exit code."""
     from fairesi.data import DatasetFile, merge_datasets
+    from fairesi.io import check_not_an_input
 
-    if args.out in args.parts:
-        raise FairesiUserError(f"--out {args.out} is one of the parts")
+    check_not_an_input(args.out, {f"part {p}": p for p in args.parts})
     merge_datasets(args.parts, args.out)
     merged = DatasetFile(args.out)
     first = int(merged.attrs["first_sample"])

@@ -57,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
     """Export ``args.checkpoint`` to ``args.output``; returns the exit code."""
     from fairesi.experiment import load_head_model
     from fairesi.export import export_checkpoint, read_metadata
+    from fairesi.io import check_not_an_input
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     output = Path(args.output)
+    check_not_an_input(output, {"checkpoint": checkpoint, "--head-model": args.head_model})
     fmt = args.format or ("aoti" if output.suffix == ".pt2" else "torchscript")
     if fmt == "aoti" and args.fused_op:
         raise FairesiUserError("--fused-op applies to TorchScript; AOTI compiles the refinement in")

@@ -185,6 +185,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "locations; fresh waveforms, SNRs, background and noise) instead of repeating them",
     )
     parser.add_argument(
+        "--overwrite",
+        dest="overwrite",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="let a new run replace the results of an earlier one in --out (refused otherwise)",
+    )
+    parser.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",

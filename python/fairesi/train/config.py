@@ -134,6 +134,9 @@ class RunConfig:
         Mixed precision on CUDA (ignored on CPU).
     progress : bool
         Show a tqdm progress bar.
+    overwrite : bool
+        Let a new run replace the results of an earlier one in ``out_dir``; without it
+        such a run is refused before any work.
     """
 
     checkpoint_every: int = 200
@@ -144,6 +147,7 @@ class RunConfig:
     threads: int | None = None
     amp: bool = True
     progress: bool = True
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if int(self.checkpoint_every) < 1:

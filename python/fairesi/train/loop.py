@@ -505,6 +505,10 @@ class Trainer:
             torch.distributed.destroy_process_group()
 
 
+#: The files a run writes into its output directory.
+RUN_FILES = ("last.pt", "best.pt", "train_log.csv")
+
+
 def _limit(size: int, limit: int | None) -> int:
     return size if limit is None else min(size, int(limit))
 
@@ -553,11 +557,21 @@ def train(
         raise ValueError("train() needs a TrainConfig or a checkpoint to resume")
     else:
         config = config.replace(**run_control)
-        if (Path(config.run.out_dir) / "last.pt").exists():
+        out_dir = Path(config.run.out_dir)
+        if (out_dir / "last.pt").exists() and not config.run.overwrite:
             raise FileExistsError(
-                f"{Path(config.run.out_dir) / 'last.pt'} exists: resume that run (--resume) "
-                "or choose another output directory"
+                f"{out_dir / 'last.pt'} exists: resume that run (--resume), choose another "
+                "output directory, or pass --overwrite to replace it"
             )
+        earlier = [n for n in RUN_FILES if (out_dir / n).exists()]
+        if earlier and not config.run.overwrite:
+            raise FileExistsError(
+                f"{out_dir} holds the results of an earlier run ({', '.join(earlier)}): choose "
+                "another output directory, or pass --overwrite to replace them"
+            )
+        if config.run.overwrite:
+            for name in RUN_FILES:  # a stale best.pt must not outlive the run it came from
+                (out_dir / name).unlink(missing_ok=True)
     trainer = Trainer(config, payload).setup()
     try:
         return trainer.fit()
