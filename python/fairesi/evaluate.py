@@ -265,6 +265,57 @@ def evaluate_checkpoint(
     )
 
 
+def evaluate_pretrained(
+    name: str,
+    *,
+    n: int = 256,
+    seed: int | None = None,
+    protocol: str | None = None,
+    bank: str = "default",
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+    directory: str | os.PathLike | None = None,
+) -> EvaluationResult:
+    """Score a shipped model (``fairesi.models.pretrained``) on freshly synthesised samples.
+
+    Parameters
+    ----------
+    name : str
+        ``'meg'``, ``'eeg'`` (:func:`fairesi.models.available_pretrained`).
+    n : int
+        Test samples.
+    seed : int or None
+        Seed of the samples; None: the training seed + 1000, so none of them was seen.
+    protocol : {'strict', 'paper'} or None
+        None: the protocol the model was trained under.
+    bank : str
+        Waveform bank spec ('default': build it first with ``fairesi simulate bank``).
+    batch_size, device, progress
+        As for :func:`evaluate_checkpoint`.
+    directory : path-like or None
+        Where the models are (default: the package's).
+
+    Returns
+    -------
+    result : EvaluationResult
+    """
+    from fairesi.data import SimConfig
+    from fairesi.experiment import synthesizer
+    from fairesi.models import pretrained
+
+    shipped = pretrained(name, directory=directory)
+    data = SimConfig.from_dict(dict(shipped.config["data"]))
+    if protocol is not None:
+        data = data.with_protocol(protocol)
+    if seed is None:
+        seed = int(shipped.config["train"]["seed"]) + 1000
+    synth = synthesizer(data, head_model=shipped.head_model, bank=bank, seed=seed, device=device)
+    return evaluate_estimator(
+        shipped.model.to(device), synth, n=n, batch_size=batch_size, progress=progress
+    )
+
+
 def _cell(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 

@@ -382,7 +382,8 @@ class ExportedModel:
     metadata : dict
         Its :data:`METADATA_FILE`.
     format : str
-        ``'torchscript'`` or ``'aoti'``.
+        ``'torchscript'``, ``'aoti'``, or ``'pytorch'`` (a network of this process, e.g. a
+        pretrained one).
     """
 
     module: Any

@@ -216,6 +216,73 @@ def localize(
     )
 
 
+def pretrained_for_recording(
+    inst: Any, *, directory: str | os.PathLike | None = None
+) -> tuple[str, Any, Any]:
+    """The shipped model whose channels the recording holds, ready for :func:`localize`.
+
+    Parameters
+    ----------
+    inst : mne.Evoked | mne.io.Raw | mne.Epochs
+        The recording (its channel names are matched, spaces ignored).
+    directory : path-like or None
+        Where the shipped models are (default: the package's).
+
+    Returns
+    -------
+    name : str
+        The model's name (the one needing the most channels, when several fit).
+    model : fairesi.export.ExportedModel
+        Its network with export metadata, as :func:`localize` takes it.
+    head_model : fairesi.headmodel.HeadModel
+        Its head model.
+
+    Raises
+    ------
+    ValueError
+        One line: no shipped model fits; names what each lacks and the own-montage route.
+    """
+    from fairesi.export import ExportedModel, build_metadata
+    from fairesi.models import available_pretrained, pretrained
+
+    have = {_squash(name) for name in inst.ch_names}
+    names = available_pretrained(directory)
+    if not names:
+        raise ValueError(
+            "no pretrained model ships with this fairesi yet: give an exported model "
+            "(`fairesi localize MODEL rec.fif`; train and export one for your montage with "
+            "`fairesi train` and `fairesi export`)"
+        )
+    lacking: dict[str, list[str]] = {}
+    fits = []
+    for name in names:
+        shipped = pretrained(name, directory=directory)
+        channels = list(shipped.config["head_model"]["ch_names"])
+        lacking[name] = [c for c in channels if _squash(c) not in have]
+        if not lacking[name]:
+            fits.append((len(channels), name, shipped))
+    if not fits:
+        detail = "; ".join(
+            f"{name} lacks {len(miss)} channels (e.g. {', '.join(miss[:3])})"
+            for name, miss in lacking.items()
+        )
+        raise ValueError(
+            f"the recording's channels fit no shipped model ({detail}); for another "
+            "montage train and export a model for it (`fairesi train`, `fairesi export`) and "
+            "run `fairesi localize MODEL rec.fif --head-model HEAD`"
+        )
+    _, name, shipped = max(fits, key=lambda fit: fit[0])
+    config = shipped.config
+    metadata = build_metadata(
+        shipped.head_model,
+        config["head_model"]["modality"],
+        int(config["data"]["n_times"]),
+        model_name=config["model"]["name"],
+    )
+    model = ExportedModel(module=shipped.model, metadata=metadata, format="pytorch")
+    return name, model, shipped.head_model
+
+
 def save_estimate(stc: Any, path: str | os.PathLike) -> list[Path]:
     """Save a source estimate atomically as ``.stc`` (two files) or ``.h5``.
 

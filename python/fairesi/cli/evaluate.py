@@ -17,7 +17,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "truth vs estimate). The Markdown table is printed, with the paper's FAIR-ESI row "
         "beside it when the configuration is one of Table II's.",
     )
-    parser.add_argument("checkpoint", type=Path, help="checkpoint file (best.pt or last.pt)")
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        help="checkpoint file (best.pt or last.pt); or --pretrained NAME",
+    )
+    parser.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        default=None,
+        help="score a model that ships with fairesi ('meg', 'eeg') on freshly synthesised "
+        "test samples (--seed, --n, --protocol, --bank) instead of a checkpoint",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --pretrained: seed of the fresh samples (default: training seed + 1000)",
+    )
     parser.add_argument(
         "--split",
         choices=("test", "val", "train"),
@@ -95,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise ValueError("give a checkpoint or --pretrained NAME (one of them)")
+    if args.pretrained is not None:
+        return _run_pretrained(args)
     earlier = None
     if args.against is not None:
         earlier = read_per_sample(args.against)
@@ -133,6 +155,32 @@ def run(args: argparse.Namespace) -> int:
     print(result.table(label=args.checkpoint.name), end="")
     if appendix:
         print("\n" + appendix, end="")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _run_pretrained(args: argparse.Namespace) -> int:
+    """``fairesi evaluate --pretrained NAME``: a shipped model on fresh samples."""
+    import torch
+
+    from fairesi.evaluate import evaluate_pretrained, write_report
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = evaluate_pretrained(
+        args.pretrained,
+        n=256 if args.n is None else args.n,
+        seed=args.seed,
+        protocol=args.protocol,
+        bank=args.bank or "default",
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    label = f"pretrained {args.pretrained}"
+    out_dir = args.out or Path(f"eval-pretrained-{args.pretrained}")
+    paths = write_report(result, out_dir, label=label)
+    print(result.table(label=label), end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

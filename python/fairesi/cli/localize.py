@@ -16,8 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "save the region estimate expanded to the source space's vertices as .stc or .h5. "
         "The recording must be sampled at the model's rate.",
     )
-    p.add_argument("model", type=Path, help="model written by `fairesi export` (.pt or .pt2)")
-    p.add_argument("recording", type=Path, help="MNE .fif file (Evoked *-ave.fif, or Raw)")
+    p.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="[MODEL] RECORDING",
+        help="a model written by `fairesi export` (.pt or .pt2), then the MNE .fif file "
+        "(Evoked *-ave.fif, or Raw); without MODEL the shipped pretrained model that fits "
+        "the recording's channels is used",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -39,10 +46,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_localize(args: argparse.Namespace) -> int:
     """Localize as asked on the command line; returns the exit code."""
     from fairesi.headmodel import HeadModel
-    from fairesi.localize import localize, save_estimate
+    from fairesi.localize import (
+        localize,
+        pretrained_for_recording,
+        read_recording,
+        save_estimate,
+    )
 
+    if len(args.inputs) > 2:
+        raise ValueError(f"expected [MODEL] RECORDING, got {len(args.inputs)} paths")
     head_model = None if args.head_model == "default" else HeadModel.load(args.head_model)
-    stc = localize(args.model, args.recording, head_model=head_model, batch_size=args.batch_size)
+    *model, recording = args.inputs
+    if model:
+        model = model[0]
+    else:
+        inst = read_recording(recording)
+        name, model, shipped_head = pretrained_for_recording(inst)
+        head_model = head_model or shipped_head
+        recording = inst
+        print(f"using the pretrained {name!r} model (fairesi.models.pretrained)")
+    stc = localize(model, recording, head_model=head_model, batch_size=args.batch_size)
     written = save_estimate(stc, args.output)
     print(
         f"wrote {', '.join(map(str, written))}: {stc.data.shape[0]} vertices x "

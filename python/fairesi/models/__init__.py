@@ -16,7 +16,9 @@ registry name in :data:`MODELS`.
   squeeze-and-excitation; takes the 'eeg+meg' modality (EEG channels first).
 * :mod:`~fairesi.models.fusion`: the squeeze-and-excitation module and
   :class:`FairEsiFusion`, what ``'fair_esi'`` builds for the 'eeg+meg' modality.
-* :mod:`~fairesi.models.base`, :mod:`~fairesi.models.config`: what the three share.
+* :mod:`~fairesi.models.base`, :mod:`~fairesi.models.config`: what the networks share.
+* :mod:`~fairesi.models.pretrained`: the networks that ship trained (:func:`pretrained`)
+  and rebuilding a network from stored weights.
 
 Layering
 --------
@@ -24,26 +26,24 @@ Imported by the layers above: :mod:`fairesi.train`, :mod:`fairesi.evaluate`,
 :mod:`fairesi.export`, :mod:`fairesi.benchmark` and :mod:`fairesi.cli`. It imports torch,
 numpy/scipy (ConvDip's sensor maps), :mod:`fairesi.ops` (the spectral-temporal refinement,
 reference and fused op) and fairesi's leaf utilities (:mod:`fairesi._validate`);
-:mod:`fairesi.headmodel` only for typing (a model needs a head model's sizes and sensor
-positions to be built, never at run time). Nothing below it (``ops``, ``headmodel``,
+:mod:`fairesi.headmodel` for the sizes and sensor positions a network is built for (and
+the head model of a pretrained one), never in ``forward``. Nothing below it (``ops``, ``headmodel``,
 ``simulate``, ``data``) imports it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
-from fairesi._validate import check_option
 from fairesi.models.base import SourceModel
 from fairesi.models.convdip import ConvDip
 from fairesi.models.deepsif import DeepSif
 from fairesi.models.fair_esi import FairEsi, FairEsiConfig
 from fairesi.models.fusion import FairEsiFusion
 from fairesi.models.mmdf_esi import MmdfEsi, MmdfEsiConfig
+from fairesi.models.pretrained import Pretrained, available_pretrained, pretrained
+from fairesi.models.registry import FUSED_VARIANTS, MODELS, build_model
 
 __all__ = [
+    "FUSED_VARIANTS",
     "MODELS",
     "ConvDip",
     "DeepSif",
@@ -52,48 +52,9 @@ __all__ = [
     "FairEsiFusion",
     "MmdfEsi",
     "MmdfEsiConfig",
+    "Pretrained",
     "SourceModel",
+    "available_pretrained",
     "build_model",
+    "pretrained",
 ]
-
-#: Registry name -> model class (each has ``from_head_model``).
-MODELS: dict[str, type[SourceModel]] = {
-    "fair_esi": FairEsi,
-    "deepsif": DeepSif,
-    "convdip": ConvDip,
-    "mmdf_esi": MmdfEsi,
-}
-
-
-#: Registry name -> the class that the name builds for a fused ('eeg+meg') modality, where
-#: it differs (the others take the concatenated channels as one input).
-FUSED_VARIANTS: dict[str, type[SourceModel]] = {"fair_esi": FairEsiFusion}
-
-
-def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper: Any) -> nn.Module:
-    """Build a registered model sized for a head model.
-
-    Parameters
-    ----------
-    name : str
-        Registry name, a key of :data:`MODELS` (e.g. ``'fair_esi'``).
-    head_model : fairesi.headmodel.HeadModel
-        Supplies the region count and the channel count of ``modality``.
-    modality : str
-        ``'eeg'``, ``'meg'`` or ``'eeg+meg'`` (both, EEG channels first; MMDF-ESI needs it).
-    n_times : int
-        Samples per input window.
-    **hyper
-        Model hyper-parameters, passed to ``from_head_model`` (for FAIR-ESI: ``preset`` and
-        any :class:`FairEsiConfig` field).
-
-    Returns
-    -------
-    nn.Module
-        The model, in training mode, mapping (B, C, T) to (B, R, T).
-    """
-    check_option("model", name, sorted(MODELS))
-    cls = MODELS[name]
-    if len(head_model.lead_field(modality).channel_groups) > 1:
-        cls = FUSED_VARIANTS.get(name, cls)
-    return cls.from_head_model(head_model, modality, n_times, **hyper)

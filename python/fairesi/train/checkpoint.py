@@ -148,27 +148,14 @@ def load_checkpoint(
     checkpoint : Checkpoint
         With ``.model`` in eval mode.
     """
-    from fairesi.models import build_model
+    from fairesi.models.pretrained import model_from_config
 
     payload = read_checkpoint(path, map_location)
     config = payload["config"]
     if head_model is None:
         head_model = load_head_model(config["train"]["head_model"])
     check_head_model(config, head_model, source=f"checkpoint {path}")
-    model = build_model(
-        config["model"]["name"],
-        head_model,
-        config["head_model"]["modality"],
-        int(config["data"]["n_times"]),
-        **config["model"]["hyper"],
-    )
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(
-            f"checkpoint {path} does not fit the {config['model']['name']!r} model it names "
-            f"(written by another fairesi version?): {str(err).splitlines()[0]}"
-        ) from None
+    model = model_from_config(config, payload["state_dict"], head_model, f"checkpoint {path}")
     model.to(map_location).eval()
     return Checkpoint(
         model=model,

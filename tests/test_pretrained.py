@@ -1,0 +1,91 @@
+"""Pretrained models (fairesi.models.pretrained): loading, refusal of bad files, fresh-sample
+evaluation and picking by a recording's channels; a tiny run stands in for a shipped file."""
+
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pytest
+import torch
+
+from fairesi.cli import main
+from fairesi.evaluate import evaluate_pretrained
+from fairesi.localize import localize, pretrained_for_recording
+from fairesi.models import available_pretrained, pretrained
+from fairesi.train import read_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
+
+
+@pytest.fixture(scope="module")
+def shipped(tiny_run, tmp_path_factory):
+    """A directory holding one 'pretrained' model (float16 weights and a card), written the
+    way bench/gpu_train.sh packs a checkpoint."""
+    payload = read_checkpoint(tiny_run / "last.pt")
+    directory = tmp_path_factory.mktemp("pretrained")
+    torch.save(
+        {
+            "config": payload["config"],
+            "state_dict": {k: v.half() for k, v in payload["state_dict"].items()},
+            "card": {"name": "toy-meg", "training": "2 steps of the tiny preset (a test)"},
+        },
+        directory / "toy-meg.pt",
+    )
+    return directory
+
+
+def test_load_a_shipped_model(shipped):
+    assert available_pretrained(shipped) == ["toy-meg"]
+    model = pretrained("toy-meg", directory=shipped)
+    assert not model.model.training and model.card["name"] == "toy-meg"
+    assert model.head_model.n_regions == 50
+    x = torch.randn(2, 48, 64)
+    with torch.no_grad():
+        assert model.model(x).shape == (2, 50, 64)
+    with pytest.raises(FileNotFoundError, match="available: toy-meg"):
+        pretrained("eeg", directory=shipped)
+
+
+def test_corrupt_or_foreign_files_are_refused(shipped, tmp_path):
+    (tmp_path / "bad.pt").write_bytes((shipped / "toy-meg.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt"):
+        pretrained("bad", directory=tmp_path)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a pretrained model"):
+        pretrained("other", directory=tmp_path)
+
+
+def test_evaluate_on_fresh_samples(shipped):
+    result = evaluate_pretrained(
+        "toy-meg", n=8, bank="synthetic", directory=shipped, progress=False
+    )
+    assert result.per_sample["precision"].shape == (8,) and result.protocol == "strict"
+    paper = evaluate_pretrained(
+        "toy-meg", n=8, bank="synthetic", protocol="paper", directory=shipped, progress=False
+    )
+    assert paper.rule == "deepsif"
+
+
+def test_picked_by_the_recording_channels(shipped, toy_head_model):
+    lead_field = toy_head_model.lead_field("meg")
+    info = mne.create_info(list(lead_field.ch_names), 500.0, list(lead_field.ch_types))
+    evoked = mne.EvokedArray(np.random.default_rng(0).standard_normal((48, 80)) * 1e-12, info)
+    name, model, head = pretrained_for_recording(evoked, directory=shipped)
+    assert name == "toy-meg" and model.metadata["n_times"] == 64
+    stc = localize(model, evoked, head_model=head)
+    assert stc.data.shape[1] == 80
+    eeg = toy_head_model.lead_field("eeg")
+    other = mne.EvokedArray(
+        np.zeros((32, 80)), mne.create_info(list(eeg.ch_names), 500.0, list(eeg.ch_types))
+    )
+    with pytest.raises(ValueError, match="fit no shipped model.*toy-meg lacks 48 channels"):
+        pretrained_for_recording(other, directory=shipped)
+
+
+def test_nothing_ships_yet_says_so(tmp_path):
+    assert main(["evaluate", "--pretrained", "meg"]) == 2
+    with pytest.raises(ValueError, match="no pretrained model ships"):
+        pretrained_for_recording(
+            mne.EvokedArray(np.zeros((1, 4)), mne.create_info(["a"], 500.0, "eeg")),
+            directory=tmp_path,
+        )
