@@ -178,6 +178,9 @@ def test_cli_bank(small_connectome, tmp_path):
     assert cli_main(argv) == 0
     bank = WaveformBank.load(out)
     assert bank.n_regions == 30 and bank.metadata["seed"] == 4
+    # Options given explicitly win over --quick's values (it used to reset them silently).
+    assert bank.background.shape[1] / bank.sfreq == pytest.approx(3.0)
+    assert bank.metadata["max_rounds"] == 1
     assert not (tmp_path / "bank.h5.shards").exists()
     assert (
         cli_main(

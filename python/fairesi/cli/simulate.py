@@ -96,8 +96,8 @@ def _register_bank(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--background",
         type=float,
-        default=60.0,
-        help="seconds of background activity (default: 60)",
+        default=None,
+        help="seconds of background activity (default: 60; 20 with --quick)",
     )
     p.add_argument(
         "--min-spikes", type=int, default=5, help="spikes wanted per region (default: 5)"
@@ -105,8 +105,9 @@ def _register_bank(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-rounds",
         type=int,
-        default=3,
-        help="rounds of runs, the later ones for regions short of spikes (default: 3)",
+        default=None,
+        help="rounds of runs, the later ones for regions short of spikes (default: 3; 1 with "
+        "--quick)",
     )
     p.add_argument(
         "--regions",
@@ -122,7 +123,8 @@ def _register_bank(sub: argparse._SubParsersAction) -> None:
         "--quick",
         action="store_true",
         help="small demo bank in 1-2 minutes: 15 s runs, one setting, one round, 20 s "
-        "background (some regions may lack spikes)",
+        "background (some regions may lack spikes); --duration, --background and "
+        "--max-rounds given explicitly still apply",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run_bank)
@@ -169,15 +171,20 @@ def run_bank(args: argparse.Namespace) -> int:
         "recipe": args.recipe,
         "seed": args.seed,
         "run_duration_s": args.duration,
-        "background_s": args.background,
+        "background_s": 60.0 if args.background is None else args.background,
         "min_spikes": args.min_spikes,
-        "max_rounds": args.max_rounds,
+        "max_rounds": 3 if args.max_rounds is None else args.max_rounds,
         "regions": _parse_regions(args.regions),
         "n_threads": args.threads,
     }
-    if args.quick:
-        options.update({k: v for k, v in QUICK.items() if k != "settings_index"})
-        options["run_duration_s"] = args.duration or QUICK["run_duration_s"]
+    if args.quick:  # the quick values, except where an option was given explicitly
+        given = {
+            "run_duration_s": args.duration,
+            "background_s": args.background,
+            "max_rounds": args.max_rounds,
+        }
+        for key, value in given.items():
+            options[key] = QUICK[key] if value is None else value
         options["settings"] = tuple(DEEPSIF_SETTINGS[i] for i in QUICK["settings_index"])
     shard_dir = args.out.with_name(args.out.name + ".shards")
     bar = tqdm(total=1, unit="run", desc="simulate bank", disable=args.no_progress)
