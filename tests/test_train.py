@@ -324,7 +324,7 @@ def test_config_sources_and_validation(tmp_path):
         TrainConfig.from_sources(overrides={"batchsize": 3})
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         TrainConfig.from_sources(preset="huge")
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         OptimConfig(batch_size=0)
     with pytest.raises(ValueError, match="device.*'tpu'"):
         RunConfig(device="tpu")
@@ -476,3 +476,37 @@ def test_sigterm_during_the_epoch_end_commit_loses_nothing(reference_run, tmp_pa
     )
     ref_rows = [(r["step"], r["kind"], r["val_loss"]) for r in read_log(reference_run[0])]
     assert [(r["step"], r["kind"], r["val_loss"]) for r in read_log(tmp_path)] == ref_rows
+
+
+def test_user_errors_name_what_is_wrong(reference_run, tmp_path):
+    """Each of these used to give a misleading message or a traceback (issue 18, 6/12)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('batch_size = "eight"\n')
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 'eight'"):
+        TrainConfig.from_sources(toml_path=bad)
+    for threads in (0, -1):
+        with pytest.raises(
+            ValueError, match=f"threads must be a positive int or None, got {threads}"
+        ):
+            RunConfig(threads=threads)
+    with pytest.raises(ValueError, match="is a directory; give its best.pt or last.pt"):
+        load_checkpoint(reference_run[0])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here"):
+            load_checkpoint(reference_run[0] / "last.pt", map_location="cuda")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "fairesi-checkpoint", "obj": _Opaque()}, pickled)
+    with pytest.raises(ValueError, match="safe .weights-only. load refuses") as err:
+        load_checkpoint(pickled)
+    assert "weights_only=False" not in str(err.value)
+    text = tmp_path / "head.npz"
+    text.write_text("not a head model")
+    from fairesi.headmodel import HeadModel
+
+    with pytest.raises(ValueError, match="is not a fairesi head model file"):
+        HeadModel.load(text)
+    assert main(["train", "--preset", "tiny", "--threads", "0", "--out", str(tmp_path / "t")]) == 2
+
+
+class _Opaque:
+    """A picklable object that a weights-only load refuses."""

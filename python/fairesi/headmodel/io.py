@@ -100,7 +100,18 @@ def read_head_model(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"head model file {path} does not exist")
-    with np.load(path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a fairesi head model file (a .npz written by HeadModel.save): "
+            f"{type(err).__name__}"
+        ) from None
+    if not hasattr(npz, "files"):  # a plain .npy array, not an archive
+        raise ValueError(
+            f"{path} is not a fairesi head model file (a .npz written by HeadModel.save)"
+        )
+    with npz:
         if "header_json" not in npz:
             raise ValueError(f"{path} is not a fairesi head model (no header_json entry)")
         header = json.loads(str(npz["header_json"]))

@@ -98,13 +98,30 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         The plain-container payload described in the module docstring.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; give its best.pt or last.pt")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint {path} is empty (0 bytes); the file is truncated")
+    device = torch.device(map_location)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(map_location)!r} requested but CUDA is not available here (this "
+            f"torch {torch.__version__} has no usable GPU); use --device cpu"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # torch refused objects, not a broken file
+            raise ValueError(
+                f"{path} holds Python objects beyond plain tensors and containers, which a "
+                "safe (weights-only) load refuses: it is not a fairesi checkpoint"
+            ) from None
+        raise ValueError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read (UnpicklingError)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise ValueError(
             f"checkpoint {path} is corrupt or truncated and cannot be read "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"

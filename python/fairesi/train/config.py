@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fairesi._validate import check_int, check_positive_int
 from fairesi.data import SimConfig
 
 __all__ = ["PRESETS", "OptimConfig", "RunConfig", "TrainConfig"]
@@ -103,9 +104,14 @@ class OptimConfig:
     max_epochs: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_epochs"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("batch_size", "max_epochs", "early_stop_patience"):
+            check_positive_int(name, getattr(self, name))
+        check_int("lr_patience", self.lr_patience, minimum=0)
+        for name in ("lr", "weight_decay", "lr_factor"):
+            if not isinstance(getattr(self, name), int | float) or isinstance(
+                getattr(self, name), bool
+            ):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if not 0 < self.lr_factor < 1:
@@ -150,11 +156,12 @@ class RunConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if int(self.checkpoint_every) < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps!r}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
+        check_positive_int("checkpoint_every", self.checkpoint_every)
+        check_positive_int("max_steps", self.max_steps, allow_none=True)
+        check_positive_int("threads", self.threads, allow_none=True)
+        if self.max_minutes is not None and not (
+            isinstance(self.max_minutes, int | float) and self.max_minutes > 0
+        ):
             raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
@@ -228,9 +235,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_train_samples", "n_val_samples"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
+            check_positive_int(name, getattr(self, name), allow_none=True)
+        check_int("seed", self.seed, minimum=0)
         if not isinstance(self.model_hyper, Mapping):
             raise TypeError(f"model_hyper must be a mapping, got {type(self.model_hyper)}")
         object.__setattr__(self, "model_hyper", dict(self.model_hyper))
