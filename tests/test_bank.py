@@ -220,3 +220,25 @@ def test_deepsif_recipe_one_run_per_source_region(small_connectome, monkeypatch)
     assert sorted(excitable_sets) == [(), (4,), (4,), (9,), (9,)]
     assert set(bank.spike_regions.tolist()) <= {4, 9}
     assert bank.metadata["recipe"] == "deepsif" and bank.metadata["n_runs"] == 5
+
+
+def test_a_bank_with_nan_or_missing_data_is_refused(tmp_path):
+    """NaN/Inf in a bank used to flow into an all-NaN dataset (issue 18, case 4)."""
+    import h5py
+
+    bank = WaveformBank.synthetic(12, n_spikes=12)
+    path = tmp_path / "bank.h5"
+    bank.save(path)
+    with h5py.File(path, "r+") as f:
+        data = f["background"][()]
+        data[3, 7] = np.nan
+        del f["background"]
+        f["background"] = data
+    with pytest.raises(
+        ValueError, match=r"background holds 1 NaN/Inf values \(first at index \[3, 7\]\)"
+    ):
+        WaveformBank.load(path)
+    with h5py.File(path, "r+") as f:
+        del f["spikes"]
+    with pytest.raises(ValueError, match=r"lacks the dataset\(s\) \['spikes'\]"):
+        WaveformBank.load(path)

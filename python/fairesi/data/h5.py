@@ -427,7 +427,14 @@ class DatasetFile(torch.utils.data.Dataset):
         regions = read("target_regions").long()
         target = scatter_regions(regions, read("target_values"), self.n_regions)
         mask = region_mask(regions, self.n_regions)
-        return Batch(x=read("x"), target=target, source_mask=mask, centres=read("centres"))
+        x = read("x")
+        for name, values in (("x", x), ("target_values", target)):
+            if not torch.isfinite(values).all():
+                raise ValueError(
+                    f"dataset file {self.path}: {name} of rows {rows[:5].tolist()}... holds "
+                    "NaN/Inf; write the file again"
+                )
+        return Batch(x=x, target=target, source_mask=mask, centres=read("centres"))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         """Row ``i`` as a dict of ``x``, ``target``, ``source_mask``, ``centres``."""

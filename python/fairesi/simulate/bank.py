@@ -154,10 +154,22 @@ class WaveformBank:
                     f"{path} is not a fairesi waveform bank (format attribute "
                     f"{f.attrs.get('format')!r}, expected {_BANK_FORMAT!r})"
                 )
+            missing = [k for k in ("spikes", "spike_regions", "background") if k not in f]
+            if missing:
+                raise ValueError(f"waveform bank {path} lacks the dataset(s) {missing}")
+            try:
+                arrays = {k: f[k][()] for k in ("spikes", "spike_regions", "background")}
+            except OSError as err:  # a corrupted chunk fails its decompression here
+                raise ValueError(f"waveform bank {path} is corrupt: {err}") from None
+            for name in ("spikes", "background"):
+                bad = ~np.isfinite(arrays[name])
+                if bad.any():
+                    raise ValueError(
+                        f"waveform bank {path}: {name} holds {int(bad.sum())} NaN/Inf values "
+                        f"(first at index {np.argwhere(bad)[0].tolist()}); rebuild the bank"
+                    )
             return cls(
-                spikes=f["spikes"][()],
-                spike_regions=f["spike_regions"][()],
-                background=f["background"][()],
+                **arrays,
                 sfreq=float(f.attrs["sfreq"]),
                 metadata=json.loads(f.attrs["metadata_json"]),
             )
