@@ -1,5 +1,7 @@
 """fairesi.localize: recorded MNE data -> exported model -> mne.SourceEstimate."""
 
+from pathlib import Path
+
 import mne
 import numpy as np
 import pytest
@@ -93,10 +95,16 @@ def test_save_estimate_round_trip(exported, toy_head_model, tmp_path, suffix):
     stc = localize(exported, _evoked(toy_head_model, 64), head_model=toy_head_model)
     written = save_estimate(stc, tmp_path / f"est{suffix}")
     names = sorted(p.name for p in written)
-    assert names == (["est-stc.h5"] if suffix else ["est-lh.stc", "est-rh.stc"])
+    assert names == (["est.h5"] if suffix else ["est-lh.stc", "est-rh.stc"])  # exactly -o
     back = mne.read_source_estimate(written[0])
     np.testing.assert_allclose(back.data, stc.data, rtol=1e-5, atol=1e-7)
     assert sorted(p.name for p in tmp_path.iterdir()) == names
+    # A directory (existing, or named with a trailing separator) receives estimate-*.stc.
+    (tmp_path / "dir").mkdir(exist_ok=True)
+    for where in (tmp_path / "dir", str(tmp_path / "new") + "/"):
+        written = save_estimate(stc, where)
+        assert [p.name for p in written] == ["estimate-lh.stc", "estimate-rh.stc"]
+        assert written[0].parent == Path(where)
 
 
 def test_cli(exported, toy_head_model, tmp_path, capsys):

@@ -290,20 +290,28 @@ def save_estimate(stc: Any, path: str | os.PathLike) -> list[Path]:
     ----------
     stc : mne.SourceEstimate
     path : path-like
-        Ending in ``.h5`` for one HDF5 file, else the ``.stc`` stem: ``STEM-lh.stc`` and
-        ``STEM-rh.stc`` are written.
+        Ending in ``.h5``: exactly that HDF5 file. A directory (existing, or written with a
+        trailing separator): ``DIR/estimate-lh.stc`` and ``DIR/estimate-rh.stc``. Else the
+        ``.stc`` stem: ``STEM-lh.stc`` and ``STEM-rh.stc``.
 
     Returns
     -------
     list of pathlib.Path
         The files written.
     """
+    text = os.fspath(path)
     path = Path(path)
+    if text.endswith(os.sep) or path.is_dir():
+        path = path / "estimate"
     path.parent.mkdir(parents=True, exist_ok=True)
-    ftype = "h5" if path.suffix == ".h5" else "stc"
-    stem = path.with_suffix("") if ftype == "h5" or path.suffix == ".stc" else path
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".stc-") as tmp:
-        stc.save(Path(tmp) / stem.name, ftype=ftype, overwrite=True, verbose="error")
+        if path.suffix == ".h5":
+            stc.save(Path(tmp) / "estimate", ftype="h5", overwrite=True, verbose="error")
+            (written,) = Path(tmp).iterdir()  # MNE names it estimate-stc.h5
+            shutil.move(written, path)
+            return [path]
+        stem = path.with_suffix("") if path.suffix == ".stc" else path
+        stc.save(Path(tmp) / stem.name, ftype="stc", overwrite=True, verbose="error")
         written = []
         for file in sorted(Path(tmp).iterdir()):
             target = stem.parent / file.name
