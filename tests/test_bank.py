@@ -242,3 +242,22 @@ def test_a_bank_with_nan_or_missing_data_is_refused(tmp_path):
         del f["spikes"]
     with pytest.raises(ValueError, match=r"lacks the dataset\(s\) \['spikes'\]"):
         WaveformBank.load(path)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--duration", "-1", "run_duration_s must be a positive number"),
+        ("--background", "0", "background_s must be a positive number"),
+        ("--min-spikes", "0", "min_spikes must be >= 1"),
+        ("--threads", "0", "n_threads must be >= 1"),
+        ("--max-rounds", "0", "max_rounds must be >= 1"),
+    ],
+)
+def test_bad_bank_flags_leave_nothing_behind(tmp_path, capsys, flag, value, message):
+    """Refused with one line before anything is written (issue 18, case 14)."""
+    out = tmp_path / "bank.h5"
+    argv = ["simulate", "bank", "--n-regions", "20", "--out", str(out), "--no-progress"]
+    assert cli_main([*argv, flag, value]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

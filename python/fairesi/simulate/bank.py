@@ -345,6 +345,14 @@ def build_bank(
         raise ValueError("settings must list at least one (mu, noise_scale) pair")
     if run_duration_s is None:
         run_duration_s = 30.0 if recipe == "grouped" else 200.0
+    # Every option is checked before anything is written (no empty shard folder is left).
+    for name, value in (("run_duration_s", run_duration_s), ("background_s", background_s)):
+        if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if min_spikes < 1:
+        raise ValueError(f"min_spikes must be >= 1, got {min_spikes}")
+    if n_threads is not None and n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1 or None, got {n_threads}")
     R = connectome.n_regions
     candidates = np.arange(R) if regions is None else np.unique(np.asarray(regions, dtype=int))
     if candidates.size == 0 or candidates.min() < 0 or candidates.max() >= R:
