@@ -83,3 +83,21 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
 
     assert main(["export", str(source), "-o", str(tmp_path / "link.h5")]) == 2
     assert source.read_bytes() == b"x"
+
+
+def test_parts_of_killed_writers_are_removed(tmp_path):
+    """A writer killed mid-write leaves .NAME.PID.*.part; the next write of the same output
+    removes it, but never the part of a writer that still runs (issue 18, case 8)."""
+    target = tmp_path / "data.h5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".data.h5.{int(dead.stdout)}.abc123.part"
+    stale.write_bytes(b"half a file")
+    alive = tmp_path / f".data.h5.{os.getppid()}.def456.part"
+    alive.write_bytes(b"still being written")
+    other = tmp_path / f".other.h5.{int(dead.stdout)}.x.part"
+    other.write_bytes(b"another output's")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"done")
+    assert target.read_bytes() == b"done"
+    assert not stale.exists() and alive.exists() and other.exists()

@@ -19,8 +19,11 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.
 
     The temporary file lives in the same directory, so the final ``os.replace`` is an
-    atomic rename. If the body raises (including ``KeyboardInterrupt``), the temporary
-    file is removed and ``path`` is left as it was.
+    atomic rename; the file and then the directory are fsynced, so the result survives a
+    power cut once this returns. If the body raises (including ``KeyboardInterrupt``), the
+    temporary file is removed and ``path`` is left as it was. Temporary files of the same
+    output left by a writer that was killed (``.NAME.PID.*.part`` of a process that no
+    longer runs) are removed first.
 
     Parameters
     ----------
@@ -38,7 +41,10 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} already exists; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    _remove_stale_parts(path)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would.
@@ -47,10 +53,35 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's data and metadata to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Remove ``.NAME.PID.*.part`` files next to ``path`` whose writer process is gone."""
+    for part in path.parent.glob(f".{path.name}.*.part"):
+        pid_text = part.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:  # the writer is gone: its part is litter
+            part.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def check_not_an_input(
