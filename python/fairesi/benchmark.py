@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from fairesi.evaluate import TABLE_METRICS, EvaluationResult, draw_region_map, format_paired_table
+from fairesi.evaluate import TABLE_METRICS, EvaluationResult, format_paired_table
+from fairesi.figures import plot_comparison
 from fairesi.io import atomic_path
 from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 
@@ -340,66 +341,6 @@ class BenchmarkResult:
                 title=f"{row.title}: test sample 0",
             )
         return paths
-
-
-def plot_comparison(
-    centroids_mm: np.ndarray,
-    target: np.ndarray,
-    estimates: Mapping[str, np.ndarray],
-    path: str | os.PathLike,
-    *,
-    source_mask: np.ndarray | None = None,
-    title: str = "",
-) -> Path:
-    """Save a PNG comparing several estimates of one sample with its ground truth.
-
-    One column per map (ground truth, then each estimate), a top and a left view of the
-    region centroids coloured by the amplitude at the ground truth's peak time, each map
-    normalised to its largest magnitude at that time; ground-truth regions are outlined.
-
-    Parameters
-    ----------
-    centroids_mm : np.ndarray, shape (R, 3)
-        Region centroids, mm (x right, y anterior, z superior).
-    target : np.ndarray, shape (R, T)
-        Ground truth.
-    estimates : mapping of str to np.ndarray, shape (R, T)
-        Method label -> estimate.
-    path : path-like
-        The PNG to write (atomically).
-    source_mask : np.ndarray, shape (R,), bool, optional
-        Ground-truth regions.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    path : pathlib.Path
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    centroids_mm = np.asarray(centroids_mm)
-    peak_time = int(np.unravel_index(np.argmax(np.abs(target)), target.shape)[1])
-    maps = {"ground truth": np.asarray(target), **{k: np.asarray(v) for k, v in estimates.items()}}
-    fig = Figure(figsize=(2.6 * len(maps) + 1.0, 5.2), layout="constrained")
-    axes = fig.subplots(2, len(maps), squeeze=False)
-    views = (("top", 0, 1), ("left", 1, 2))
-    points = None
-    for col, (name, data) in enumerate(maps.items()):
-        for row, (view, i, j) in enumerate(views):
-            ax = axes[row, col]
-            points = draw_region_map(ax, centroids_mm[:, [i, j]], data[:, peak_time], source_mask)
-            ax.set(title=f"{name} ({view})", aspect="equal", xticks=[], yticks=[])
-    fig.colorbar(points, ax=axes, label="amplitude / max at the true peak time", shrink=0.8)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return path
 
 
 def _row_train_config(
