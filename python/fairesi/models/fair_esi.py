@@ -61,6 +61,7 @@ __all__ = [
     "PatchwiseRefinement",
     "SourceReconstruction",
     "n_patches",
+    "patchwise_blocks",
     "refinement_of",
     "select_key_patches",
 ]
@@ -412,6 +413,25 @@ class PatchwiseRefinement(nn.Module):
         return self.deconv(self.conv(grid)).permute(0, 2, 3, 1)  # P^O*: (B, C, Np, L)
 
 
+def patchwise_blocks(config: FairEsiConfig, n_channels: int) -> nn.ModuleList:
+    """The N patch-wise refinement blocks of a configuration, for ``n_channels`` sensors."""
+    return nn.ModuleList(
+        [
+            PatchwiseRefinement(
+                config.patch_len,
+                config.embed_dim,
+                config.conv_channels,
+                config.conv_kernel,
+                attention=config.patchwise,
+                norm=config.norm,
+                conv_layout=config.conv_layout,
+                n_channels=n_channels,
+            )
+            for _ in range(config.n_blocks)
+        ]
+    )
+
+
 def refinement_of(config: FairEsiConfig) -> tuple[nn.Module, bool]:
     """The spectral-temporal refinement of a configuration and whether to add its input.
 
@@ -543,21 +563,7 @@ class FairEsi(SourceModel):
         super().__init__(config)
         self.patching = Patching(config.patch_len, config.stride)
         self.refine, self.refine_residual = refinement_of(config)
-        self.blocks = nn.ModuleList(
-            [
-                PatchwiseRefinement(
-                    config.patch_len,
-                    config.embed_dim,
-                    config.conv_channels,
-                    config.conv_kernel,
-                    attention=config.patchwise,
-                    norm=config.norm,
-                    conv_layout=config.conv_layout,
-                    n_channels=config.n_channels,
-                )
-                for _ in range(config.n_blocks)
-            ]
-        )
+        self.blocks = patchwise_blocks(config, config.n_channels)
         latent = config.latent_width
         self.reconstruction = SourceReconstruction(
             config.n_channels,

@@ -30,7 +30,7 @@ from fairesi.models.fair_esi import (
     FairEsiConfig,
     LatentSum,
     Patching,
-    PatchwiseRefinement,
+    patchwise_blocks,
     refinement_of,
 )
 
@@ -79,21 +79,7 @@ class FusionBranch(nn.Module):
     def __init__(self, config: FairEsiConfig, n_channels: int) -> None:
         super().__init__()
         self.n_channels = n_channels
-        self.blocks = nn.ModuleList(
-            [
-                PatchwiseRefinement(
-                    config.patch_len,
-                    config.embed_dim,
-                    config.conv_channels,
-                    config.conv_kernel,
-                    attention=config.patchwise,
-                    norm=config.norm,
-                    conv_layout=config.conv_layout,
-                    n_channels=n_channels,
-                )
-                for _ in range(config.n_blocks)
-            ]
-        )
+        self.blocks = patchwise_blocks(config, n_channels)
         latent = config.latent_width
         self.front = LatentSum(
             n_channels,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fairesi._validate import check_int, check_positive_int
-from fairesi.data import SimConfig
+from fairesi.data import DatasetSplits, SimConfig
 
 __all__ = ["PRESETS", "OptimConfig", "RunConfig", "TrainConfig"]
 
@@ -305,8 +305,6 @@ class TrainConfig:
     def _from_files(cls, top, data, dataset, sections) -> TrainConfig:
         """from_flat when ``data_path`` is set: the data configuration and seed are the
         files'; data settings or a seed that disagree with them are refused."""
-        from fairesi.data import DatasetSplits
-
         files = DatasetSplits.open(top["data_path"])
         have = {**files.config.to_dict(), "seed": files.seed}
         given = {**data, **({"seed": top["seed"]} if "seed" in top else {})}
