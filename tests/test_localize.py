@@ -159,3 +159,16 @@ def test_fused_model_on_a_recording_with_eeg_and_meg(toy_head_model, tmp_path):
     meg_only = evoked.copy().pick([n for n in evoked.ch_names if n.startswith("MEG")])
     with pytest.raises(ValueError, match="lacks 32 of the model's 80 channels"):
         localize(path, meg_only, head_model=toy_head_model)
+
+
+def test_a_head_model_with_other_contents_is_refused(exported, toy_head_model):
+    """The export carries its head model's content hash: a head model with the same name
+    and region count but other geometry or gains is refused (issue 17)."""
+    from fairesi.headmodel import HeadModel
+
+    meta = load_exported(exported).metadata
+    assert meta["head_model_sha256"] == toy_head_model.content_hash
+    other = HeadModel.toy(seed=1)  # same name and sizes, other jitter
+    assert other.name == toy_head_model.name and other.n_regions == toy_head_model.n_regions
+    with pytest.raises(ValueError, match="pass the head model it was trained on"):
+        localize(exported, _evoked(toy_head_model, 64), head_model=other)

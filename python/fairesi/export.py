@@ -139,6 +139,7 @@ def build_metadata(
         "region_names": [str(n) for n in head_model.region_names],
         "region_centroids_mm": np.asarray(head_model.region_centroids_mm, dtype=float).tolist(),
         "head_model": str(head_model.name),
+        "head_model_sha256": head_model.content_hash,
         # A fused model normalises each modality block on its own, as its data were.
         "normalisation": "deepsif" if len(groups) == 1 else "deepsif-per-modality",
         "channel_groups": groups,

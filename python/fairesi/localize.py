@@ -198,11 +198,16 @@ def localize(
     if head_model is None:
         head_model = HeadModel.default()
     meta = exported.metadata
-    if head_model.n_regions != int(meta["n_regions"]) or head_model.name != meta["head_model"]:
+    same = head_model.n_regions == int(meta["n_regions"]) and head_model.name == meta["head_model"]
+    if same and "head_model_sha256" in meta:  # exports before the hash carry only the name
+        same = head_model.content_hash == meta["head_model_sha256"]
+    if not same:
         raise ValueError(
-            f"the model was trained on head model {meta['head_model']!r} with "
-            f"{meta['n_regions']} regions, not {head_model.name!r} with {head_model.n_regions}; "
-            "pass the matching head model"
+            f"the model was trained on head model {meta['head_model']!r} ({meta['n_regions']} "
+            f"regions, content {str(meta.get('head_model_sha256', '?'))[:12]}), not on "
+            f"{head_model.name!r} ({head_model.n_regions} regions, content "
+            f"{head_model.content_hash[:12]}); pass the head model it was trained on "
+            "(--head-model)"
         )
     regions = localize_regions(exported, recording_data(inst, meta), batch_size=batch_size)
     vertex_region = np.asarray(head_model.vertex_region)

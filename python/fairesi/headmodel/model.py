@@ -10,6 +10,7 @@ model lives elsewhere in the package, and the constructors here only delegate:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,21 @@ class HeadModel:
                 f"head model {self.name!r} has no {modality!r} lead field; available "
                 f"modalities: {sorted(self.lead_fields)}"
             ) from None
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of what a trained network depends on: region names and centroids,
+        the vertex-to-region map and every lead field's channels and gains. Two head
+        models with the same hash give a network the same inputs and meaning."""
+        digest = hashlib.sha256()
+        digest.update("\0".join(self.region_names).encode())
+        for array in (self.region_centroids_mm, self.vertex_region, *self.vertno):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        for modality in sorted(self.lead_fields):
+            lead_field = self.lead_fields[modality]
+            digest.update(modality.encode() + "\0".join(lead_field.ch_names).encode())
+            digest.update(np.ascontiguousarray(lead_field.gain, dtype=np.float32).tobytes())
+        return digest.hexdigest()
 
     @property
     def hop_distance(self) -> np.ndarray:
