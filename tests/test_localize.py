@@ -172,3 +172,35 @@ def test_a_head_model_with_other_contents_is_refused(exported, toy_head_model):
     assert other.name == toy_head_model.name and other.n_regions == toy_head_model.n_regions
     with pytest.raises(ValueError, match="pass the head model it was trained on"):
         localize(exported, _evoked(toy_head_model, 64), head_model=other)
+
+
+def test_recordings_are_told_apart_by_content(exported, toy_head_model, tmp_path, capsys):
+    """Evoked, Epochs and Raw whatever their file names; Epochs give one estimate per epoch;
+    a file that is not FIF is one line (issues 17 and 18)."""
+    from fairesi.localize import read_recording
+
+    evoked = _evoked(toy_head_model, 64)
+    evoked.save(tmp_path / "meg_evoked.fif", verbose="error")  # no -ave suffix
+    assert isinstance(read_recording(tmp_path / "meg_evoked.fif"), mne.Evoked)
+    data = np.random.default_rng(2).standard_normal((3, 48, 64)) * 1e-12
+    epochs = mne.EpochsArray(data, evoked.info, verbose="error")
+    epochs.save(tmp_path / "recording.fif", verbose="error", overwrite=True)
+    read = read_recording(tmp_path / "recording.fif")
+    assert isinstance(read, mne.BaseEpochs) and len(read) == 3
+    stcs = localize(exported, read, head_model=toy_head_model)
+    assert len(stcs) == 3 and stcs[1].data.shape[1] == 64
+    head = tmp_path / "toy.npz"
+    toy_head_model.save(head)
+    out = tmp_path / "est.h5"
+    argv = ["localize", str(exported), str(tmp_path / "recording.fif"), "-o", str(out),
+            "--head-model", str(head)]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.glob("est_epoch*")) == [
+        "est_epoch000.h5", "est_epoch001.h5", "est_epoch002.h5"
+    ]  # fmt: skip
+    text = tmp_path / "notes.fif"
+    text.write_text("not a recording")
+    assert main(["localize", str(exported), str(text), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "is not an MNE FIF file of Raw, Epochs or Evoked data" in err
+    assert "Traceback" not in err

@@ -40,7 +40,8 @@ def _squash(name: str) -> str:
 
 
 def read_recording(path: str | os.PathLike) -> Any:
-    """Read an ``.fif`` file as ``mne.Evoked`` (``-ave.fif``, first condition) or ``mne.io.Raw``.
+    """Read an ``.fif`` file as ``mne.Evoked`` (first condition), ``mne.Epochs`` or
+    ``mne.io.Raw``, whichever it holds (by content, not by file name).
 
     Parameters
     ----------
@@ -49,7 +50,12 @@ def read_recording(path: str | os.PathLike) -> Any:
 
     Returns
     -------
-    mne.Evoked | mne.io.Raw
+    mne.Evoked | mne.Epochs | mne.io.Raw
+
+    Raises
+    ------
+    ValueError
+        One line when the file holds none of them (e.g. not a FIF file at all).
     """
     import mne
 
@@ -58,9 +64,22 @@ def read_recording(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"recording {path} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"recording {path} is empty")
-    if path.name.endswith(("-ave.fif", "_ave.fif", "-ave.fif.gz", "_ave.fif.gz")):
-        return mne.read_evokeds(path, condition=0, verbose="error")
-    return mne.io.read_raw_fif(path, preload=True, verbose="error")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # A FIF file opens with the FIFF_FILE_ID tag (kind 100, big-endian); gzip with 1f 8b.
+    if head != (100).to_bytes(4, "big") and head[:2] != b"\x1f\x8b":
+        raise ValueError(f"{path} is not an MNE FIF file of Raw, Epochs or Evoked data")
+    readers = (
+        lambda: mne.read_evokeds(path, condition=0, verbose="error"),
+        lambda: mne.read_epochs(path, preload=True, verbose="error"),
+        lambda: mne.io.read_raw_fif(path, preload=True, verbose="error"),
+    )
+    for read in readers:
+        try:
+            return read()
+        except (ValueError, RuntimeError, OSError, KeyError, TypeError, IndexError):
+            continue  # not this kind of FIF content
+    raise ValueError(f"{path} is not an MNE FIF file of Raw, Epochs or Evoked data")
 
 
 def recording_data(inst: Any, metadata: dict[str, Any]) -> np.ndarray:
@@ -173,7 +192,7 @@ def localize(
     ----------
     model : path-like | fairesi.export.ExportedModel
         A ``.pt`` (TorchScript) or ``.pt2`` (AOTInductor) file from ``fairesi export``.
-    inst : mne.Evoked | mne.io.Raw | path-like
+    inst : mne.Evoked | mne.Epochs | mne.io.Raw | path-like
         The recording, or a ``.fif`` file of it (see :func:`read_recording`).
     head_model : fairesi.headmodel.HeadModel | None
         Source space to expand regions onto; None uses the embedded default, which must be
@@ -183,7 +202,7 @@ def localize(
 
     Returns
     -------
-    stc : mne.SourceEstimate
+    stc : mne.SourceEstimate, or a list of them for Epochs (one per epoch)
         ``(n_vertices, n_samples)`` on the head model's source space, starting at the
         recording's first time point; arbitrary (normalised) units.
     """
@@ -195,6 +214,11 @@ def localize(
     exported = model if hasattr(model, "metadata") else load_exported(model)
     if isinstance(inst, str | os.PathLike):
         inst = read_recording(inst)
+    if isinstance(inst, mne.BaseEpochs):  # one estimate per epoch, as apply_inverse_epochs
+        return [
+            localize(exported, inst[k].average(), head_model=head_model, batch_size=batch_size)
+            for k in range(len(inst))
+        ]
     if head_model is None:
         head_model = HeadModel.default()
     meta = exported.metadata

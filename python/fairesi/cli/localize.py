@@ -10,9 +10,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``localize`` subcommand."""
     p = subparsers.add_parser(
         "localize",
-        help="source estimate (mne.SourceEstimate) of an Evoked/Raw .fif with an exported model",
-        description="Pick the model's channels from a recorded MNE .fif (Evoked: *-ave.fif, "
-        "else Raw), run the exported model window by window (DeepSIF normalisation) and "
+        help="source estimate (mne.SourceEstimate) of an Evoked/Epochs/Raw .fif with an exported "
+        "model",
+        description="Pick the model's channels from a recorded MNE .fif (Evoked, Epochs or "
+        "Raw, told apart by content; Epochs give one estimate per epoch, STEM_epochNNN), run "
+        "the exported model window by window (DeepSIF normalisation) and "
         "save the region estimate expanded to the source space's vertices as .stc or .h5. "
         "The recording must be sampled at the model's rate.",
     )
@@ -66,6 +68,14 @@ def run_localize(args: argparse.Namespace) -> int:
         recording = inst
         print(f"using the pretrained {name!r} model (fairesi.models.pretrained)")
     stc = localize(model, recording, head_model=head_model, batch_size=args.batch_size)
+    if isinstance(stc, list):  # Epochs: one estimate per epoch, STEM_epoch000...
+        output = Path(args.output)
+        written = []
+        for k, one in enumerate(stc):
+            name = f"{output.with_suffix('').name}_epoch{k:03d}{output.suffix}"
+            written += save_estimate(one, output.with_name(name))
+        print(f"wrote {len(written)} files for {len(stc)} epochs, e.g. {written[0]}")
+        return 0
     written = save_estimate(stc, args.output)
     print(
         f"wrote {', '.join(map(str, written))}: {stc.data.shape[0]} vertices x "
