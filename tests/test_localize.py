@@ -204,3 +204,30 @@ def test_recordings_are_told_apart_by_content(exported, toy_head_model, tmp_path
     err = capsys.readouterr().err
     assert "is not an MNE FIF file of Raw, Epochs or Evoked data" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".csv"])
+def test_region_time_courses(exported, toy_head_model, tmp_path, suffix):
+    """--regions writes regions x samples with the region names, no vertex expansion."""
+    import h5py
+
+    evoked = _evoked(toy_head_model, 70)
+    evoked.save(tmp_path / "rec-ave.fif", verbose="error")
+    head = tmp_path / "toy.npz"
+    toy_head_model.save(head)
+    out = tmp_path / f"regions{suffix}"
+    argv = ["localize", str(exported), str(tmp_path / "rec-ave.fif"), "-o", str(out),
+            "--regions", "--head-model", str(head), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    expected = localize_regions(load_exported(exported), evoked.data)
+    names = list(toy_head_model.region_names)
+    if suffix == ".h5":
+        with h5py.File(out) as f:
+            np.testing.assert_allclose(f["data"][()], expected, atol=1e-6)
+            assert [n.decode() for n in f["region_names"][()]] == names
+            np.testing.assert_allclose(f["times"][()], evoked.times, atol=1e-6)
+    else:
+        lines = out.read_text().splitlines()
+        assert len(lines) == 1 + len(names) and lines[1].split(",")[0] == names[0]
+        row = np.array(lines[1].split(",")[1:], dtype=float)
+        np.testing.assert_allclose(row, expected[0], rtol=1e-5, atol=1e-6)

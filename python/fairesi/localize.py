@@ -149,7 +149,9 @@ def window_starts(n_samples: int, n_times: int) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def localize_regions(model: Any, data: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
+def localize_regions(
+    model: Any, data: np.ndarray, *, batch_size: int = 16, progress: bool = False
+) -> np.ndarray:
     """Region time courses of a (channels, samples) recording, window by window.
 
     Parameters
@@ -160,17 +162,22 @@ def localize_regions(model: Any, data: np.ndarray, *, batch_size: int = 16) -> n
         The model's channels in its order (see :func:`recording_data`).
     batch_size : int
         Windows per forward pass.
+    progress : bool
+        Show a progress bar over the windows.
 
     Returns
     -------
     np.ndarray, shape (n_regions, n_samples), float32
         The network's estimate, normalised per window as in training.
     """
+    from tqdm.auto import tqdm
+
     n_times = int(model.metadata["n_times"])
     starts = window_starts(data.shape[1], n_times)
     out = np.zeros((int(model.metadata["n_regions"]), data.shape[1]), dtype=np.float32)
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    for first in range(0, len(starts), batch_size):
+    batches = range(0, len(starts), batch_size)
+    for first in tqdm(batches, desc="localize", unit="batch", disable=not progress):
         chunk = starts[first : first + batch_size]
         windows = torch.stack([x[:, s : s + n_times] for s in chunk])  # (B, C, T)
         estimate = model(windows).numpy()  # (B, R, T)
@@ -310,6 +317,53 @@ def pretrained_for_recording(
     )
     model = ExportedModel(module=shipped.model, metadata=metadata, format="pytorch")
     return name, model, shipped.head_model
+
+
+def save_regions(
+    regions: np.ndarray, region_names: list[str], times: np.ndarray, path: str | os.PathLike
+) -> Path:
+    """Save region time courses atomically as ``.h5`` or ``.csv``.
+
+    Parameters
+    ----------
+    regions : np.ndarray, shape (R, T)
+        Region time courses (:func:`localize_regions`), normalised units.
+    region_names : list of str, length R
+    times : np.ndarray, shape (T,)
+        Time of every sample, s.
+    path : path-like
+        ``.h5`` (datasets ``data`` (R, T) float32, ``region_names``, ``times``) or ``.csv``
+        (a row per region: its name, then its values; the header holds the times).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import h5py
+
+    from fairesi.io import atomic_path
+
+    path = Path(path)
+    if regions.shape != (len(region_names), len(times)):
+        raise ValueError(
+            f"regions {regions.shape} must be (R, T) = ({len(region_names)}, {len(times)})"
+        )
+    with atomic_path(path) as tmp:
+        if path.suffix == ".h5":
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("data", data=regions.astype(np.float32), compression="gzip")
+                f.create_dataset("region_names", data=np.array(region_names, dtype=object),
+                                 dtype=h5py.string_dtype())  # fmt: skip
+                f.create_dataset("times", data=np.asarray(times, dtype=np.float64))
+        elif path.suffix == ".csv":
+            with open(tmp, "w") as f:
+                f.write("region," + ",".join(f"{t:.6g}" for t in times) + "\n")
+                for name, row in zip(region_names, regions, strict=True):
+                    f.write(name + "," + ",".join(f"{v:.6g}" for v in row) + "\n")
+        else:
+            raise ValueError(f"region time courses are written as .h5 or .csv, got {path}")
+    return path
 
 
 def save_estimate(stc: Any, path: str | os.PathLike) -> list[Path]:
