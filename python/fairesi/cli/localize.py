@@ -95,10 +95,10 @@ def run_localize(args: argparse.Namespace) -> int:
 
 def _write_regions(args: argparse.Namespace, model, recording) -> int:
     """``--regions``: region time courses only, no vertex expansion."""
+    import mne
+
     from fairesi.export import load_exported
     from fairesi.localize import localize_regions, read_recording, recording_data, save_regions
-
-    import mne
 
     exported = model if hasattr(model, "metadata") else load_exported(model)
     inst = recording if hasattr(recording, "info") else read_recording(recording)
