@@ -435,9 +435,11 @@ class Synthesizer:
         snr_t = p["peak_sample"][..., None] + offsets  # (B, N_s, W)
         in_window = ((snr_t >= 0) & (snr_t < n_t)).float()
         snr_t = snr_t.clamp(0, n_t - 1)
-        patch_gain = torch.einsum(
-            "bkmc,bkm->bkc", gain_patch.reshape(n, n_s, -1, self._n_sensors), p["patch_weights"]
-        )  # (B, N_s, C)
+        # A product and a sum rather than einsum's batched matmul, whose kernel (and so its
+        # rounding) depends on the batch size: a sample must not depend on its batch.
+        patch_gain = (
+            gain_patch.reshape(n, n_s, -1, self._n_sensors) * p["patch_weights"][..., None]
+        ).sum(2)  # (B, N_s, C)
         centred = waveform - waveform.mean(-1, keepdim=True)
         background_at = sensor_background.gather(
             2, snr_t.reshape(n, 1, -1).expand(-1, self._n_sensors, -1)
@@ -451,7 +453,10 @@ class Synthesizer:
         power_background = (energy * in_window).sum(-1)
         # Both powers are sums over the same window, so their ratio needs no window length.
         ratio = power_background / power_signal.clamp_min(torch.finfo(torch.float32).tiny)
-        scale = torch.sqrt(10.0 ** (p["source_snr_db"] / 10.0) * ratio)
+        # In float64: the vectorised and the scalar float32 pow round differently, so a
+        # sample's scale would depend on its position in the batch.
+        gain = 10.0 ** (p["source_snr_db"].double() / 10.0)
+        scale = torch.sqrt(gain * ratio.double()).float()
 
         sensor_clean = sensor_background.baddbmm_(
             (patch_gain * scale[..., None]).transpose(1, 2), waveform
