@@ -525,6 +525,30 @@ def test_merged_parts_equal_one_write(synth, tmp_path, capsys):
     assert not (tmp_path / "bad.h5").exists()
 
 
+def test_merge_refuses_corrupt_or_foreign_parts(synth, tmp_path, capsys):
+    """Merging copies compressed chunks as they are, so every part is decoded first: a
+    corrupted chunk or a non-HDF5 file is refused with one line and no output (issue 18,
+    cases 5 and 6)."""
+    parts = [
+        write_dataset(tmp_path / f"p{start}.h5", synth, "train", 3, start=start, progress=False)
+        for start in (0, 3)
+    ]
+    with h5py.File(parts[1], "r") as f:
+        info = f["x"].id.get_chunk_info(0)
+    data = bytearray(parts[1].read_bytes())
+    middle = info.byte_offset + info.size // 2
+    data[middle : middle + 16] = bytes(16)  # zeros inside the gzip stream
+    parts[1].write_bytes(bytes(data))
+    out = tmp_path / "merged.h5"
+    with pytest.raises(ValueError, match=r"p3.h5 is corrupt: x rows 0..2 cannot be decoded"):
+        merge_datasets(parts, out)
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    assert main(["simulate", "merge", str(parts[0]), str(text), "--out", str(out)]) == 2
+    assert "notes.h5 is not an HDF5 file" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_explains_a_missing_bank_and_bad_values(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAIRESI_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "d.h5"

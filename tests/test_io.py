@@ -101,3 +101,23 @@ def test_parts_of_killed_writers_are_removed(tmp_path):
         tmp.write_bytes(b"done")
     assert target.read_bytes() == b"done"
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_a_second_writer_of_one_output_is_refused(tmp_path, capsys):
+    """One writer per output: a second one is told which process holds it (issue 18, case
+    10); the lock goes when the writer is done."""
+    from fairesi.io import exclusive_output
+
+    out = tmp_path / "data.h5"
+    with exclusive_output(out):
+        with pytest.raises(ValueError, match=f"is being written by process {os.getpid()}"):
+            with exclusive_output(out):
+                pass
+        # The CLI writers take the same lock, before any work.
+        (tmp_path / "a.h5").write_bytes(b"")
+        assert main(["simulate", "merge", str(tmp_path / "a.h5"), "--out", str(out)]) == 2
+        assert "is being written by process" in capsys.readouterr().err
+    (tmp_path / "a.h5").unlink()
+    with exclusive_output(out):  # free again
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

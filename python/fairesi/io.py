@@ -117,3 +117,44 @@ def check_not_an_input(
                 f"the output {out} is the input {what} ({source}); writing it would replace "
                 "that input: choose another output path"
             )
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on an output (a file or a run directory) while it is written.
+
+    A second writer of the same output, in this or another process, gets a ``ValueError``
+    at once that names the process holding it. The lock is ``.NAME.lock`` next to the
+    output (``fcntl.flock``, released by the system if the writer dies) and is removed
+    when the writer is done.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file or directory.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    handle = open(lock, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(
+                f"{path} is being written by {holder}; wait for it or choose another output"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        handle.close()

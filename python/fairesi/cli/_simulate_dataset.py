@@ -112,7 +112,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     """Write the dataset file asked for on the command line; returns the exit code."""
     from fairesi.data import SimConfig, Synthesizer, write_dataset
     from fairesi.headmodel import HeadModel
-    from fairesi.io import check_not_an_input
+    from fairesi.io import check_not_an_input, exclusive_output
     from fairesi.simulate import WaveformBank, default_bank_path
 
     if args.batch_size < 1:
@@ -136,15 +136,16 @@ def run_dataset(args: argparse.Namespace) -> int:
     head_model = HeadModel.default() if args.head_model is None else HeadModel.load(args.head_model)
     synth = Synthesizer(head_model, WaveformBank.load(bank_path), config, seed=args.seed)
     n = synth.split_size(args.split) - args.start if args.n is None else args.n
-    write_dataset(
-        args.out,
-        synth,
-        args.split,
-        n,
-        start=args.start,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
+    with exclusive_output(args.out):
+        write_dataset(
+            args.out,
+            synth,
+            args.split,
+            n,
+            start=args.start,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
     print(
         f"wrote {args.out}: {args.split} samples {args.start}..{args.start + n - 1} of "
         f"{args.config} (snr {args.snr:g} dB, "
@@ -156,10 +157,11 @@ def run_dataset(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     """Merge the dataset parts named on the command line; returns the exit code."""
     from fairesi.data import DatasetFile, merge_datasets
-    from fairesi.io import check_not_an_input
+    from fairesi.io import check_not_an_input, exclusive_output
 
     check_not_an_input(args.out, {f"part {p}": p for p in args.parts})
-    merge_datasets(args.parts, args.out)
+    with exclusive_output(args.out):
+        merge_datasets(args.parts, args.out)
     merged = DatasetFile(args.out)
     first = int(merged.attrs["first_sample"])
     print(

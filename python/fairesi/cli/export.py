@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Export ``args.checkpoint`` to ``args.output``; returns the exit code."""
     from fairesi.experiment import load_head_model
     from fairesi.export import export_checkpoint, read_metadata
-    from fairesi.io import check_not_an_input
+    from fairesi.io import check_not_an_input, exclusive_output
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
@@ -73,14 +73,15 @@ def run(args: argparse.Namespace) -> int:
             "fairesi export: compiling with AOTInductor (several minutes on a CPU) ...",
             file=sys.stderr,
         )
-    export_checkpoint(
-        checkpoint,
-        output,
-        format=fmt,
-        fused_op=args.fused_op,
-        device=args.device,
-        head_model=head_model,
-    )
+    with exclusive_output(output):
+        export_checkpoint(
+            checkpoint,
+            output,
+            format=fmt,
+            fused_op=args.fused_op,
+            device=args.device,
+            head_model=head_model,
+        )
     meta = read_metadata(output)
     needs = "needs the fairesi op library" if meta["needs_ops_library"] else "no op library needed"
     print(

@@ -159,6 +159,7 @@ def run_bank(args: argparse.Namespace) -> int:
     """Build the waveform bank as asked on the command line; returns the exit code."""
     from tqdm import tqdm
 
+    from fairesi.io import exclusive_output
     from fairesi.simulate import DEEPSIF_SETTINGS, Connectome, build_bank
     from fairesi.simulate.bank import remove_shards
 
@@ -196,11 +197,12 @@ def run_bank(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        bank = build_bank(connectome, shard_dir=shard_dir, progress=progress, **options)
+        with exclusive_output(args.out):
+            bank = build_bank(connectome, shard_dir=shard_dir, progress=progress, **options)
+            bank.metadata["build_wall_s"] = round(time.perf_counter() - start, 1)
+            bank.save(args.out)
     finally:
         bar.close()
-    bank.metadata["build_wall_s"] = round(time.perf_counter() - start, 1)
-    bank.save(args.out)
     remove_shards(shard_dir)
     counts = bank.spikes_per_region()
     print(

@@ -258,9 +258,14 @@ def merge_datasets(parts: Sequence[str | Path], path: str | Path) -> Path:
     for part in map(Path, parts):
         if not part.is_file():
             raise FileNotFoundError(f"dataset part {part} does not exist")
-        with h5py.File(part, "r") as f:
+        try:
+            f = h5py.File(part, "r")
+        except OSError:
+            raise ValueError(f"dataset part {part} is not an HDF5 file") from None
+        with f:
             if f.attrs.get("format") != _H5_FORMAT:
                 raise ValueError(f"{part} is not a fairesi dataset")
+            _verify_decodes(f, part)
             attrs = {k: v for k, v in f.attrs.items() if k not in _PART_ATTRS}
             ranges.append((int(f.attrs["first_sample"]), int(f.attrs["n_samples"]), part, attrs))
     ranges.sort(key=lambda r: r[0])
@@ -314,6 +319,22 @@ def merge_datasets(parts: Sequence[str | Path], path: str | Path) -> Path:
                     _copy_rows(g[name], dsets[name], row)
             row += n
     return Path(path)
+
+
+def _verify_decodes(f, part: Path, block: int = 1024) -> None:
+    """Decode every sample array of an open part, block by block; raise ``ValueError``
+    naming the part and the rows if a compressed chunk is corrupt (merging copies chunks
+    without decoding them, so a bad one would only fail when the merged file is read)."""
+    for name in _SAMPLE_ARRAYS:
+        data = f[name]
+        for start in range(0, data.shape[0], block):
+            try:
+                data[start : start + block]
+            except OSError as err:
+                raise ValueError(
+                    f"dataset part {part} is corrupt: {name} rows {start}.."
+                    f"{min(start + block, data.shape[0]) - 1} cannot be decoded ({err})"
+                ) from None
 
 
 def _is_shard_of(shard: Path, identity: dict) -> bool:

@@ -23,6 +23,7 @@ shard; the validation loss is reduced over all ranks). Nothing else changes, e.g
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -43,6 +44,7 @@ from fairesi.experiment import (
     load_head_model,
     synthesizer,
 )
+from fairesi.io import exclusive_output
 from fairesi.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -572,8 +574,15 @@ def train(
         if config.run.overwrite:
             for name in RUN_FILES:  # a stale best.pt must not outlive the run it came from
                 (out_dir / name).unlink(missing_ok=True)
-    trainer = Trainer(config, payload).setup()
-    try:
-        return trainer.fit()
-    finally:
-        trainer.cleanup()
+    # One writer per run directory (rank 0 writes; the other ranks only read).
+    lock = exclusive_output(config.run.out_dir) if _is_rank_zero() else contextlib.nullcontext()
+    with lock:
+        trainer = Trainer(config, payload).setup()
+        try:
+            return trainer.fit()
+        finally:
+            trainer.cleanup()
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
