@@ -431,3 +431,18 @@ def test_fused_eeg_meg_model_runs_in_the_runner(tmp_path):
         torch.from_numpy(np.load(tmp_path / "y.npy")), eager, rtol=0, atol=1e-5
     )
     torch.testing.assert_close(load_exported(path)(x), eager, rtol=0, atol=1e-5)
+
+
+def test_the_runner_never_writes_over_its_input(meg_export, tmp_path):
+    """fairesi-infer M in.npy in.npy used to overwrite its own input (issue 18, case 2):
+    refused (exit 2, one line) for any spelling of the input, the model too."""
+    model, path, meta = meg_export
+    x = np.random.default_rng(0).standard_normal((306, 500)).astype(np.float32) * SCALE
+    source = tmp_path / "in.npy"
+    np.save(source, x)
+    before = source.read_bytes()
+    (tmp_path / "link.npy").symlink_to(source)
+    for output in (source, tmp_path / "." / "in.npy", tmp_path / "link.npy", path):
+        proc = infer(path, source, output, check_rc=2)
+        assert "is the input" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert source.read_bytes() == before

@@ -18,6 +18,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -140,6 +141,16 @@ Args parse_args(int argc, char** argv) {
   if (!args.print_metadata) {
     args.input = positional[1];
     args.output = positional[2];
+    // Writing the output must never replace an input, however the path is spelled.
+    std::error_code error;
+    for (const std::string& source : {args.input, args.model}) {
+      if (std::filesystem::equivalent(args.output, source, error) ||
+          std::filesystem::weakly_canonical(args.output, error) ==
+              std::filesystem::weakly_canonical(source, error)) {
+        throw UsageError("the output " + args.output + " is the input " + source +
+                         "; writing it would replace that input: choose another output path");
+      }
+    }
   }
   if (args.options.ops_library.empty()) {
     args.options.ops_library = executable_dir() + "/../lib/libfairesi_ops.so";
