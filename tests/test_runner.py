@@ -446,3 +446,22 @@ def test_the_runner_never_writes_over_its_input(meg_export, tmp_path):
         proc = infer(path, source, output, check_rc=2)
         assert "is the input" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert source.read_bytes() == before
+
+
+def test_inputs_that_are_not_bounded_files_are_refused(meg_export, tmp_path):
+    """A shape whose size overflows 64 bits, a directory and /dev/zero: exit 4 with one
+    line, nothing written (issue 18, case 11)."""
+    model, path, meta = meg_export
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (17179869184, 1073741824), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    huge = tmp_path / "huge.npy"
+    huge.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    cases = {
+        huge: "is too large (more than 2^34 values)",
+        tmp_path: "not a regular file",
+        Path("/dev/zero"): "not a regular file",
+    }
+    for source, message in cases.items():
+        proc = infer(path, source, tmp_path / "out.npy", check_rc=4)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.npy").exists()

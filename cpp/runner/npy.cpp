@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -236,8 +237,12 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& name) {
   uint64_t count = 1;
   for (int64_t dim : array.shape) {
     if (dim == 0) fail(name, "array of shape " + shape_string(array.shape) + " is empty");
+    // Checked before multiplying: (2^34, 2^30) would wrap around to 0 in 64 bits.
+    if (static_cast<uint64_t>(dim) > kMaxElements / count) {
+      fail(name, "array of shape " + shape_string(array.shape) +
+                     " is too large (more than 2^34 values)");
+    }
     count *= static_cast<uint64_t>(dim);
-    if (count > kMaxElements) fail(name, "array is too large (more than 2^34 values)");
   }
   const size_t data_start = header_start + header_len;
   const uint64_t expected = count * itemsize;
@@ -271,6 +276,21 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& name) {
 }
 
 NpyArray read_npy(const std::string& path) {
+  // Only a regular file of bounded size: a directory, a device (/dev/zero) or a pipe would
+  // fail obscurely or be read without end.
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  if (!error && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+    throw InputError("input '" + path + "': not a regular file (a directory, device or pipe)");
+  }
+  if (!error && std::filesystem::is_regular_file(status)) {
+    const auto size = std::filesystem::file_size(path, error);
+    const uint64_t limit = kMaxElements * 8 + kMaxHeaderLen + 64;
+    if (!error && size > limit) {
+      throw InputError("input '" + path + "': " + std::to_string(size) +
+                       " bytes, larger than any array this runner takes");
+    }
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw InputError("input '" + path + "': cannot open (" + std::strerror(errno) +
