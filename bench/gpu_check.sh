@@ -29,18 +29,8 @@ BENCH_ARGS=${BENCH_ARGS:---repeats 5 --train-preset cpu}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1
-status=0
-step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember the first failure
-    local name=$1
-    shift
-    echo "== $name: $*"
-    "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    tail -n 25 "$OUT/$name.log"
-    echo "== $name: exit $rc"
-    if [ $rc -ne 0 ] && [ $status -eq 0 ]; then status=$rc; fi
-    return $rc
-}
+# shellcheck source=bench/gpu_steps.sh
+source bench/gpu_steps.sh
 
 {
     date -u

@@ -31,18 +31,9 @@ BANK=${BANK:-$WORK/bank.h5}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1
 [ "${SKIP_BUILD:-0}" = 1 ] || export PYTHONPATH=$PWD/python
-status=0
-step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember the first failure
-    local name=$1
-    shift
-    echo "== $name: $*"
-    "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    tail -n 15 "$OUT/$name.log"
-    echo "== $name: exit $rc"
-    if [ $rc -ne 0 ] && [ $status -eq 0 ]; then status=$rc; fi
-    return $rc
-}
+STEP_TAIL=15
+# shellcheck source=bench/gpu_steps.sh
+source bench/gpu_steps.sh
 
 {
     date -u

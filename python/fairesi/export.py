@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 import fairesi
-from fairesi.data import normalise_input
+from fairesi.data import normalise_blocks
 from fairesi.io import atomic_path
 from fairesi.ops import SpectralTemporalRefine
 from fairesi.runner import runner_path
@@ -403,8 +403,7 @@ class ExportedModel:
             )
         groups = self.metadata.get("channel_groups", [x.shape[1]])
         with torch.inference_mode():
-            x = torch.cat([normalise_input(block) for block in x.split(groups, dim=1)], dim=1)
-            out = self.module(x)
+            out = self.module(normalise_blocks(x, groups))
         return out[0] if single else out
 
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -158,3 +159,45 @@ def exclusive_output(path: str | os.PathLike) -> Iterator[None]:
             lock.unlink(missing_ok=True)
     finally:
         handle.close()
+
+
+def load_weights_only(
+    path: str | os.PathLike, what: str, *, map_location: Any = "cpu", hint: str = ""
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by ``torch.save`` of plain containers and tensors.
+    what : str
+        What the file is, for the messages (e.g. ``'checkpoint'``).
+    map_location
+        Where tensors are placed.
+    hint : str
+        Appended to the message of a corrupt file (what to do about it).
+
+    Raises
+    ------
+    ValueError
+        The file holds Python objects a weights-only load refuses, or it is corrupt or
+        truncated.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # torch refused objects, not a broken file
+            raise ValueError(
+                f"{path} holds Python objects beyond plain tensors and containers, which a "
+                f"safe (weights-only) load refuses: it is not a fairesi {what}"
+            ) from None
+        detail = "UnpicklingError"
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        detail = f"{type(err).__name__}: {first}"
+    raise ValueError(f"{what} {path} is corrupt or truncated and cannot be read ({detail}){hint}")

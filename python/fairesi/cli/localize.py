@@ -65,9 +65,9 @@ def run_localize(args: argparse.Namespace) -> int:
     if len(args.inputs) > 2:
         raise ValueError(f"expected [MODEL] RECORDING, got {len(args.inputs)} paths")
     head_model = None if args.head_model == "default" else HeadModel.load(args.head_model)
-    *model, recording = args.inputs
-    if model:
-        model = model[0]
+    recording = args.inputs[-1]
+    if len(args.inputs) == 2:
+        model = args.inputs[0]
     else:
         inst = read_recording(recording)
         name, model, shipped_head = pretrained_for_recording(inst)

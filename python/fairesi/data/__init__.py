@@ -26,7 +26,13 @@ Every public name is re-exported here, so ``from fairesi.data import SimConfig,
 Synthesizer, iter_batches, write_dataset, DatasetFile, ...`` is the usual import.
 """
 
-from fairesi.data.batch import Batch, RawBatch, normalise_input, stack_modalities
+from fairesi.data.batch import (
+    Batch,
+    RawBatch,
+    normalise_blocks,
+    normalise_input,
+    stack_modalities,
+)
 from fairesi.data.config import PRESETS, SPLITS, SimConfig
 from fairesi.data.files import DatasetSplits
 from fairesi.data.h5 import DatasetFile, merge_datasets, write_dataset
@@ -47,6 +53,7 @@ __all__ = [
     "epoch_order",
     "iter_batches",
     "merge_datasets",
+    "normalise_blocks",
     "normalise_input",
     "stack_modalities",
     "write_dataset",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ import torch
 __all__ = [
     "Batch",
     "RawBatch",
+    "normalise_blocks",
     "normalise_input",
     "normalise_max",
     "region_mask",
@@ -136,6 +138,21 @@ def stack_modalities(eeg: torch.Tensor, meg: torch.Tensor) -> torch.Tensor:
     if eeg.shape[0] != meg.shape[0]:
         raise ValueError(f"EEG has {eeg.shape[0]} epochs and MEG {meg.shape[0]}; pair them")
     return torch.cat([eeg, meg], dim=1)
+
+
+def normalise_blocks(y: torch.Tensor, groups: Sequence[int]) -> torch.Tensor:
+    """:func:`normalise_input` of each block of channels on its own (B, C, T) -> (B, C, T).
+
+    Parameters
+    ----------
+    y : torch.Tensor (B, C, T) float
+        Sensor data whose channels are consecutive blocks (e.g. EEG then MEG).
+    groups : sequence of int
+        Channels per block, adding up to C; one block is plain :func:`normalise_input`.
+    """
+    if len(groups) == 1:
+        return normalise_input(y)
+    return torch.cat([normalise_input(block) for block in y.split(list(groups), dim=1)], dim=1)
 
 
 def normalise_input(y: torch.Tensor) -> torch.Tensor:

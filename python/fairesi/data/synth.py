@@ -73,7 +73,7 @@ import torch
 from fairesi.data.batch import (
     Batch,
     RawBatch,
-    normalise_input,
+    normalise_blocks,
     normalise_max,
     region_mask,
     scatter_regions,
@@ -242,10 +242,13 @@ class Synthesizer:
         self._patch_valid = torch.from_numpy(valid)  # (R, M)
         # Neighbourhood of the members of each region's patch (R, M, M): the partial ring
         # growth of the paper's protocol keeps a region only next to a kept one.
-        safe = np.where(valid, order, 0)
-        self._patch_adjacent = torch.from_numpy(
-            (hop[safe[:, :, None], safe[:, None, :]] == 1) & valid[:, :, None] & valid[:, None, :]
-        )
+        if self.config.protocol == "paper":
+            safe = np.where(valid, order, 0)
+            self._patch_adjacent = torch.from_numpy(
+                (hop[safe[:, :, None], safe[:, None, :]] == 1)
+                & valid[:, :, None]
+                & valid[:, None, :]
+            )
         # Patches neither overlap nor touch: centres >= 2 * n_rings + 2 hops apart
         # (negative hop = different connected component = far).
         self._min_centre_hops = 2 * n_rings + 2
@@ -480,11 +483,7 @@ class Synthesizer:
         """The network input of sensor data ``y`` (B, C_sensors, T): DeepSIF's input
         normalisation (:func:`~fairesi.data.batch.normalise_input`) of each modality block
         on its own, then the ``view``'s block if any; unitless (B, C, T)."""
-        if len(self.channel_groups) == 1:
-            return normalise_input(y)
-        blocks = y.split(list(self.channel_groups), dim=1)
-        fused = torch.cat([normalise_input(block) for block in blocks], dim=1)
-        return fused[:, self._input_channels]
+        return normalise_blocks(y, self.channel_groups)[:, self._input_channels]
 
     def _target_and_mask(self, composed: _Composed) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised target (B, R, T) and source mask (B, R) bool."""

@@ -14,8 +14,6 @@ model a network was trained on, nothing above.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from fairesi.io import load_weights_only
 
 __all__ = [
     "PRETRAINED_DIR",
@@ -144,12 +144,7 @@ def pretrained(
             f"({'available: ' + ', '.join(have) if have else 'none does yet'}); train one "
             "with `fairesi train` and export it (docs/own-montage.md)"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(
-            f"pretrained model file {path} is corrupt ({type(err).__name__}); reinstall fairesi"
-        ) from None
+    payload = load_weights_only(path, "pretrained model file", hint="; reinstall fairesi")
     missing = {"config", "state_dict", "card"} - (
         set(payload) if isinstance(payload, dict) else set()
     )

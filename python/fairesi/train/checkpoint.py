@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import torch
 from torch import nn
 
 from fairesi.experiment import check_head_model, load_head_model
-from fairesi.io import atomic_path
+from fairesi.io import atomic_path, load_weights_only
 from fairesi.train.config import TrainConfig
 
 __all__ = [
@@ -110,22 +108,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"device {str(map_location)!r} requested but CUDA is not available here (this "
             f"torch {torch.__version__} has no usable GPU); use --device cpu"
         )
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):  # torch refused objects, not a broken file
-            raise ValueError(
-                f"{path} holds Python objects beyond plain tensors and containers, which a "
-                "safe (weights-only) load refuses: it is not a fairesi checkpoint"
-            ) from None
-        raise ValueError(
-            f"checkpoint {path} is corrupt or truncated and cannot be read (UnpicklingError)"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(
-            f"checkpoint {path} is corrupt or truncated and cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        ) from None
+    payload = load_weights_only(path, "checkpoint", map_location=map_location)
     missing = {"format", "state_dict", "config", "metrics"} - (
         set(payload) if isinstance(payload, dict) else set()
     )

@@ -387,17 +387,22 @@ class TrainConfig:
             }
         return cls.from_flat(values)
 
-    def flat(self) -> dict[str, Any]:
-        """The settings of the sections ``optim`` and ``run`` and of the top level, flat
-        (the data configuration is ``self.data``)."""
-        values = {
+    def _top_level(self) -> dict[str, Any]:
+        """Copies of the fields outside the sections."""
+        return {
             f.name: copy.deepcopy(getattr(self, f.name))
             for f in dataclasses.fields(self)
             if f.name not in _SECTIONS
         }
-        values.update(dataclasses.asdict(self.optim))
-        values.update(dataclasses.asdict(self.run))
-        return values
+
+    def flat(self) -> dict[str, Any]:
+        """The settings of the sections ``optim`` and ``run`` and of the top level, flat
+        (the data configuration is ``self.data``)."""
+        return {
+            **self._top_level(),
+            **dataclasses.asdict(self.optim),
+            **dataclasses.asdict(self.run),
+        }
 
     def replace(self, **flat: Any) -> TrainConfig:
         """A copy with flat settings of the top level, ``optim`` or ``run`` changed."""
@@ -419,14 +424,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form of everything but ``data`` (a checkpoint's ``config["train"]``;
         ``config["data"]`` holds ``self.data.to_dict()``)."""
-        values = {
-            f.name: copy.deepcopy(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.name not in _SECTIONS
+        return {
+            **self._top_level(),
+            "optim": dataclasses.asdict(self.optim),
+            "run": dataclasses.asdict(self.run),
         }
-        values["optim"] = dataclasses.asdict(self.optim)
-        values["run"] = dataclasses.asdict(self.run)
-        return values
 
     @classmethod
     def from_dict(cls, train: Mapping[str, Any], data: Mapping[str, Any]) -> TrainConfig:
@@ -447,11 +449,7 @@ class TrainConfig:
             )
         keys = cls.flat_keys()
         flat = {k: v for k, v in train.items() if keys.get(k) in ("", "optim", "run")}
-        return cls.from_flat(flat).replace_data(sim)
-
-    def replace_data(self, data: SimConfig) -> TrainConfig:
-        """A copy with another data configuration."""
-        return dataclasses.replace(self, data=data)
+        return dataclasses.replace(cls.from_flat(flat), data=sim)
 
 
 def _plain(value: Any) -> Any:

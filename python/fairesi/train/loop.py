@@ -135,6 +135,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, resume: dict[str, Any] | None = None) -> None:
         self.config = config
         self._resume = resume
+        self._signals = SigtermAsInterrupt()
 
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> Trainer:
@@ -361,7 +362,7 @@ class Trainer:
         # Random state at the start of an unfinished step (None between steps), so that a
         # Ctrl-C / SIGTERM checkpoint replays exactly that step on resume.
         rng_before_step = None
-        sigterm = self._signals = SigtermAsInterrupt()
+        sigterm = self._signals
         sigterm.install()
         try:
             while progress.epoch < config.optim.max_epochs:
@@ -445,8 +446,7 @@ class Trainer:
         with a schedule, log or best loss that its files do not match.
         """
         val_loss, val_loss_zero = self.validate()
-        signals = getattr(self, "_signals", None) or SigtermAsInterrupt()
-        with signals.deferred():
+        with self._signals.deferred():
             return self._commit_epoch(val_loss, val_loss_zero, started)
 
     def _commit_epoch(self, val_loss: float, val_loss_zero: float, started: float) -> bool:
