@@ -78,7 +78,7 @@ def paper_reference(sim_config: Any) -> dict[str, tuple[float, float]] | None:
     ----------
     sim_config : fairesi.data.SimConfig or mapping
         Its ``modality`` and ``n_times`` (SimMEG: MEG, 500; SimEEG: EEG, 260), ``snr_db``,
-        ``n_sources`` and ``n_rings`` are matched.
+        ``n_sources`` and ``n_rings`` are matched; a training ``mixture`` has no row.
 
     Returns
     -------
@@ -87,8 +87,12 @@ def paper_reference(sim_config: Any) -> dict[str, tuple[float, float]] | None:
     """
 
     def field(name: str) -> Any:
-        return sim_config[name] if isinstance(sim_config, Mapping) else getattr(sim_config, name)
+        if isinstance(sim_config, Mapping):
+            return sim_config.get(name)
+        return getattr(sim_config, name, None)
 
+    if field("mixture"):  # several configurations at once: no one row of the table
+        return None
     key = (
         _DATASETS.get((field("modality"), int(field("n_times"))), ""),
         float(field("snr_db")),

@@ -22,6 +22,15 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--n-sources", "n_sources", int, "number of sources N_s (default: {default})"),
     ("--n-rings", "n_rings", int, "neighbour rings N_n of each source patch (default: {default})"),
     (
+        "--mixture",
+        "mixture",
+        str,
+        "train over several configurations at once: rows 'r/N_s/N_n' separated by commas "
+        "(e.g. '-5/1/2,5/1/2,15/1/2,5/2/2,5/3/2,5/2/3', the SimMEG rows of the paper's "
+        "Table II); sample i comes from row i mod the number of rows, and --snr-db, "
+        "--n-sources and --n-rings are ignored (default: none)",
+    ),
+    (
         "--protocol",
         "protocol",
         str,

@@ -11,7 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PAPER_PROTOCOL_DEFAULTS", "PRESETS", "PROTOCOLS", "SPLITS", "SimConfig", "check_split"]
+__all__ = [
+    "PAPER_PROTOCOL_DEFAULTS",
+    "PRESETS",
+    "PROTOCOLS",
+    "SPLITS",
+    "SimConfig",
+    "check_split",
+    "parse_mixture",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -50,6 +58,40 @@ def check_split(split: str) -> None:
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+
+
+def parse_mixture(value: Any) -> tuple[tuple[float, int, int], ...]:
+    """``SimConfig.mixture`` from rows or text.
+
+    Parameters
+    ----------
+    value : str or sequence of 3-sequences
+        ``"r/N_s/N_n,r/N_s/N_n,..."`` (e.g. ``"-5/1/2,5/1/2,15/1/2"``; '' for none), or
+        rows ``(snr_db, n_sources, n_rings)``.
+
+    Returns
+    -------
+    tuple of (float, int, int)
+        Distinct rows, in the given order.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        value = [row.split("/") for row in text.split(",")] if text else []
+    rows = []
+    for row in value:
+        try:
+            snr_db, n_sources, n_rings = row
+            parsed = (float(snr_db), int(n_sources), int(n_rings))
+            if parsed[1] != float(n_sources) or parsed[2] != float(n_rings):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"mixture rows must be 'snr_db/n_sources/n_rings' (e.g. '5/1/2'), got {row!r}"
+            ) from None
+        rows.append(parsed)
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"mixture has a repeated row: {rows!r}")
+    return tuple(rows)
 
 
 @dataclass(frozen=True)
@@ -101,6 +143,14 @@ class SimConfig:
         Of a fused ('eeg+meg') configuration: give the network only this modality's
         channels of the same samples (the single-modality rows of the fusion benchmark:
         identical sources, noise and normalisation, one modality's block). None: all.
+    mixture : tuple of (float, int, int)
+        Rows ``(snr_db, n_sources, n_rings)`` of a training mixture: sample ``i`` of every
+        split is sample ``i`` of the configuration whose ``snr_db``, ``n_sources`` and
+        ``n_rings`` are row ``i % len(mixture)`` (all other fields shared), so one model
+        trains over several of the paper's Table I configurations at once, as DeepSIF
+        trains over a range of SNRs. Empty (default): the scalar fields. With a mixture
+        the scalar fields are ignored; :meth:`rows` gives one configuration per row (to
+        evaluate each). Parsed from text as ``"-5/1/2,5/2/2"``.
     """
 
     modality: str
@@ -116,11 +166,17 @@ class SimConfig:
     peak_position: tuple[float, float] = (0.3, 0.7)
     protocol: str = "strict"
     view: str | None = None
+    mixture: tuple[tuple[float, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/HDF5 attributes) but store hashable tuples.
         for name in ("split_ratio", "source_snr_db", "half_amplitude_rings", "peak_position"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "mixture", parse_mixture(self.mixture))
+        for snr_db, n_sources, n_rings in self.mixture:
+            dataclasses.replace(
+                self, mixture=(), snr_db=snr_db, n_sources=n_sources, n_rings=n_rings
+            )  # validates the row
         if self.modality not in SIM_MODALITIES:
             raise ValueError(
                 f"modality must be one of {list(SIM_MODALITIES)}, got {self.modality!r}"
@@ -210,10 +266,20 @@ class SimConfig:
         )
         return dataclasses.replace(self, protocol=protocol, **defaults)
 
+    def rows(self) -> list[SimConfig]:
+        """The configurations of the mixture's rows (see ``mixture``), or ``[self]``."""
+        if not self.mixture:
+            return [self]
+        return [
+            dataclasses.replace(self, mixture=(), snr_db=r, n_sources=n_s, n_rings=n_n)
+            for r, n_s, n_n in self.mixture
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict (tuples become lists)."""
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            k: list(map(list, v)) if k == "mixture" else list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
         }
 
     @classmethod

@@ -63,6 +63,8 @@ HDF5 files in :mod:`fairesi.data.h5`.
 
 from __future__ import annotations
 
+import copy
+
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -226,6 +228,20 @@ class Synthesizer:
         self._spike_order = torch.from_numpy(order)
         self._spike_counts = torch.from_numpy(counts)
         self._spike_offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]))
+        #: A mixture's row synthesizers (sharing this one's tensors), or None.
+        self._rows: list[Synthesizer] | None = None
+        if config.mixture:
+            self._rows = [self._row(row, hop) for row in config.rows()]
+
+    def _row(self, config: SimConfig, hop: np.ndarray) -> Synthesizer:
+        """A synthesizer of one mixture row: a shallow copy (the bank and lead-field
+        tensors shared) with the row's patch tables and centre pools."""
+        row = copy.copy(self)
+        row.config = config
+        row._rows = None
+        row._build_patches(hop)
+        row._build_pools(hop)
+        return row
 
     # ----------------------------------------------------------------------------------
     def _build_patches(self, hop: np.ndarray) -> None:
@@ -509,6 +525,11 @@ class Synthesizer:
             ``sources`` (B, R, T) mV, ``sensor_clean`` and ``noise`` (B, C, T) in the lead
             field's units times mV, and the drawn parameters, on ``self.device``.
         """
+        if self._rows is not None:
+            raise ValueError(
+                "a mixture configuration is drawn on the fly only (training); to store "
+                "samples, write one dataset per row (SimConfig.rows())"
+            )
         composed = self._compose(split, index, draw)
         activity = scatter_regions(composed.regions, composed.patch_activity, self.n_regions)
         mask = region_mask(composed.regions, self.n_regions)
@@ -538,8 +559,11 @@ class Synthesizer:
         -------
         Batch
             ``x`` (B, C, T), ``target`` (B, R, T), ``source_mask`` (B, R), ``centres``
-            (B, N_s), on ``self.device``.
+            (B, N_s), on ``self.device``. Of a mixture, sample ``i`` comes from row
+            ``i % len(mixture)`` and ``centres`` is padded with -1 to the largest N_s.
         """
+        if self._rows is not None:
+            return self._mixture_batch(split, index, draw)
         composed = self._compose(split, index, draw)
         target, mask = self._target_and_mask(composed)
         return Batch(
@@ -548,6 +572,30 @@ class Synthesizer:
             source_mask=mask,
             centres=composed.params["centres"],
         )
+
+    def _mixture_batch(self, split: str, index: torch.Tensor, draw: int) -> Batch:
+        """:meth:`batch` of a mixture: each row's samples from its synthesizer, in order."""
+        assert self._rows is not None
+        index = self._check_index(split, index)
+        which = torch.remainder(index, len(self._rows))
+        parts = []
+        for k, row in enumerate(self._rows):
+            pick = torch.nonzero(which == k).flatten()
+            if pick.numel():
+                parts.append((pick, row.batch(split, index[pick], draw=draw)))
+        if not parts:  # an empty batch
+            return self._rows[0].batch(split, index, draw=draw)
+        n, n_s = index.numel(), max(row.config.n_sources for row in self._rows)
+        first = parts[0][1]
+        x = first.x.new_empty((n, *first.x.shape[1:]))
+        target = first.target.new_empty((n, *first.target.shape[1:]))
+        mask = first.source_mask.new_empty((n, *first.source_mask.shape[1:]))
+        centres = first.centres.new_full((n, n_s), -1)
+        for pick, part in parts:
+            pick = pick.to(x.device)
+            x[pick], target[pick], mask[pick] = part.x, part.target, part.source_mask
+            centres[pick, : part.centres.shape[1]] = part.centres
+        return Batch(x=x, target=target, source_mask=mask, centres=centres)
 
 
 @dataclass
