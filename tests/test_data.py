@@ -585,3 +585,30 @@ def test_a_sample_does_not_depend_on_its_batch(toy_head_model, bank, threads):
                     assert torch.equal(getattr(raw, name), getattr(reference, name)[index]), name
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_mixture_sample_is_its_rows_sample(synth):
+    """Sample i of a mixture is sample i of row i % K (any batch composition), centres
+    padded with -1 to the largest N_s; the mixture round-trips and refuses bad rows."""
+    rows = "5/1/1,-5/2/1,15/2/0"
+    mixed = make_synth(synth.head_model, synth.bank, mixture=rows)
+    assert SimConfig.from_dict(mixed.config.to_dict()) == mixed.config
+    index = torch.tensor([0, 4, 5, 9, 1, 300])
+    batch = mixed.batch("train", index, draw=2)
+    assert batch.centres.shape == (6, 2)
+    for k, row in enumerate(mixed.config.rows()):
+        assert (row.snr_db, row.n_sources, row.n_rings) == mixed.config.mixture[k]
+        single = Synthesizer(synth.head_model, synth.bank, row, seed=0)
+        pick = torch.nonzero(index % 3 == k).flatten()
+        expect = single.batch("train", index[pick], draw=2)
+        for name in ("x", "target", "source_mask"):
+            assert torch.equal(getattr(batch, name)[pick], getattr(expect, name))
+        assert torch.equal(batch.centres[pick, : row.n_sources], expect.centres)
+        assert (batch.centres[pick, row.n_sources :] == -1).all()
+    with pytest.raises(ValueError, match="index is empty"):
+        mixed.batch("train", index[:0])
+    with pytest.raises(ValueError, match="on the fly only"):
+        mixed.raw("train", index)
+    for bad in ("5/1", "5/1.5/2", "5/1/2,5/1/2", "5/0/2"):
+        with pytest.raises(ValueError, match="mixture|n_sources"):
+            SimConfig.preset("SimEEG", mixture=bad)

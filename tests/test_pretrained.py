@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fairesi.cli import main
-from fairesi.evaluate import evaluate_pretrained
+from fairesi.evaluate import evaluate_pretrained, pretrained_rows
 from fairesi.localize import localize, pretrained_for_recording
 from fairesi.models import available_pretrained, pretrained
 from fairesi.train import read_checkpoint
@@ -66,6 +66,31 @@ def test_evaluate_on_fresh_samples(shipped):
     assert paper.rule == "deepsif"
 
 
+def test_a_mixture_model_is_scored_per_configuration(shipped, tmp_path):
+    payload = torch.load(shipped / "toy-meg.pt", weights_only=True)
+    payload["config"]["data"]["mixture"] = [[5.0, 1, 1], [-5.0, 1, 0]]
+    torch.save(payload, tmp_path / "mix.pt")
+    assert pretrained_rows("mix", directory=tmp_path) == ["5/1/1", "-5/1/0"]
+    one = evaluate_pretrained(
+        "mix", n=4, bank="synthetic", directory=tmp_path, progress=False, configuration="-5/1/0"
+    )
+    again = evaluate_pretrained(
+        "mix",
+        n=4,
+        bank="synthetic",
+        directory=tmp_path,
+        progress=False,
+        configuration=(-5.0, 1, 0),
+    )
+    other = evaluate_pretrained(
+        "mix", n=4, bank="synthetic", directory=tmp_path, progress=False, configuration="5/1/1"
+    )
+    assert np.array_equal(one.per_sample["nmse"], again.per_sample["nmse"])
+    assert not np.array_equal(one.per_sample["nmse"], other.per_sample["nmse"])
+    with pytest.raises(ValueError, match="one 'snr_db/n_sources/n_rings'"):
+        evaluate_pretrained("mix", n=4, directory=tmp_path, configuration="5/1/1,5/1/0")
+
+
 def test_picked_by_the_recording_channels(shipped, toy_head_model):
     lead_field = toy_head_model.lead_field("meg")
     info = mne.create_info(list(lead_field.ch_names), 500.0, list(lead_field.ch_types))
@@ -89,3 +114,31 @@ def test_nothing_ships_yet_says_so(tmp_path):
             mne.EvokedArray(np.zeros((1, 4)), mne.create_info(["a"], 500.0, "eeg")),
             directory=tmp_path,
         )
+
+
+def test_pack_script_measures_the_card_on_the_packed_weights(tiny_run, tmp_path):
+    """bench/pack_pretrained.py: float16 weights, one metrics row per configuration and
+    protocol, the budget from train_log.csv, and a file `pretrained` loads."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "pack_pretrained.py"
+    spec = importlib.util.spec_from_file_location("pack_pretrained", script)
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    argv = [str(tiny_run / "last.pt"), "toy", "--n", "3", "--bank", "synthetic"]
+    argv += ["--hardware", "test", "--out-dir", str(tmp_path), "--card-dir", str(tmp_path)]
+    assert pack.main(argv) == 0
+    model = pretrained("toy", directory=tmp_path)
+    rows = model.card["metrics"]
+    assert [r["protocol"] for r in rows] == ["paper", "strict"] and rows[0]["n"] == 3
+    again = evaluate_pretrained(
+        "toy", n=3, bank="synthetic", directory=tmp_path, progress=False, protocol="strict"
+    )
+    assert rows[1]["nmse"][0] == pytest.approx(again.summary["nmse"][0] * 1e4)
+    payload = torch.load(tmp_path / "toy.pt", weights_only=True)
+    assert all(
+        v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point()
+    )
+    assert model.card["training"]["steps"] > 0
+    assert "| strict |" in (tmp_path / "toy.md").read_text()

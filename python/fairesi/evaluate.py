@@ -16,6 +16,7 @@ configuration is one of Table II's, the paper's FAIR-ESI figures stand in a seco
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -277,6 +278,7 @@ def evaluate_pretrained(
     device: str = "cpu",
     progress: bool = True,
     directory: str | os.PathLike | None = None,
+    configuration: str | tuple[float, int, int] | None = None,
 ) -> EvaluationResult:
     """Score a shipped model (``fairesi.models.pretrained``) on freshly synthesised samples.
 
@@ -296,17 +298,32 @@ def evaluate_pretrained(
         As for :func:`evaluate_checkpoint`.
     directory : path-like or None
         Where the models are (default: the package's).
+    configuration : str or (snr_db, n_sources, n_rings) or None
+        Test samples of this configuration (text ``"r/N_s/N_n"``, e.g. ``"5/1/2"``); None:
+        the training configuration (of a model trained on a ``mixture``: its mixed test
+        split; :func:`pretrained_rows` names the rows to score one by one).
 
     Returns
     -------
     result : EvaluationResult
     """
-    from fairesi.data import SimConfig
+    from fairesi.data import SimConfig, parse_mixture
     from fairesi.experiment import synthesizer
     from fairesi.models import pretrained
 
     shipped = pretrained(name, directory=directory)
     data = SimConfig.from_dict(dict(shipped.config["data"]))
+    if configuration is not None:
+        rows = parse_mixture([configuration] if isinstance(configuration, tuple) else configuration)
+        if len(rows) != 1:
+            raise ValueError(
+                f"configuration must be one 'snr_db/n_sources/n_rings', e.g. '5/1/2', got "
+                f"{configuration!r}"
+            )
+        (row,) = rows
+        data = dataclasses.replace(
+            data, mixture=(), snr_db=row[0], n_sources=row[1], n_rings=row[2]
+        )
     if protocol is not None:
         data = data.with_protocol(protocol)
     if seed is None:
@@ -315,6 +332,17 @@ def evaluate_pretrained(
     return evaluate_estimator(
         shipped.model.to(device), synth, n=n, batch_size=batch_size, progress=progress
     )
+
+
+def pretrained_rows(name: str, directory: str | os.PathLike | None = None) -> list[str]:
+    """The configurations ``"r/N_s/N_n"`` a shipped model was trained on (one per row of
+    its training mixture, or its one configuration), for
+    :func:`evaluate_pretrained`'s ``configuration``."""
+    from fairesi.data import SimConfig
+    from fairesi.models import pretrained
+
+    data = SimConfig.from_dict(dict(pretrained(name, directory=directory).config["data"]))
+    return [f"{c.snr_db:g}/{c.n_sources}/{c.n_rings}" for c in data.rows()]
 
 
 def _cell(mean: float, std: float) -> str:

@@ -31,6 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "test samples (--seed, --n, --protocol, --bank) instead of a checkpoint",
     )
     parser.add_argument(
+        "--config",
+        metavar="R/NS/NN",
+        default=None,
+        help="with --pretrained: test samples of this configuration (SNR dB / sources / "
+        "rings, e.g. '5/1/2'); default: each configuration the model was trained on, one "
+        "report per configuration",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -163,25 +171,30 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     """``fairesi evaluate --pretrained NAME``: a shipped model on fresh samples."""
     import torch
 
-    from fairesi.evaluate import evaluate_pretrained, write_report
+    from fairesi.evaluate import evaluate_pretrained, pretrained_rows, write_report
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = evaluate_pretrained(
-        args.pretrained,
-        n=256 if args.n is None else args.n,
-        seed=args.seed,
-        protocol=args.protocol,
-        bank=args.bank or "default",
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.no_progress,
-    )
-    label = f"pretrained {args.pretrained}"
+    rows = [args.config] if args.config else pretrained_rows(args.pretrained)
     out_dir = args.out or Path(f"eval-pretrained-{args.pretrained}")
-    paths = write_report(result, out_dir, label=label)
-    print(result.table(label=label), end="")
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    for row in rows:
+        result = evaluate_pretrained(
+            args.pretrained,
+            n=256 if args.n is None else args.n,
+            seed=args.seed,
+            protocol=args.protocol,
+            bank=args.bank or "default",
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.no_progress,
+            configuration=row,
+        )
+        label = f"pretrained {args.pretrained}"
+        where = out_dir if len(rows) == 1 else out_dir / row.replace("/", "_")
+        paths = write_report(result, where, label=label)
+        print(f"\n{label}, r/N_s/N_n = {row}, {result.protocol} protocol:")
+        print(result.table(label=label), end="")
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

@@ -33,7 +33,7 @@ from fairesi.data.batch import (
     normalise_input,
     stack_modalities,
 )
-from fairesi.data.config import PRESETS, SPLITS, SimConfig
+from fairesi.data.config import PRESETS, SPLITS, SimConfig, parse_mixture
 from fairesi.data.files import DatasetSplits
 from fairesi.data.h5 import DatasetFile, merge_datasets, write_dataset
 from fairesi.data.sampling import SynthDataset, collate_batch, epoch_order, iter_batches
@@ -47,6 +47,7 @@ __all__ = [
     "DatasetSplits",
     "RawBatch",
     "SimConfig",
+    "parse_mixture",
     "SynthDataset",
     "Synthesizer",
     "collate_batch",

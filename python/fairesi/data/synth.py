@@ -64,7 +64,6 @@ HDF5 files in :mod:`fairesi.data.h5`.
 from __future__ import annotations
 
 import copy
-
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -315,6 +314,8 @@ class Synthesizer:
                 f"index must be a 1-D integer tensor, got shape {tuple(index.shape)} dtype {index.dtype}"
             )
         index = index.to("cpu", torch.int64)
+        if not index.numel():
+            raise ValueError("index is empty: give at least one sample index")
         size = self.split_size(split)
         if index.numel() and (index.min() < 0 or index.max() >= size):
             raise ValueError(
@@ -583,8 +584,6 @@ class Synthesizer:
             pick = torch.nonzero(which == k).flatten()
             if pick.numel():
                 parts.append((pick, row.batch(split, index[pick], draw=draw)))
-        if not parts:  # an empty batch
-            return self._rows[0].batch(split, index, draw=draw)
         n, n_s = index.numel(), max(row.config.n_sources for row in self._rows)
         first = parts[0][1]
         x = first.x.new_empty((n, *first.x.shape[1:]))
