@@ -142,3 +142,18 @@ def test_pack_script_measures_the_card_on_the_packed_weights(tiny_run, tmp_path)
     )
     assert model.card["training"]["steps"] > 0
     assert "| strict |" in (tmp_path / "toy.md").read_text()
+
+
+def test_fine_tuning_from_a_shipped_model(shipped, monkeypatch):
+    import importlib
+
+    from fairesi.train.checkpoint import init_source
+
+    pretrained_module = importlib.import_module("fairesi.models.pretrained")
+
+    monkeypatch.setattr(pretrained_module, "PRETRAINED_DIR", shipped)
+    config, state = init_source("pretrained:toy-meg")
+    assert config["head_model"]["modality"] == "meg"
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    with pytest.raises(FileNotFoundError, match=r"no shipped model 'eeg' \(available: toy-meg\)"):
+        init_source("pretrained:eeg")

@@ -1,6 +1,7 @@
 """Training loop, checkpoints and exact resume (toy head model, synthetic bank, tiny preset)."""
 
 import csv
+import dataclasses
 import hashlib
 
 import pytest
@@ -499,3 +500,34 @@ def test_user_errors_name_what_is_wrong(reference_run, tmp_path):
 
 class _Opaque:
     """A picklable object that a weights-only load refuses."""
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path):
+    """--init-from: a new run starts from a checkpoint's weights (model settings taken
+    from it), and refuses a source of another network or trial length."""
+    from fairesi.cli import main
+    from fairesi.train import read_checkpoint
+
+    source = read_checkpoint(tiny_run / "last.pt")
+    out = tmp_path / "ft"
+    argv = ["train", "--preset", "tiny", "--init-from", str(tiny_run / "last.pt")]
+    argv += ["--max-steps", "1", "--no-progress", "--out", str(out), "--lr", "1e-12"]
+    assert main(argv) == 0
+    tuned = read_checkpoint(out / "last.pt")
+    assert tuned["config"]["train"]["init_from"] == str(tiny_run / "last.pt")
+    for key, value in source["state_dict"].items():  # one step at lr 1e-12: unchanged
+        torch.testing.assert_close(tuned["state_dict"][key], value, rtol=1e-6, atol=1e-9)
+    scratch = tmp_path / "scratch"
+    assert main([*argv[:3], "--max-steps", "1", "--no-progress", "--out", str(scratch)]) == 0
+    fresh = read_checkpoint(scratch / "last.pt")["state_dict"]
+    assert any(not torch.equal(fresh[k], v) for k, v in source["state_dict"].items())
+    config = TrainConfig.from_sources(
+        preset="tiny",
+        overrides={"init_from": str(tiny_run / "last.pt"), "out_dir": str(tmp_path / "bad")},
+    )
+    bad = config.replace(max_steps=1)
+    bad = dataclasses.replace(bad, model_hyper={"preset": "tiny", "embed_dim": 4})
+    with pytest.raises(ValueError, match="not this run's"):
+        train(bad)
+    with pytest.raises(ValueError, match="samples per trial"):
+        train(dataclasses.replace(config, data=dataclasses.replace(config.data, n_times=32)))

@@ -22,6 +22,14 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--n-sources", "n_sources", int, "number of sources N_s (default: {default})"),
     ("--n-rings", "n_rings", int, "neighbour rings N_n of each source patch (default: {default})"),
     (
+        "--init-from",
+        "init_from",
+        str,
+        "fine-tune: start from the weights of a checkpoint or of a shipped model "
+        "('pretrained:meg', 'pretrained:eeg'); its model, hyper-parameters, trial length and "
+        "dataset become this run's defaults (default: a random initialisation)",
+    ),
+    (
         "--mixture",
         "mixture",
         str,
@@ -232,6 +240,29 @@ def _parse_hyper(items: list[str]) -> dict[str, Any]:
     return hyper
 
 
+#: The dataset preset of a stored configuration's modality.
+_DATASET_OF_MODALITY = {"meg": "SimMEG", "eeg": "SimEEG", "eeg+meg": "SimEEGMEG"}
+
+
+def _defaults_from_init(spec: str, overrides: dict[str, Any], given: dict[str, Any]) -> None:
+    """``--init-from``: the source's model, hyper-parameters, dataset, trial length and head
+    model, wherever the command line does not set them (they win over a preset's)."""
+    from fairesi.train.checkpoint import init_source
+
+    source, _ = init_source(spec)
+    if "model" not in overrides:
+        overrides["model"] = source["model"]["name"]
+    if "model_hyper" not in overrides:
+        overrides["model_hyper"] = dict(source["model"]["hyper"])
+    data = source["data"]
+    if "dataset" not in overrides and data.get("modality") in _DATASET_OF_MODALITY:
+        overrides["dataset"] = _DATASET_OF_MODALITY[data["modality"]]
+    if "n_times" not in overrides:
+        overrides["n_times"] = int(data["n_times"])
+    if "head_model" not in overrides:
+        overrides["head_model"] = source["train"].get("head_model", "default")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``fairesi train``; returns the exit code."""
     from fairesi.train import TrainConfig, train
@@ -254,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = train(resume=resume, **overrides)
         out = Path(overrides.get("out_dir", resume.parent))
     else:
+        if given.get("init_from"):
+            _defaults_from_init(given["init_from"], overrides, given)
         config = TrainConfig.from_sources(
             preset=given.get("preset"), toml_path=given.get("config"), overrides=overrides
         )

@@ -30,6 +30,7 @@ from fairesi.io import atomic_path, load_weights_only
 from fairesi.train.config import TrainConfig
 
 __all__ = [
+    "init_source",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "Checkpoint",
@@ -165,6 +166,38 @@ def load_checkpoint(
         head_model=head_model,
         state=payload,
     )
+
+
+def init_source(spec: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The configuration and weights a fine-tuning run starts from (``init_from``).
+
+    Parameters
+    ----------
+    spec : str
+        A checkpoint file (``best.pt`` / ``last.pt``) or ``'pretrained:NAME'`` for a model
+        that ships with fairesi.
+
+    Returns
+    -------
+    config : dict
+        The stored configuration (``model``, ``data``, ``head_model``, ``train``).
+    state_dict : dict of str to torch.Tensor
+        The weights, as stored (float16 for shipped models; ``load_state_dict`` casts).
+    """
+    if spec.startswith("pretrained:"):
+        from fairesi.models.pretrained import PRETRAINED_DIR, available_pretrained
+
+        name = spec.partition(":")[2]
+        path = PRETRAINED_DIR / f"{name}.pt"
+        if not path.is_file():
+            have = ", ".join(available_pretrained()) or "none"
+            raise FileNotFoundError(
+                f"--init-from {spec}: no shipped model {name!r} (available: {have})"
+            )
+        payload = load_weights_only(path, "pretrained model file", hint="; reinstall fairesi")
+    else:
+        payload = read_checkpoint(spec)
+    return dict(payload["config"]), dict(payload["state_dict"])
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -211,6 +211,13 @@ class TrainConfig:
         SNRs, background and sensor noise, instead of the same samples again (DeepSIF
         redraws the sensor noise and source scale at every access). Validation and test
         samples never change.
+    init_from : str or None
+        Fine-tune: start from the weights of a checkpoint file or of a shipped model
+        (``'pretrained:NAME'``, :func:`fairesi.models.pretrained`) instead of a random
+        initialisation. Its model, hyper-parameters, head-model channels and trial length
+        must be this run's (:func:`fairesi.train.checkpoint.init_source` reads it; the
+        ``fairesi train --init-from`` flag takes them from it). The optimizer starts
+        afresh.
     optim : OptimConfig
     run : RunConfig
     """
@@ -225,6 +232,7 @@ class TrainConfig:
     n_val_samples: int | None = None
     data_path: str | None = None
     redraw: bool = False
+    init_from: str | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -240,6 +248,10 @@ class TrainConfig:
         if not isinstance(self.model_hyper, Mapping):
             raise TypeError(f"model_hyper must be a mapping, got {type(self.model_hyper)}")
         object.__setattr__(self, "model_hyper", dict(self.model_hyper))
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
+            raise ValueError(
+                f"init_from must be a checkpoint path or 'pretrained:NAME', got {self.init_from!r}"
+            )
         if self.redraw and self.data_path is not None:
             raise ValueError(
                 "redraw trains on new realisations of the samples, which dataset files do "

@@ -48,6 +48,7 @@ from fairesi.io import exclusive_output
 from fairesi.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    init_source,
     read_checkpoint,
     rng_state,
     set_rng_state,
@@ -184,6 +185,8 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         if self._resume is not None:
             self._restore(self._resume)
+        elif config.init_from is not None:
+            self._init_weights(config.init_from)
         self.net: nn.Module = self.model
         if self.dist.world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -232,6 +235,25 @@ class Trainer:
             "train": files,
             "val": synthesizer(config.data, head_model=head_model, **spec),
         }
+
+    def _init_weights(self, spec: str) -> None:
+        """Fine-tuning: the weights of ``init_from``, which must be this run's network."""
+        source, state = init_source(spec)
+        check_head_model(source, self.head_model, source=f"init_from {spec}")
+        config = self.config
+        ours = {"name": config.model, "hyper": dict(config.model_hyper)}
+        if dict(source["model"]) != ours:
+            raise ValueError(
+                f"init_from {spec} holds model {source['model']!r}, not this run's {ours!r}; "
+                "train the same model and hyper-parameters (the CLI's --init-from takes them "
+                "from it)"
+            )
+        if int(source["data"]["n_times"]) != config.data.n_times:
+            raise ValueError(
+                f"init_from {spec} takes {source['data']['n_times']} samples per trial, this "
+                f"run {config.data.n_times}; use --n-times {source['data']['n_times']}"
+            )
+        self.model.load_state_dict(state)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         check_head_model(payload["config"], self.head_model, source="the checkpoint to resume")
