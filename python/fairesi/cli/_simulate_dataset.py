@@ -8,6 +8,8 @@ underscore keeps the CLI discovery from registering it as a top-level command).
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from fairesi.cli import FairesiUserError
@@ -16,6 +18,22 @@ from fairesi.cli import FairesiUserError
 # torch and numba (tests/test_data.py checks that they agree).
 CONFIGS = ("SimEEG", "SimEEGMEG", "SimMEG")
 SPLITS = ("train", "val", "test")
+
+
+@contextlib.contextmanager
+def _sigterm_stops_cleanly() -> Iterator[None]:
+    """SIGTERM (a batch scheduler's stop, ``kill``) raises ``fairesi.train.Terminated``, a
+    ``KeyboardInterrupt``, inside the block: the file being written is removed, finished
+    shards and the inputs stay, the lock is released, and the CLI exits with 143 and one
+    line. Without this, SIGTERM killed the process and left its temporary files."""
+    from fairesi.train.runtime import SigtermAsInterrupt
+
+    signals = SigtermAsInterrupt()
+    signals.install()
+    try:
+        yield
+    finally:
+        signals.restore()
 
 
 def register_dataset(sub: argparse._SubParsersAction) -> None:
@@ -136,7 +154,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     head_model = HeadModel.default() if args.head_model is None else HeadModel.load(args.head_model)
     synth = Synthesizer(head_model, WaveformBank.load(bank_path), config, seed=args.seed)
     n = synth.split_size(args.split) - args.start if args.n is None else args.n
-    with exclusive_output(args.out):
+    with _sigterm_stops_cleanly(), exclusive_output(args.out):
         write_dataset(
             args.out,
             synth,
@@ -160,7 +178,7 @@ def run_merge(args: argparse.Namespace) -> int:
     from fairesi.io import check_not_an_input, exclusive_output
 
     check_not_an_input(args.out, {f"part {p}": p for p in args.parts})
-    with exclusive_output(args.out):
+    with _sigterm_stops_cleanly(), exclusive_output(args.out):
         merge_datasets(args.parts, args.out)
     merged = DatasetFile(args.out)
     first = int(merged.attrs["first_sample"])

@@ -71,7 +71,7 @@ def write_dataset(
     The file is written atomically. More than 4096 samples are first written as shards
     of 4096 into ``<path>.shards/`` and then merged (compressed chunks are copied as
     they are); an interrupted run started again with the same arguments keeps the
-    finished shards.
+    finished shards (a damaged one, e.g. truncated, is written again, with a warning).
 
     Parameters
     ----------
@@ -147,13 +147,14 @@ def write_dataset(
         for first in range(start, start + n, _SHARD_SAMPLES):
             count = min(_SHARD_SAMPLES, start + n - first)
             shard = shard_dir / f"{first:09d}-{count}.h5"
-            if _is_shard_of(shard, identity):
+            if _is_shard_of(shard, identity, first, count):
                 bar.update(count)
             else:
                 with atomic_path(shard) as tmp, h5py.File(tmp, "w") as f:
                     _write_samples(f, synth, split, first, count, attrs, batch_size, bar)
             shards.append(shard)
-        merge_datasets(shards, path)
+        # Every shard was just written or decoded whole by _is_shard_of.
+        _merge(shards, path, verify=False)
         shutil.rmtree(shard_dir)
         return path
     finally:
@@ -248,6 +249,12 @@ def merge_datasets(parts: Sequence[str | Path], path: str | Path) -> Path:
         If a file is not a fairesi dataset, the parts disagree on anything but their range
         (the attribute is named), or the ranges overlap or leave a gap.
     """
+    return _merge(parts, path, verify=True)
+
+
+def _merge(parts: Sequence[str | Path], path: str | Path, *, verify: bool) -> Path:
+    """:func:`merge_datasets`; ``verify=False`` skips decoding the parts first (for shards
+    that were just written or verified)."""
     import h5py
 
     from fairesi.io import atomic_path
@@ -265,7 +272,8 @@ def merge_datasets(parts: Sequence[str | Path], path: str | Path) -> Path:
         with f:
             if f.attrs.get("format") != _H5_FORMAT:
                 raise ValueError(f"{part} is not a fairesi dataset")
-            _verify_decodes(f, part)
+            if verify:
+                _verify_decodes(f, part)
             attrs = {k: v for k, v in f.attrs.items() if k not in _PART_ATTRS}
             ranges.append((int(f.attrs["first_sample"]), int(f.attrs["n_samples"]), part, attrs))
     ranges.sort(key=lambda r: r[0])
@@ -337,16 +345,39 @@ def _verify_decodes(f, part: Path, block: int = 1024) -> None:
                 ) from None
 
 
-def _is_shard_of(shard: Path, identity: dict) -> bool:
-    """Whether ``shard`` is a finished shard written with the same ``identity`` attributes."""
+def _is_shard_of(shard: Path, identity: dict, first: int, count: int) -> bool:
+    """Whether ``shard`` is a finished shard of samples ``first .. first + count - 1``
+    written with the same ``identity`` attributes.
+
+    A shard that exists but is not whole (truncated, a corrupt chunk, samples missing:
+    a disk that filled up, a copy cut short) is removed with a one-line warning on stderr,
+    so that it is written again instead of failing the merge.
+    """
+    import sys
+
     import h5py
 
     if not shard.is_file():
         return False
     try:
         with h5py.File(shard, "r") as g:
-            return all(g.attrs.get(key) == value for key, value in identity.items())
-    except OSError:  # not an HDF5 file: rewrite it
+            if not all(g.attrs.get(key) == value for key, value in identity.items()):
+                return False  # another configuration's shard: written over
+            if (int(g.attrs.get("first_sample", -1)), int(g.attrs.get("n_samples", -1))) != (
+                first,
+                count,
+            ) or any(name not in g or g[name].shape[0] != count for name in _SAMPLE_ARRAYS):
+                raise ValueError(f"it does not hold samples {first}..{first + count - 1}")
+            _verify_decodes(g, shard, block=256)
+        return True
+    except (OSError, ValueError, KeyError) as err:
+        print(
+            f"fairesi: warning: dataset shard {shard} is corrupt or truncated "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "discarding it and writing it again",
+            file=sys.stderr,
+        )
+        shard.unlink(missing_ok=True)
         return False
 
 

@@ -525,10 +525,34 @@ def _spike_counts(results: dict[str, dict], n_regions: int) -> np.ndarray:
 
 
 def _load_shard(store: Path | None, name: str) -> dict[str, np.ndarray] | None:
+    """The finished run ``name`` kept in ``store``, or None when it must be run (again).
+
+    A shard that cannot be read whole (truncated, empty, a bad CRC: a disk that filled up,
+    a copy cut short) is removed with a one-line warning on stderr, so that resuming
+    computes it again instead of failing.
+    """
+    import sys
+    import zipfile
+    import zlib
+
     if store is None or not (store / f"{name}.npz").is_file():
         return None
-    with np.load(store / f"{name}.npz", allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+    path = store / f"{name}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            result = {k: f[k] for k in f.files}
+        if not result:
+            raise ValueError("it holds no arrays")
+        return result
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        detail = f"{type(err).__name__}: {err}".splitlines()[0]
+        print(
+            f"fairesi: warning: bank shard {path} is corrupt or truncated ({detail}); "
+            "discarding it and running it again",
+            file=sys.stderr,
+        )
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _save_shard(store: Path | None, name: str, result: dict[str, Any]) -> None:

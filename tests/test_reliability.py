@@ -1,0 +1,237 @@
+"""Issue 18 (reliability): SIGTERM and damaged shards in the resumable writers, and user
+errors that must be one line with exit 2 and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import fairesi
+import fairesi.data.h5
+import fairesi.simulate.bank as bank_module
+from fairesi.data import DatasetFile, SimConfig, Synthesizer, write_dataset
+from fairesi.simulate import Connectome, WaveformBank, build_bank
+
+# Runs `fairesi ARGS` with dataset shards of 6 samples, each synthesis step and each
+# merged row slowed down by the given seconds (so that a signal lands where the test
+# wants it), and prints how many steps it synthesised.
+_SLOW_CLI = textwrap.dedent(
+    """
+    import sys, time
+    import fairesi.data.h5 as h5
+    from fairesi.data import Synthesizer
+
+    h5._SHARD_SAMPLES = 6
+    compose_delay, copy_delay = float(sys.argv[1]), float(sys.argv[2])
+    compose, copy_rows, calls = Synthesizer._compose, h5._copy_rows, []
+
+    def slow_compose(self, split, index, draw=0):
+        calls.append(index.tolist())
+        time.sleep(compose_delay)
+        return compose(self, split, index, draw)
+
+    def slow_copy(*args):
+        time.sleep(copy_delay)
+        return copy_rows(*args)
+
+    Synthesizer._compose, h5._copy_rows = slow_compose, slow_copy
+    from fairesi.cli import main
+
+    code = main(sys.argv[3:])
+    print("composed", sum(len(c) for c in calls), flush=True)
+    sys.exit(code)
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    """The environment of a child ``fairesi``: the package under test first on the path."""
+    root = str(Path(fairesi.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def dataset_inputs(toy_head_model, tmp_path_factory):
+    """(head model file, bank file, synthesizer) of the dataset CLI tests."""
+    where = tmp_path_factory.mktemp("inputs")
+    bank = WaveformBank.synthetic(toy_head_model.n_regions, n_spikes=64, segment_len=500, seed=0)
+    toy_head_model.save(where / "toy.npz")
+    bank.save(where / "bank.h5")
+    config = SimConfig.preset("SimEEG", n_rings=1, n_samples=1200)
+    return where / "toy.npz", where / "bank.h5", Synthesizer(toy_head_model, bank, config, seed=0)
+
+
+def _dataset_argv(inputs, out: Path, n: int) -> list[str]:
+    head, bank, _ = inputs
+    return [
+        "simulate", "dataset", "--config", "SimEEG", "--n-rings", "1", "--n-samples", "1200",
+        "--split", "train", "--n", str(n), "--batch-size", "2", "--no-progress",
+        "--head-model", str(head), "--bank", str(bank), "--out", str(out),
+    ]  # fmt: skip
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out waiting for the writer"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stage", ["shards", "merge"])
+def test_sigterm_stops_simulate_dataset_cleanly_and_a_rerun_resumes(
+    dataset_inputs, tmp_path, stage
+):
+    """Case 8: SIGTERM while shards are written, or while they are merged, ends the
+    command with 143 and one line; finished shards stay, no temporary file or lock is
+    left, and running the command again resumes to the uninterrupted result."""
+    out = tmp_path / "d.h5"
+    shard_dir = tmp_path / "d.h5.shards"
+    n = 30  # five shards of six samples
+    argv = _dataset_argv(dataset_inputs, out, n)
+    delays = ["0.05", "0"] if stage == "shards" else ["0", "0.05"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CLI, *delays, *argv],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if stage == "shards":
+            _wait_for(lambda: len(list(shard_dir.glob("0*.h5"))) >= 2, proc)
+        else:
+            _wait_for(lambda: any(tmp_path.glob(".d.h5.*.part")), proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == ["fairesi simulate: terminated; finished work was kept"], err
+    kept = sorted(p.name for p in shard_dir.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5.shards"]  # no part, no lock
+    assert all(not name.startswith(".") for name in kept), kept
+    assert len(kept) >= 2 and (stage == "shards" or len(kept) == 5), kept
+
+    rerun = subprocess.run(
+        [sys.executable, "-c", _SLOW_CLI, "0", "0", *argv],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"composed {n - 6 * len(kept)}" in rerun.stdout  # kept shards are not redone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
+    synth = dataset_inputs[2]
+    got, expected = DatasetFile(out).batch(range(n)), synth.batch("train", torch.arange(n))
+    assert torch.equal(got.x, expected.x) and torch.equal(got.target, expected.target)
+
+
+def test_damaged_dataset_shards_are_written_again(dataset_inputs, tmp_path, monkeypatch, capsys):
+    """Case 8: a truncated shard, one with a corrupt chunk and one of an empty file are
+    discarded with a one-line warning each and written again, instead of failing."""
+    monkeypatch.setattr(fairesi.data.h5, "_SHARD_SAMPLES", 3)
+    synth = dataset_inputs[2]
+    path = tmp_path / "train.h5"
+    compose = Synthesizer._compose
+    calls = []
+
+    def interrupted(self, split, index, draw=0):
+        calls.append(int(index[0]))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return compose(self, split, index, draw)
+
+    monkeypatch.setattr(Synthesizer, "_compose", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(path, synth, "train", 10, batch_size=3, progress=False)
+    shard_dir = tmp_path / "train.h5.shards"
+    shards = sorted(shard_dir.iterdir())
+    assert [p.name for p in shards] == ["000000000-3.h5", "000000003-3.h5", "000000006-3.h5"]
+    data = shards[0].read_bytes()
+    shards[0].write_bytes(data[: len(data) // 2])  # truncated
+    with h5py.File(shards[1], "r") as f:
+        info = f["x"].id.get_chunk_info(1)
+    data = bytearray(shards[1].read_bytes())
+    middle = info.byte_offset + info.size // 2
+    data[middle : middle + 16] = bytes(16)  # a corrupt chunk: the file still opens
+    shards[1].write_bytes(bytes(data))
+    shards[2].write_bytes(b"")  # empty
+    capsys.readouterr()
+
+    counted = []
+
+    def counting(self, split, index, draw=0):
+        counted.append(int(index[0]))
+        return compose(self, split, index, draw)
+
+    monkeypatch.setattr(Synthesizer, "_compose", counting)
+    write_dataset(path, synth, "train", 10, batch_size=3, progress=False)
+    assert counted == [0, 3, 6, 9]  # the three damaged shards and the one never written
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 3, warnings
+    for shard, line in zip(shards, warnings, strict=True):
+        assert line.startswith(f"fairesi: warning: dataset shard {shard} is corrupt"), line
+        assert line.endswith("discarding it and writing it again"), line
+    assert [p.name for p in tmp_path.iterdir()] == ["train.h5"]
+    got, expected = DatasetFile(path).batch(range(10)), synth.batch("train", torch.arange(10))
+    assert torch.equal(got.x, expected.x) and torch.equal(got.target, expected.target)
+
+
+def test_damaged_bank_shards_are_run_again(tmp_path, monkeypatch, capsys):
+    """Case 8: a resumed bank build whose shard .npz is truncated (or empty, or has a bad
+    CRC) used to die with EOFError/BadZipFile; such a shard is run again, with one line."""
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(size=(30, 3))
+    connectome = Connectome.from_geometry(70.0 * xyz / np.linalg.norm(xyz, axis=1, keepdims=True))
+    build = dict(
+        run_duration_s=8.0, background_s=3.0, settings=((0.083, 1.5),), min_spikes=1,
+        max_rounds=2, seed=11, n_threads=2,
+    )  # fmt: skip
+    reference = build_bank(connectome, shard_dir=tmp_path, **build)
+    shards = sorted(tmp_path.glob("*/*.npz"))
+    assert len(shards) >= 3
+    data = shards[0].read_bytes()
+    shards[0].write_bytes(data[: len(data) // 2])
+    shards[1].write_bytes(b"")
+    with zipfile.ZipFile(shards[2]) as archive:
+        member = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(shards[2].read_bytes())
+    header = member.header_offset  # the local header: 30 bytes, the name, the extra field
+    name_length = int.from_bytes(data[header + 26 : header + 28], "little")
+    extra_length = int.from_bytes(data[header + 28 : header + 30], "little")
+    start = header + 30 + name_length + extra_length
+    data[start + member.file_size // 2] ^= 0xFF  # inside the largest array: a bad CRC
+    shards[2].write_bytes(bytes(data))
+    capsys.readouterr()
+
+    calls = []
+    real = bank_module.simulate_network
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["run_offset"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bank_module, "simulate_network", counting)
+    resumed = build_bank(connectome, shard_dir=tmp_path, **build)
+    assert len(calls) == 3
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 3, warnings
+    assert all(
+        "is corrupt or truncated" in line and "running it again" in line for line in warnings
+    )
+    np.testing.assert_array_equal(resumed.spikes, reference.spikes)
+    np.testing.assert_array_equal(resumed.background, reference.background)
+    assert all(p.is_file() for p in shards)  # the redone shards are kept again
