@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fairesi.cli import FairesiUserError
+from fairesi.cli._dask import add_dask_arguments, dask_client
 
 # fairesi.data.PRESETS and SPLITS, spelled out so that `fairesi --help` does not import
 # torch and numba (tests/test_data.py checks that they agree).
@@ -109,6 +110,7 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, default=64, help="samples synthesised per step (default: 64)"
     )
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_dask_arguments(p, "write sample ranges in parallel, then merge them,")
     p.set_defaults(func=run_dataset)
 
     m = sub.add_parser(
@@ -128,7 +130,9 @@ def register_dataset(sub: argparse._SubParsersAction) -> None:
 
 def run_dataset(args: argparse.Namespace) -> int:
     """Write the dataset file asked for on the command line; returns the exit code."""
-    from fairesi.data import SimConfig, Synthesizer, write_dataset
+    from functools import partial
+
+    from fairesi.data import SimConfig, Synthesizer, write_dataset, write_dataset_dask
     from fairesi.headmodel import HeadModel
     from fairesi.io import check_not_an_input, exclusive_output
     from fairesi.simulate import WaveformBank, default_bank_path
@@ -154,8 +158,9 @@ def run_dataset(args: argparse.Namespace) -> int:
     head_model = HeadModel.default() if args.head_model is None else HeadModel.load(args.head_model)
     synth = Synthesizer(head_model, WaveformBank.load(bank_path), config, seed=args.seed)
     n = synth.split_size(args.split) - args.start if args.n is None else args.n
-    with _sigterm_stops_cleanly(), exclusive_output(args.out):
-        write_dataset(
+    with _sigterm_stops_cleanly(), dask_client(args) as client, exclusive_output(args.out):
+        write = write_dataset if client is None else partial(write_dataset_dask, client=client)
+        write(
             args.out,
             synth,
             args.split,

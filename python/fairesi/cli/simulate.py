@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from fairesi.cli import FairesiUserError
+from fairesi.cli._dask import add_dask_arguments, dask_client
 from fairesi.cli._simulate_dataset import register_dataset
 
 QUICK = {"run_duration_s": 15.0, "settings_index": [2], "max_rounds": 1, "background_s": 20.0}
@@ -126,6 +127,7 @@ def _register_bank(sub: argparse._SubParsersAction) -> None:
         "background (some regions may lack spikes); --duration, --background and "
         "--max-rounds given explicitly still apply",
     )
+    add_dask_arguments(p, "run the network runs")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run_bank)
 
@@ -197,8 +199,11 @@ def run_bank(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        with exclusive_output(args.out):
-            bank = build_bank(connectome, shard_dir=shard_dir, progress=progress, **options)
+        # The cluster is reached (or refused) before anything is written.
+        with dask_client(args) as client, exclusive_output(args.out):
+            bank = build_bank(
+                connectome, shard_dir=shard_dir, progress=progress, client=client, **options
+            )
             bank.metadata["build_wall_s"] = round(time.perf_counter() - start, 1)
             bank.save(args.out)
     finally:

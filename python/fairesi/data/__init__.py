@@ -14,12 +14,15 @@ What lives here, one job per module (each imports only those above it)::
     sampling  epoch_order and iter_batches (epochs for the training loop: exact resume,
               redraws, per-rank slices), SynthDataset + collate_batch for DataLoader
     h5        write_dataset / merge_datasets / DatasetFile: HDF5 files of samples
+    parallel  write_dataset_dask: one file written by the workers of a Dask cluster
+              (parts merged by merge_datasets)
     files     DatasetSplits: the files of one dataset (one per split) as a batch source
               for iter_batches (``fairesi train --data``)
 
 Layering: this package may import :mod:`fairesi.headmodel` and :mod:`fairesi.simulate`
 (for type hints only), :mod:`fairesi.io` and ``fairesi.__version__`` (when writing
-files); :mod:`fairesi.models`, :mod:`fairesi.train`, :mod:`fairesi.evaluate` and the
+files), and :mod:`fairesi.cluster` (Dask tasks, in ``parallel``); :mod:`fairesi.models`,
+:mod:`fairesi.train`, :mod:`fairesi.evaluate` and the
 other consumers import it, never the reverse.
 
 Every public name is re-exported here, so ``from fairesi.data import SimConfig,
@@ -36,6 +39,7 @@ from fairesi.data.batch import (
 from fairesi.data.config import PRESETS, SPLITS, SimConfig, parse_mixture
 from fairesi.data.files import DatasetSplits
 from fairesi.data.h5 import DatasetFile, merge_datasets, write_dataset
+from fairesi.data.parallel import write_dataset_dask
 from fairesi.data.sampling import SynthDataset, collate_batch, epoch_order, iter_batches
 from fairesi.data.synth import Synthesizer
 
@@ -58,4 +62,5 @@ __all__ = [
     "normalise_input",
     "stack_modalities",
     "write_dataset",
+    "write_dataset_dask",
 ]

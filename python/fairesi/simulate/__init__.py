@@ -8,8 +8,9 @@
 - :mod:`~fairesi.simulate.spikes`: spike detection (DeepSIF's rules);
 - :mod:`~fairesi.simulate.bank`: :class:`WaveformBank` and :func:`build_bank`.
 
-Layering: this package imports :mod:`fairesi.headmodel` (regions, geometry) and
-:mod:`fairesi.io`; :mod:`fairesi.data`, :mod:`fairesi.experiment` and the CLI import it,
+Layering: this package imports :mod:`fairesi.headmodel` (regions, geometry),
+:mod:`fairesi.io` and :mod:`fairesi.cluster` (Dask tasks, ``build_bank(client=...)``);
+:mod:`fairesi.data`, :mod:`fairesi.experiment` and the CLI import it,
 never the reverse.
 """
 

@@ -37,6 +37,7 @@ import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,7 @@ def build_bank(
     n_threads: int | None = None,
     shard_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
+    client: Any = None,
 ) -> WaveformBank:
     """Simulate the network and build the waveform bank (see the module docstring).
 
@@ -328,6 +330,13 @@ def build_bank(
         of the arguments, so a changed configuration never reuses stale runs.
     progress : callable(done, total), optional
         Called after every finished run.
+    client : dask.distributed.Client, optional
+        Run the network runs as Dask tasks on this client's workers (one simulator thread
+        per task; ``n_threads`` is then unused) instead of local threads. The runs'
+        results come back to this process, which keeps them in ``shard_dir`` as a local
+        build does, so the bank is identical to a local build for any number of workers
+        (workers running the same simulator kernel), and a run whose worker dies is run
+        again elsewhere. See :func:`fairesi.cluster.connect` for making a client.
 
     Returns
     -------
@@ -399,35 +408,28 @@ def build_bank(
     hops = shortest_path(graph, unweighted=True, directed=False)
     near = hops < min_hops
     rng = np.random.default_rng([int(seed), 0x6A11])
+    context = _RunContext(
+        connectome=connectome,
+        near=near,
+        settings=tuple(tuple(map(float, s)) for s in settings),
+        seed=int(seed),
+        source_A=float(source_A),
+        transient_s=float(transient_s),
+        conduction_speed_mm_per_ms=conduction_speed_mm_per_ms,
+        segment_len=int(segment_len),
+        threshold_mv=float(threshold_mv),
+    )
 
-    def simulate_shard(shard: _Shard) -> dict[str, np.ndarray]:
-        mu, noise_scale = settings[shard.setting]
-        A = np.full(R, JansenRitParams.deepsif().A)
-        A[list(shard.excitable)] = source_A
-        traces = simulate_network(
-            connectome,
-            shard.duration_s,
-            seed=seed,
-            params=JansenRitParams.deepsif(mu=mu),
-            region_A=A,
-            noise_sigma=deepsif_noise_sigma(noise_scale),
-            transient_s=transient_s,
-            conduction_speed_mm_per_ms=conduction_speed_mm_per_ms,
-            run_offset=shard.run_index,
-            n_threads=1,
-        )[0]
-        if not shard.excitable:
-            return {"background": traces - traces.mean(axis=1, keepdims=True)}
-        excitable = np.zeros(R, dtype=bool)
-        excitable[list(shard.excitable)] = True
-        segs, regs, peaks = select_spikes(
-            traces, excitable, near, segment_len=segment_len, threshold_mv=threshold_mv
-        )
-        return {"spikes": segs, "regions": regs, "peaks": peaks}
+    def finished(results: dict[str, dict], shard: _Shard, result: dict) -> None:
+        if shard.name in results:  # a run's result is kept and written once
+            return
+        results[shard.name] = result
+        _save_shard(store, shard.name, result)
+        counter["done"] += 1
+        if progress:
+            progress(counter["done"], counter["total"])
 
     def run_shards(shards: list[_Shard]) -> dict[str, dict]:
-        # One run per thread: the simulator releases the GIL, runs are independent, and
-        # a run's output does not depend on the thread that computed it.
         results = {}
         todo = []
         for shard in shards:
@@ -439,16 +441,27 @@ def build_bank(
         counter["done"] += len(results)
         if progress:
             progress(counter["done"], counter["total"])
+        if client is not None:
+            from fairesi.cluster import map_unordered
+
+            tasks = map_unordered(
+                client,
+                _simulate_shard,
+                ((shard, (shard,)) for shard in todo),
+                shared=context,
+                name=f"fairesi-bank-{_config_key(config)}",
+            )
+            with closing(tasks):
+                for shard, result in tasks:
+                    finished(results, shard, result)
+            return results
+        # One run per thread: the simulator releases the GIL, runs are independent, and
+        # a run's output does not depend on the thread that computed it.
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            futures = {pool.submit(simulate_shard, shard): shard for shard in todo}
+            futures = {pool.submit(_simulate_shard, context, shard): shard for shard in todo}
             try:
                 for future in as_completed(futures):
-                    shard = futures[future]
-                    results[shard.name] = future.result()
-                    _save_shard(store, shard.name, results[shard.name])
-                    counter["done"] += 1
-                    if progress:
-                        progress(counter["done"], counter["total"])
+                    finished(results, futures[future], future.result())
             except BaseException:
                 for future in futures:
                     future.cancel()
@@ -502,6 +515,59 @@ def build_bank(
         }
     )
     return WaveformBank(spikes, spike_regions, background["background"], 500.0, metadata)
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    """What every run of one bank build shares (sent to each Dask worker once)."""
+
+    connectome: Connectome
+    near: np.ndarray  # (R, R) bool: regions closer than min_hops
+    settings: tuple[tuple[float, float], ...]
+    seed: int
+    source_A: float
+    transient_s: float
+    conduction_speed_mm_per_ms: float | None
+    segment_len: int
+    threshold_mv: float
+
+
+def _simulate_shard(context: _RunContext, shard: _Shard) -> dict[str, np.ndarray]:
+    """One network run of the bank: a pure function of the build and the run.
+
+    Returns ``{"background": (R, T) float}`` for the background run, else the selected
+    spikes ``{"spikes": (n, segment_len) float32, "regions": (n,), "peaks": (n,)}``.
+    The noise stream is ``(seed, shard.run_index)``; one simulator thread, so the result
+    does not depend on the thread, process or machine (same kernel) that computes it.
+    """
+    R = context.connectome.n_regions
+    mu, noise_scale = context.settings[shard.setting]
+    A = np.full(R, JansenRitParams.deepsif().A)
+    A[list(shard.excitable)] = context.source_A
+    traces = simulate_network(
+        context.connectome,
+        shard.duration_s,
+        seed=context.seed,
+        params=JansenRitParams.deepsif(mu=mu),
+        region_A=A,
+        noise_sigma=deepsif_noise_sigma(noise_scale),
+        transient_s=context.transient_s,
+        conduction_speed_mm_per_ms=context.conduction_speed_mm_per_ms,
+        run_offset=shard.run_index,
+        n_threads=1,
+    )[0]
+    if not shard.excitable:
+        return {"background": traces - traces.mean(axis=1, keepdims=True)}
+    excitable = np.zeros(R, dtype=bool)
+    excitable[list(shard.excitable)] = True
+    segs, regs, peaks = select_spikes(
+        traces,
+        excitable,
+        context.near,
+        segment_len=context.segment_len,
+        threshold_mv=context.threshold_mv,
+    )
+    return {"spikes": segs, "regions": regs, "peaks": peaks}
 
 
 def _round_shards(
