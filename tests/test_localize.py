@@ -125,6 +125,11 @@ def test_cli(exported, toy_head_model, tmp_path, capsys):
     assert "est-lh.stc" in capsys.readouterr().out
     assert main(["localize", str(exported), str(tmp_path / "none.fif"), "-o", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # --plot needs the fsaverage5 surface, which the toy head model does not have.
+    assert main([*argv, "--plot", str(tmp_path / "brain.png")]) == 2
+    assert "not on it" in capsys.readouterr().err
+    assert main([*argv, "--plot", str(fif)]) == 2  # never overwrites an input
+    assert "rec-ave.fif" in capsys.readouterr().err and fif.stat().st_size > 1000
 
 
 def test_fused_model_on_a_recording_with_eeg_and_meg(toy_head_model, tmp_path):

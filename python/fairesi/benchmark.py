@@ -339,6 +339,7 @@ class BenchmarkResult:
                 out_dir / f"{row.label}.png",
                 source_mask=first["source_mask"],
                 title=f"{row.title}: test sample 0",
+                surface=first.get("surface"),
             )
         return paths
 

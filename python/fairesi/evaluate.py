@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.figures import plot_reconstruction
+from fairesi.figures import brain_surface, plot_reconstruction
 from fairesi.io import atomic_path
 from fairesi.paper import paper_reference
 
@@ -56,9 +56,10 @@ class EvaluationResult:
         The split evaluated.
     sample_index : numpy.ndarray (n,) int64
         Indices of the evaluated samples within the split.
-    example : dict of str to numpy.ndarray
+    example : dict
         The first sample, for figures: ``target`` and ``estimate`` (R, T), ``source_mask``
-        (R,), ``centroids_mm`` (R, 3).
+        (R,), ``centroids_mm`` (R, 3) numpy arrays, and ``surface`` (the head model's
+        :class:`fairesi.figures.BrainSurface`, or None).
     reference : dict or None
         The paper's FAIR-ESI row for this configuration (table units), if any.
     draw : int
@@ -73,7 +74,7 @@ class EvaluationResult:
     summary: dict[str, tuple[float, float]]
     split: str
     sample_index: np.ndarray
-    example: dict[str, np.ndarray]
+    example: dict[str, Any]
     reference: dict[str, tuple[float, float]] | None = None
     draw: int = 0
     protocol: str = "strict"
@@ -147,7 +148,7 @@ def evaluate_estimator(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     centroids_mm = np.asarray(synth.head_model.region_centroids_mm)
     per_batch: list[dict[str, np.ndarray]] = []
-    example: dict[str, np.ndarray] = {}
+    example: dict[str, Any] = {}
     with torch.no_grad(), tqdm(total=n, desc=f"evaluate {split}", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n), dtype=torch.int64)
@@ -178,6 +179,7 @@ def evaluate_estimator(
                     "estimate": estimate[0],
                     "source_mask": mask[0],
                     "centroids_mm": centroids_mm,
+                    "surface": brain_surface(synth.head_model),
                 }
             bar.update(len(index))
     per_sample = {key: np.concatenate([b[key] for b in per_batch]) for key in per_batch[0]}
@@ -535,6 +537,7 @@ def write_report(
         result.example["estimate"],
         paths["figure"],
         source_mask=result.example["source_mask"],
+        surface=result.example.get("surface"),
         title=f"{label}: {result.split} sample {int(result.sample_index[0])}",
     )
     return paths

@@ -48,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the region time courses (regions x samples, with region names) to -o "
         "FILE.h5 or FILE.csv instead of a vertex-wise SourceEstimate (far smaller)",
     )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also save the estimate at its strongest sample painted on the cortex (four "
+        "views; matplotlib only, no 3-D backend)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_localize)
 
@@ -74,8 +82,12 @@ def run_localize(args: argparse.Namespace) -> int:
         head_model = head_model or shipped_head
         recording = inst
         print(f"using the pretrained {name!r} model (fairesi.models.pretrained)")
+    if args.plot is not None:
+        from fairesi.io import check_not_an_input
+
+        check_not_an_input(args.plot, {f"input {k + 1}": p for k, p in enumerate(args.inputs)})
     if args.regions:
-        return _write_regions(args, model, recording)
+        return _write_regions(args, model, recording, head_model)
     stc = localize(model, recording, head_model=head_model, batch_size=args.batch_size)
     if isinstance(stc, list):  # Epochs: one estimate per epoch, STEM_epoch000...
         output = Path(args.output)
@@ -90,10 +102,47 @@ def run_localize(args: argparse.Namespace) -> int:
         f"wrote {', '.join(map(str, written))}: {stc.data.shape[0]} vertices x "
         f"{stc.data.shape[1]} samples ({stc.tmin:g} s to {stc.times[-1]:g} s)"
     )
+    if args.plot is not None:
+        head = head_model or HeadModel.default()
+        _plot(args.plot, head, _region_means(stc.data, head), stc.times)
     return 0
 
 
-def _write_regions(args: argparse.Namespace, model, recording) -> int:
+def _region_means(vertex_data, head_model):
+    """(V, T) vertex values in the head model's vertex order -> (R, T) region means."""
+    import numpy as np
+
+    region = np.asarray(head_model.vertex_region)
+    inside = region >= 0
+    sums = np.zeros((head_model.n_regions, vertex_data.shape[1]))
+    np.add.at(sums, region[inside], np.asarray(vertex_data)[inside])
+    counts = np.bincount(region[inside], minlength=head_model.n_regions)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def _plot(path: Path, head_model, region_data, times) -> None:
+    """``--plot``: the region values at the strongest sample, on the cortex."""
+    import numpy as np
+
+    from fairesi.figures import brain_surface, plot_brain
+
+    surface = brain_surface(head_model)
+    if surface is None:
+        raise ValueError(
+            "--plot paints on the fsaverage5 surface; this head model is not on it "
+            "(write --regions and plot the region values yourself)"
+        )
+    peak = int(np.argmax(np.abs(region_data).sum(0)))
+    plot_brain(
+        surface,
+        region_data[:, peak],
+        path,
+        title=f"fairesi estimate at {times[peak]:.3f} s (normalised units)",
+    )
+    print(f"wrote {path}")
+
+
+def _write_regions(args: argparse.Namespace, model, recording, head_model) -> int:
     """``--regions``: region time courses only, no vertex expansion."""
     import mne
 
@@ -110,4 +159,8 @@ def _write_regions(args: argparse.Namespace, model, recording) -> int:
     )
     path = save_regions(regions, list(exported.metadata["region_names"]), inst.times, args.output)
     print(f"wrote {path}: {regions.shape[0]} regions x {regions.shape[1]} samples")
+    if args.plot is not None:
+        from fairesi.headmodel import HeadModel
+
+        _plot(args.plot, head_model or HeadModel.default(), regions, inst.times)
     return 0
