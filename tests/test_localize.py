@@ -236,3 +236,68 @@ def test_region_time_courses(exported, toy_head_model, tmp_path, suffix):
         assert len(lines) == 1 + len(names) and lines[1].split(",")[0] == names[0]
         row = np.array(lines[1].split(",")[1:], dtype=float)
         np.testing.assert_allclose(row, expected[0], rtol=1e-5, atol=1e-6)
+
+
+def _eeg_evoked(head_model, *, drop=(), bad=(), garbage=()):
+    """EEG of a smooth potential (linear in the electrode position) on the toy montage."""
+    lead_field = head_model.lead_field("eeg")
+    info = mne.create_info(list(lead_field.ch_names), SFREQ, "eeg")
+    pos = np.asarray(lead_field.ch_positions_m, float)
+    for ch, p in zip(info["chs"], pos, strict=True):
+        ch["loc"][:3] = p
+    wave = np.sin(np.linspace(0, 3, 40))
+    data = (pos @ np.array([1.0, 0.5, -0.3]))[:, None] * wave * 1e-4
+    for name in garbage:
+        data[lead_field.ch_names.index(name)] = 1.0  # a dead amplifier
+    evoked = mne.EvokedArray(data, info, verbose="error")
+    evoked.info["bads"] = list(bad)
+    return evoked.drop_channels(list(drop)), data
+
+
+def test_bad_and_dropped_eeg_channels_are_interpolated(toy_head_model):
+    from fairesi.localize import recording_data
+
+    names = toy_head_model.lead_field("eeg").ch_names
+    meta = {"ch_names": names, "ch_types": ["eeg"] * len(names), "sfreq": SFREQ, "n_times": 16}
+    clean, truth = _eeg_evoked(toy_head_model)
+    assert np.array_equal(recording_data(clean, meta, head_model=toy_head_model), truth)
+    evoked, _ = _eeg_evoked(toy_head_model, bad=[names[3]], garbage=[names[3]], drop=[names[7]])
+    with pytest.warns(UserWarning, match=f"interpolating 2 .*{names[3]}.*{names[7]}"):
+        data = recording_data(evoked, meta, head_model=toy_head_model)
+    scale = np.abs(truth).max()
+    for k in (3, 7):  # rebuilt from the neighbours: the smooth field, not the garbage
+        assert np.abs(data[k] - truth[k]).max() < 0.3 * scale
+    assert np.array_equal(data[0], truth[0])  # good channels untouched
+    too_many, _ = _eeg_evoked(toy_head_model, bad=names[:4])  # 4 of 32 > 10%
+    with pytest.raises(ValueError, match="4 of the model's 32 channels are marked bad"):
+        recording_data(too_many, meta, head_model=toy_head_model)
+
+
+def test_a_dropped_meg_channel_is_refused_with_advice(toy_head_model):
+    from fairesi.localize import recording_data
+
+    lead_field = toy_head_model.lead_field("meg")
+    meta = {"ch_names": lead_field.ch_names, "ch_types": lead_field.ch_types, "sfreq": SFREQ,
+            "n_times": 16}  # fmt: skip
+    evoked = _evoked(toy_head_model, 40).drop_channels([lead_field.ch_names[0]])
+    with pytest.raises(ValueError, match="mark them bad instead of dropping"):
+        recording_data(evoked, meta, head_model=toy_head_model)
+
+
+def test_streamed_stc_equals_mne_in_memory(toy_head_model, tmp_path):
+    """write_stc_streamed (blocks of samples) writes what MNE's own writer writes."""
+    from fairesi.localize import source_estimate, write_stc_streamed
+
+    regions = np.random.default_rng(1).standard_normal((toy_head_model.n_regions, 37))
+    regions = regions.astype(np.float32)
+    stc = source_estimate(regions, toy_head_model, tmin=-0.2, tstep=0.002)
+    stc.save(tmp_path / "mne", ftype="stc", verbose="error")
+    paths = write_stc_streamed(
+        regions, toy_head_model, tmp_path / "ours", tmin=-0.2, tstep=0.002, chunk=5
+    )
+    assert [p.name for p in paths] == ["ours-lh.stc", "ours-rh.stc"]
+    for hemi in ("lh", "rh"):
+        ours = (tmp_path / f"ours-{hemi}.stc").read_bytes()
+        assert ours == (tmp_path / f"mne-{hemi}.stc").read_bytes()
+    back = mne.read_source_estimate(tmp_path / "ours")
+    np.testing.assert_array_equal(back.data, stc.data)

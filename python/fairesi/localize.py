@@ -82,8 +82,26 @@ def read_recording(path: str | os.PathLike) -> Any:
     raise ValueError(f"{path} is not an MNE FIF file of Raw, Epochs or Evoked data")
 
 
-def recording_data(inst: Any, metadata: dict[str, Any]) -> np.ndarray:
+#: At most this fraction of a model's channels may be bad or missing; they are then
+#: interpolated with MNE (``interpolate_bads``), above it the recording is refused.
+MAX_BAD_FRACTION = 0.1
+
+
+def recording_data(
+    inst: Any,
+    metadata: dict[str, Any],
+    *,
+    head_model: Any = None,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+) -> np.ndarray:
     """The model's channels of a recording, in the model's order and checked.
+
+    Channels marked bad (``inst.info['bads']``) and, for EEG, channels missing from the
+    recording (dropped) are interpolated with MNE's ``interpolate_bads`` (spherical splines
+    for EEG, field mapping for MEG) when they are at most ``max_bad_fraction`` of the
+    model's channels, with a warning that names them. Missing EEG electrodes take their
+    positions from the head model's montage; a missing MEG channel cannot be rebuilt
+    (its coil geometry is gone), so keep MEG channels and mark them bad instead.
 
     Parameters
     ----------
@@ -91,6 +109,11 @@ def recording_data(inst: Any, metadata: dict[str, Any]) -> np.ndarray:
         The recording; SI units (V, T, T/m) as MNE stores them.
     metadata : dict
         The exported model's metadata (``ch_names``, ``sfreq``, ``n_times``).
+    head_model : fairesi.headmodel.HeadModel or None
+        Electrode positions for missing EEG channels and for a recording without a
+        montage (default: the embedded default head model, if the model was trained on it).
+    max_bad_fraction : float
+        See :data:`MAX_BAD_FRACTION`.
 
     Returns
     -------
@@ -105,19 +128,34 @@ def recording_data(inst: Any, metadata: dict[str, Any]) -> np.ndarray:
         )
     index = {_squash(name): i for i, name in enumerate(inst.ch_names)}
     wanted = [_squash(name) for name in metadata["ch_names"]]
-    missing = [metadata["ch_names"][k] for k, name in enumerate(wanted) if name not in index]
-    if missing:
-        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+    types = list(metadata.get("ch_types", ["eeg"] * len(wanted)))
+    missing = [k for k, name in enumerate(wanted) if name not in index]
+    bads = {_squash(b) for b in inst.info["bads"]}
+    marked = [k for k, name in enumerate(wanted) if name in index and name in bads]
+    limit = int(np.floor(max_bad_fraction * len(wanted)))
+    names = metadata["ch_names"]
+    if missing and (len(missing) + len(marked) > limit or any(types[k] != "eeg" for k in missing)):
+        shown = ", ".join(names[k] for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise ValueError(
             f"the recording lacks {len(missing)} of the model's {len(wanted)} channels: {shown}"
+            + (
+                f" (with {len(marked)} marked bad, more than the {limit} fairesi interpolates)"
+                if len(missing) + len(marked) > limit
+                else "; keep MEG channels in the file and mark them bad instead of dropping "
+                "them (fairesi interpolates up to "
+                f"{max_bad_fraction:.0%} of the channels)"
+            )
         )
+    if len(marked) > limit:
+        raise ValueError(
+            f"{len(marked)} of the model's {len(wanted)} channels are marked bad, more than "
+            f"the {limit} ({max_bad_fraction:.0%}) fairesi interpolates: "
+            f"{', '.join(names[k] for k in marked[:8])}{' ...' if len(marked) > 8 else ''}"
+        )
+    if missing or marked:
+        inst = _interpolated(inst, metadata, missing, marked, head_model)
+        index = {_squash(name): i for i, name in enumerate(inst.ch_names)}
     picks = [index[name] for name in wanted]
-    bads = sorted(set(inst.info["bads"]) & {inst.ch_names[i] for i in picks})
-    if bads:
-        warnings.warn(
-            f"channels marked bad are used as they are (the model needs all of them): {bads}",
-            stacklevel=3,
-        )
     data = inst.get_data(picks=picks) if hasattr(inst, "get_data") else inst.data[picks]
     if not np.isfinite(data).all():
         raise ValueError("the recording contains NaN or Inf samples in the model's channels")
@@ -127,6 +165,62 @@ def recording_data(inst: Any, metadata: dict[str, Any]) -> np.ndarray:
             f"{int(metadata['n_times'])} ({int(metadata['n_times']) / sfreq:g} s)"
         )
     return data
+
+
+def _interpolated(
+    inst: Any, metadata: dict[str, Any], missing: list[int], marked: list[int], head_model: Any
+) -> Any:
+    """A copy of ``inst`` reduced to the model's channels, the missing EEG channels added
+    (zeros) and every bad one interpolated by MNE; warns with their names."""
+    import mne
+
+    names = list(metadata["ch_names"])
+    present = [n for n in inst.ch_names if _squash(n) in {_squash(m) for m in names}]
+    inst = inst.copy().pick(present)
+    positions = _montage_positions(metadata, head_model)
+    if missing:
+        info = mne.create_info([names[k] for k in missing], inst.info["sfreq"], "eeg")
+        for ch, k in zip(info["chs"], missing, strict=True):
+            ch["loc"][:3] = positions[names[k]] if names[k] in positions else np.nan
+        zeros = np.zeros((len(missing), len(inst.times)))
+        if isinstance(inst, mne.Evoked):
+            extra = mne.EvokedArray(zeros, info, tmin=inst.times[0], nave=inst.nave)
+        else:
+            extra = mne.io.RawArray(zeros, info, first_samp=inst.first_samp, verbose="error")
+        with extra.info._unlock():
+            extra.info["dev_head_t"] = inst.info["dev_head_t"]
+        inst.add_channels([extra], force_update_info=True)
+    eeg = mne.pick_types(inst.info, meg=False, eeg=True)
+    located = np.array([inst.info["chs"][i]["loc"][:3] for i in eeg]).reshape(-1, 3)
+    if len(eeg) and (not np.isfinite(located).all() or np.allclose(located, 0)):
+        # No usable montage in the file: the template electrode positions of the head model.
+        for i in eeg:
+            name = inst.ch_names[i]
+            if name in positions:
+                inst.info["chs"][i]["loc"][:3] = positions[name]
+    bad = sorted({names[k] for k in missing} | {names[k] for k in marked})
+    inst.info["bads"] = [n for n in inst.ch_names if _squash(n) in {_squash(b) for b in bad}]
+    warnings.warn(
+        f"interpolating {len(bad)} bad or missing channel(s) with MNE: {', '.join(bad)}",
+        stacklevel=4,
+    )
+    # The sphere MNE fits to the digitisation; without one, its usual head-frame origin.
+    origin = "auto" if inst.info["dig"] else (0.0, 0.0, 0.04)
+    return inst.interpolate_bads(reset_bads=True, origin=origin, verbose="error")
+
+
+def _montage_positions(metadata: dict[str, Any], head_model: Any) -> dict[str, np.ndarray]:
+    """Channel name -> template position (m, head frame) of the model's EEG channels."""
+    from fairesi.headmodel import HeadModel
+
+    if head_model is None:
+        if metadata.get("head_model") != "default":
+            return {}
+        head_model = HeadModel.default()
+    if "eeg" not in head_model.lead_fields:
+        return {}
+    lead_field = head_model.lead_field("eeg")
+    return dict(zip(lead_field.ch_names, np.asarray(lead_field.ch_positions_m, float), strict=True))
 
 
 def window_starts(n_samples: int, n_times: int) -> np.ndarray:
@@ -228,7 +322,25 @@ def localize(
         ]
     if head_model is None:
         head_model = HeadModel.default()
-    meta = exported.metadata
+    check_head_model(exported.metadata, head_model)
+    data = recording_data(inst, exported.metadata, head_model=head_model)
+    regions = localize_regions(exported, data, batch_size=batch_size)
+    return source_estimate(
+        regions, head_model, tmin=float(inst.times[0]), tstep=1.0 / float(inst.info["sfreq"])
+    )
+
+
+def check_head_model(metadata: dict[str, Any], head_model: Any) -> None:
+    """Refuse (one line) a head model other than the one an exported model was trained on.
+
+    Parameters
+    ----------
+    metadata : dict
+        The exported model's metadata (``head_model``, ``n_regions``, and
+        ``head_model_sha256`` for exports that carry it).
+    head_model : fairesi.headmodel.HeadModel
+    """
+    meta = metadata
     same = head_model.n_regions == int(meta["n_regions"]) and head_model.name == meta["head_model"]
     if same and "head_model_sha256" in meta:  # exports before the hash carry only the name
         same = head_model.content_hash == meta["head_model_sha256"]
@@ -240,16 +352,99 @@ def localize(
             f"{head_model.content_hash[:12]}); pass the head model it was trained on "
             "(--head-model)"
         )
-    regions = localize_regions(exported, recording_data(inst, meta), batch_size=batch_size)
-    vertex_region = np.asarray(head_model.vertex_region)
-    data = np.where(vertex_region[:, None] >= 0, regions[np.maximum(vertex_region, 0)], 0.0)
+
+
+def _vertex_values(regions: np.ndarray, vertex_region: np.ndarray) -> np.ndarray:
+    """(R, T) region values -> (V, T) float32 vertex values (0 outside every region)."""
+    out = regions[np.maximum(vertex_region, 0)].astype(np.float32, copy=False)
+    out[vertex_region < 0] = 0.0
+    return out
+
+
+def source_estimate(regions: np.ndarray, head_model: Any, *, tmin: float, tstep: float) -> Any:
+    """An ``mne.SourceEstimate`` of region time courses: every vertex takes its region's.
+
+    Parameters
+    ----------
+    regions : np.ndarray, shape (R, T)
+        Region time courses (:func:`localize_regions`), normalised units.
+    head_model : fairesi.headmodel.HeadModel
+        Its source space (``vertno``, ``vertex_region``).
+    tmin : float
+        Time of the first sample, s.
+    tstep : float
+        Sampling interval, s.
+
+    Returns
+    -------
+    mne.SourceEstimate
+        ``(V, T)`` float32; vertices outside every region are 0. It holds V x T values in
+        memory: for long recordings use :func:`write_stc_streamed`.
+    """
+    import mne
+
     return mne.SourceEstimate(
-        data.astype(np.float32),
+        _vertex_values(regions, np.asarray(head_model.vertex_region)),
         vertices=[np.asarray(v) for v in head_model.vertno],
-        tmin=float(inst.times[0]),
-        tstep=1.0 / float(inst.info["sfreq"]),
+        tmin=tmin,
+        tstep=tstep,
         subject=head_model.metadata.get("subject", "fsaverage"),
     )
+
+
+def write_stc_streamed(
+    regions: np.ndarray,
+    head_model: Any,
+    stem: str | os.PathLike,
+    *,
+    tmin: float,
+    tstep: float,
+    chunk: int = 1024,
+) -> list[Path]:
+    """Write the vertex-wise estimate of region time courses as MNE ``.stc`` files, a
+    block of samples at a time, so memory stays at ``chunk`` x V values whatever the
+    recording's length (``mne.read_source_estimate`` reads the result).
+
+    Parameters
+    ----------
+    regions : np.ndarray, shape (R, T)
+        Region time courses, normalised units.
+    head_model : fairesi.headmodel.HeadModel
+        Its source space (``vertno`` per hemisphere, ``vertex_region``).
+    stem : path-like
+        Writes ``STEM-lh.stc`` and ``STEM-rh.stc`` (each atomically).
+    tmin, tstep : float
+        Time of the first sample and sampling interval, s.
+    chunk : int
+        Samples per block.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The two files.
+    """
+    from fairesi.io import atomic_path
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    vertex_region = np.asarray(head_model.vertex_region)
+    bounds = np.cumsum([0] + [len(v) for v in head_model.vertno])
+    written = []
+    for hemi, vertno in zip(("lh", "rh"), head_model.vertno, strict=True):
+        path = stem.with_name(f"{stem.name}-{hemi}.stc")
+        part = vertex_region[bounds[len(written)] : bounds[len(written) + 1]]
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            # MNE's .stc layout: tmin and tstep in ms (>f4), the vertex count and numbers
+            # (>u4), the sample count (>u4), then the data sample by sample (>f4).
+            f.write(np.array([1000 * tmin, 1000 * tstep], dtype=">f4").tobytes())
+            f.write(np.array(len(vertno), dtype=">u4").tobytes())
+            f.write(np.asarray(vertno, dtype=">u4").tobytes())
+            f.write(np.array(regions.shape[1], dtype=">u4").tobytes())
+            for start in range(0, regions.shape[1], chunk):
+                block = _vertex_values(regions[:, start : start + chunk], part)
+                f.write(np.ascontiguousarray(block.T, dtype=">f4").tobytes())
+        written.append(path)
+    return written
 
 
 def pretrained_for_recording(

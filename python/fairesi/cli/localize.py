@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_localize(args: argparse.Namespace) -> int:
     """Localize as asked on the command line; returns the exit code."""
+    import mne
+
     from fairesi.headmodel import HeadModel
     from fairesi.localize import (
         localize,
@@ -88,23 +90,74 @@ def run_localize(args: argparse.Namespace) -> int:
         check_not_an_input(args.plot, {f"input {k + 1}": p for k, p in enumerate(args.inputs)})
     if args.regions:
         return _write_regions(args, model, recording, head_model)
-    stc = localize(model, recording, head_model=head_model, batch_size=args.batch_size)
-    if isinstance(stc, list):  # Epochs: one estimate per epoch, STEM_epoch000...
-        output = Path(args.output)
-        written = []
-        for k, one in enumerate(stc):
-            name = f"{output.with_suffix('').name}_epoch{k:03d}{output.suffix}"
-            written += save_estimate(one, output.with_name(name))
-        print(f"wrote {len(written)} files for {len(stc)} epochs, e.g. {written[0]}")
-        return 0
-    written = save_estimate(stc, args.output)
+    inst = recording if hasattr(recording, "info") else read_recording(recording)
+    if not isinstance(inst, mne.BaseEpochs):
+        return _write_estimate(args, model, inst, head_model or HeadModel.default())
+    # Epochs: one estimate per epoch (as apply_inverse_epochs), STEM_epoch000...
+    stcs = localize(model, inst, head_model=head_model, batch_size=args.batch_size)
+    output = Path(args.output)
+    written = []
+    for k, one in enumerate(stcs):
+        name = f"{output.with_suffix('').name}_epoch{k:03d}{output.suffix}"
+        written += save_estimate(one, output.with_name(name))
+    print(f"wrote {len(written)} files for {len(stcs)} epochs, e.g. {written[0]}")
+    if args.plot is not None:  # the first epoch
+        head = head_model or HeadModel.default()
+        _plot(args.plot, head, _region_means(stcs[0].data, head), stcs[0].times)
+    return 0
+
+
+#: Largest vertex-wise estimate written as one in-memory ``.h5`` (V x T float32 bytes);
+#: longer recordings go to streamed ``.stc`` files or ``--regions``.
+H5_LIMIT_BYTES = 1 << 30
+
+
+def _write_estimate(args: argparse.Namespace, model, inst, head_model) -> int:
+    """Evoked or Raw: region time courses window by window (progress bar), then the
+    vertex-wise estimate streamed into ``.stc`` files (bounded memory) or one ``.h5``."""
+    import os
+
+    from fairesi.export import load_exported
+    from fairesi.localize import (
+        check_head_model,
+        localize_regions,
+        recording_data,
+        save_estimate,
+        source_estimate,
+        write_stc_streamed,
+    )
+
+    output = Path(args.output)
+    exported = model if hasattr(model, "metadata") else load_exported(model)
+    check_head_model(exported.metadata, head_model)
+    n_bytes = 4 * head_model.n_vertices * len(inst.times)
+    if output.suffix == ".h5" and n_bytes > H5_LIMIT_BYTES:
+        raise ValueError(
+            f"a vertex-wise .h5 of this recording would hold {n_bytes / 2**30:.1f} GiB in "
+            "memory; write -o STEM (.stc files, streamed) or --regions FILE.h5 instead"
+        )
+    data = recording_data(inst, exported.metadata, head_model=head_model)
+    regions = localize_regions(
+        exported, data, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    tmin, tstep = float(inst.times[0]), 1.0 / float(inst.info["sfreq"])
+    if output.suffix == ".h5":
+        written = save_estimate(
+            source_estimate(regions, head_model, tmin=tmin, tstep=tstep), output
+        )
+    else:
+        if os.fspath(args.output).endswith(os.sep) or output.is_dir():
+            output = output / "estimate"
+        written = write_stc_streamed(
+            regions, head_model, output.with_suffix("") if output.suffix == ".stc" else output,
+            tmin=tmin, tstep=tstep,
+        )  # fmt: skip
     print(
-        f"wrote {', '.join(map(str, written))}: {stc.data.shape[0]} vertices x "
-        f"{stc.data.shape[1]} samples ({stc.tmin:g} s to {stc.times[-1]:g} s)"
+        f"wrote {', '.join(map(str, written))}: {head_model.n_vertices} vertices x "
+        f"{regions.shape[1]} samples ({tmin:g} s to {inst.times[-1]:g} s)"
     )
     if args.plot is not None:
-        head = head_model or HeadModel.default()
-        _plot(args.plot, head, _region_means(stc.data, head), stc.times)
+        _plot(args.plot, head_model, regions, inst.times)
     return 0
 
 
@@ -153,7 +206,7 @@ def _write_regions(args: argparse.Namespace, model, recording, head_model) -> in
     inst = recording if hasattr(recording, "info") else read_recording(recording)
     if isinstance(inst, mne.BaseEpochs):
         raise ValueError("--regions takes Evoked or Raw recordings; average the Epochs first")
-    data = recording_data(inst, exported.metadata)
+    data = recording_data(inst, exported.metadata, head_model=head_model)
     regions = localize_regions(
         exported, data, batch_size=args.batch_size, progress=not args.no_progress
     )
