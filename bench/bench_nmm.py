@@ -99,12 +99,17 @@ def main() -> None:
     parser.add_argument(
         "--anatomy",
         type=Path,
-        default=Path(os.environ.get("FAIRESI_ANATOMY", "/work/shared/data/deepsif-anatomy")),
-        help="DeepSIF anatomy folder (fallback geometry)",
+        default=None,
+        help="DeepSIF anatomy folder for the fallback geometry (default: $FAIRESI_ANATOMY_DIR, "
+        "else the copy shipped in python/fairesi/resources/anatomy)",
     )
     args = parser.parse_args()
 
-    centroids, source = region_centroids(args.anatomy)
+    anatomy = args.anatomy or Path(
+        os.environ.get("FAIRESI_ANATOMY_DIR")
+        or Path(__file__).resolve().parents[1] / "python" / "fairesi" / "resources" / "anatomy"
+    )
+    centroids, source = region_centroids(anatomy)
     conn = Connectome.from_geometry(centroids)
     R = conn.n_regions
     print(

@@ -20,7 +20,8 @@ Three ways to get one:
     and library versions are in ``HeadModel.default().metadata``).
 :meth:`HeadModel.from_forward`
     From a user's MNE :class:`mne.Forward` plus a parcellation (list of
-    :class:`mne.Label`).
+    :class:`mne.Label`); ``fairesi headmodel from-forward`` does this from a forward
+    file, with the labels of :mod:`~fairesi.headmodel.parcellation` (docs/own-montage.md).
 :meth:`HeadModel.toy`
     A small synthetic model with analytic spherical lead fields, for tests and examples.
 
@@ -42,8 +43,12 @@ Modules, one job each
     :mod:`~fairesi.headmodel.from_mne`
         MNE glue: a head model from an :class:`mne.Forward`, :func:`region_geometry`.
     :mod:`~fairesi.headmodel.anatomy` and :mod:`~fairesi.headmodel.build`
-        The default model's build: DeepSIF's anatomy as MNE objects, then the conductor,
-        sensors, forward models and assembly (run by ``fairesi headmodel build``).
+        The default model's build: DeepSIF's anatomy (shipped in
+        ``fairesi/resources/anatomy/``) as MNE objects, then the conductor, sensors,
+        forward models and assembly (run by ``fairesi headmodel build``).
+    :mod:`~fairesi.headmodel.parcellation`
+        Labels for a user's forward solution: DeepSIF's 994 regions on fsaverage or
+        morphed to another subject, or the subject's aparc / aparc.a2009s.
 
 Layering
     This package is the bottom layer of fairesi. It may import numpy, scipy, nibabel,

@@ -2,7 +2,9 @@
 
 DeepSIF ships the fsaverage5 pial surfaces (``lh.pial``, ``rh.pial``: 10,242 vertices
 per hemisphere, mm, FreeSurfer surface RAS) and its 994-region parcellation
-(``lh.nmm_994.annot``, ``rh.nmm_994.annot``). This module finds those files
+(``lh.nmm_994.annot``, ``rh.nmm_994.annot``). fairesi ships these four files unchanged
+in ``fairesi/resources/anatomy/`` (:data:`SHIPPED_ANATOMY_DIR`; DeepSIF's Clear BSD
+licence is ``fairesi/resources/DEEPSIF_ANATOMY_LICENSE.txt``). This module finds them
 (:func:`find_anatomy_dir`), reads them (:func:`read_deepsif_anatomy`) and turns them
 into what MNE's forward modelling wants: one :class:`mne.Label` per region
 (:func:`deepsif_labels`) and a source space of every pial vertex
@@ -21,6 +23,8 @@ import numpy as np
 
 HEMIS = ("lh", "rh")
 _ANATOMY_FILES = ("lh.pial", "rh.pial", "lh.nmm_994.annot", "rh.nmm_994.annot")
+#: Folder of the package holding DeepSIF's fsaverage5 anatomy (the four files above).
+SHIPPED_ANATOMY_DIR = Path(__file__).resolve().parents[1] / "resources" / "anatomy"
 
 
 def find_anatomy_dir(anatomy_dir: str | os.PathLike | None = None) -> Path:
@@ -30,8 +34,8 @@ def find_anatomy_dir(anatomy_dir: str | os.PathLike | None = None) -> Path:
     ----------
     anatomy_dir : path-like or None
         Directory holding ``lh.pial``, ``rh.pial``, ``lh.nmm_994.annot`` and
-        ``rh.nmm_994.annot``. If None: ``$FAIRESI_ANATOMY_DIR``, else
-        ``../shared/data/deepsif-anatomy`` next to the source tree.
+        ``rh.nmm_994.annot``. If None: ``$FAIRESI_ANATOMY_DIR`` when set, else the
+        copy shipped in the package (:data:`SHIPPED_ANATOMY_DIR`).
 
     Returns
     -------
@@ -43,10 +47,7 @@ def find_anatomy_dir(anatomy_dir: str | os.PathLike | None = None) -> Path:
         If no such directory holds all four files.
     """
     if anatomy_dir is None:
-        env = os.environ.get("FAIRESI_ANATOMY_DIR")
-        # <repo>/python/fairesi/headmodel/anatomy.py -> <repo>
-        repo_root = Path(__file__).resolve().parents[3]
-        anatomy_dir = env or repo_root.parent / "shared" / "data" / "deepsif-anatomy"
+        anatomy_dir = os.environ.get("FAIRESI_ANATOMY_DIR") or SHIPPED_ANATOMY_DIR
     anatomy_dir = Path(anatomy_dir)
     missing = [f for f in _ANATOMY_FILES if not (anatomy_dir / f).is_file()]
     if missing:
@@ -191,6 +192,7 @@ def fsaverage_mri_to_head() -> Any:
 
 
 __all__ = [
+    "SHIPPED_ANATOMY_DIR",
     "deepsif_labels",
     "deepsif_source_space",
     "find_anatomy_dir",

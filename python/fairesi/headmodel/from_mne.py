@@ -86,10 +86,15 @@ def forward_parts(fwd: Any, labels: list, *, name: str = "custom") -> dict[str, 
     vertex_region = np.concatenate([full_labels[h][vertno[h]] for h in range(2)])
     counts = np.bincount(vertex_region[vertex_region >= 0], minlength=len(labels))
     if not counts.all():
-        empty = [labels[i].name for i in np.flatnonzero(counts == 0)[:5]]
+        empty_index = np.flatnonzero(counts == 0)
+        empty = [labels[i].name for i in empty_index[:5]]
+        more = f" (and {len(empty_index) - 5} more)" if len(empty_index) > 5 else ""
         raise ValueError(
-            f"labels {empty} contain no source vertex of the forward solution; use a "
-            "denser source space or merge these labels"
+            f"labels {empty}{more} contain no source vertex of the forward solution "
+            f"({len(empty_index)} of {len(labels)} labels, {len(vertex_region)} sources): its "
+            "source space is too sparse for them, or the forward dropped their sources "
+            "(mindist, outside the inner skull); use a denser source space (e.g. "
+            "spacing='oct6' or 'all'), a coarser parcellation, or merge these labels"
         )
     membership = sp.csr_matrix(
         (
