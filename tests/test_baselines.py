@@ -14,7 +14,7 @@ from fairesi.models.convdip import (
 )
 from fairesi.models.deepsif import DeepSif, DeepSifConfig
 
-# torch 2.13 deprecates TorchScript, which the deployment path (SPEC section 8) still uses.
+# torch 2.13 deprecates TorchScript, which the deployment path (fairesi export, fairesi-infer) still uses.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 MODELS = {"deepsif": DeepSif, "convdip": ConvDip}

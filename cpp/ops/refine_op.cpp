@@ -1,4 +1,4 @@
-// Schema and autograd of the fused spectral-temporal refinement (SPEC section 7).
+// Schema and autograd of the fused spectral-temporal refinement (docs/design.md).
 //
 //   fairesi::spectral_temporal_refine(Tensor patches, float tau, float alpha) -> Tensor
 //   fairesi::spectral_temporal_refine_backward(Tensor grad, Tensor patches, float tau,
