@@ -208,3 +208,37 @@ def test_fusion_benchmark_on_identical_samples(tmp_path):
     assert "Paired difference to FAIR-ESI (MEG only)" in text
     with pytest.raises(ValueError, match="unknown methods"):
         check_methods(["fair_esi@ecog"])
+
+
+def test_one_mixture_checkpoint_serves_each_of_its_rows(tmp_path):
+    """A network trained with --mixture is scored on each row it was trained on (the same
+    test samples as a row-specific run), and refused on a row outside its mixture."""
+    from fairesi.train import TrainConfig, train
+
+    rows = [TableRow("SimMEG", 5.0, 1, 2), TableRow("SimMEG", -5.0, 1, 1)]
+    config = TrainConfig.from_sources(
+        preset="tiny",
+        overrides={**FAST, "model": "deepsif", "mixture": "5/1/2,-5/1/1",
+                   "out_dir": str(tmp_path / "mix")},
+    )  # fmt: skip
+    train(config)
+    result = run_benchmark(
+        rows,
+        ["deepsif", "sLORETA"],
+        preset="tiny",
+        checkpoints={"deepsif": str(tmp_path / "mix" / "last.pt")},
+        n=3,
+        progress=False,
+    )
+    for row in rows:  # the same test samples as the classical method saw
+        targets = [result.results[row.label, m].example["target"] for m in result.methods]
+        np.testing.assert_array_equal(targets[0], targets[1])
+    with pytest.raises(ValueError, match="other data"):
+        run_benchmark(
+            [TableRow("SimMEG", 15.0, 1, 2)],
+            ["deepsif"],
+            preset="tiny",
+            checkpoints={"deepsif": str(tmp_path / "mix" / "last.pt")},
+            n=2,
+            progress=False,
+        )

@@ -204,3 +204,26 @@ def test_squeeze_excitation_over_time() -> None:
     )
     torch.testing.assert_close(weights, expected)
     torch.testing.assert_close(se(features), features * expected[:, :, None])
+
+
+@pytest.mark.filterwarnings("ignore:using the analytic stand-in")
+def test_fusion_study_script_dry_run(tmp_path) -> None:
+    """bench/fusion_train.sh at toy size: four mixture-trained networks, then the fusion
+    benchmark scores every row with them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "fusion_train.sh"
+    out = tmp_path / "fusion"
+    env = {**os.environ, "OUT": str(out), "PRESET": "tiny", "MINUTES": "0.02", "N": "2",
+           "ROWS": "5/1/1,-5/1/0", "PYTHON": sys.executable}  # fmt: skip
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    for method in ("mmdf_esi", "fair_esi", "fair_esi_eeg", "fair_esi_meg"):
+        assert (out / method / "last.pt").is_file()
+    table = (out / "benchmark" / "benchmark.md").read_text()
+    assert "SimEEGMEG" in table and "FAIR-ESI (EEG only)" in table and "MMDF-ESI" in table
+    assert table.count("| Precision (%) |") >= 2  # both rows

@@ -406,7 +406,15 @@ def _learned_estimator(
             path = last
     checkpoint = load_checkpoint(path, map_location=device, head_model=head_model)
     # Fields a checkpoint predates take their defaults, as when it is evaluated.
-    data = type(sim_config).from_dict(checkpoint.config["data"]).to_dict()
+    stored = type(sim_config).from_dict(checkpoint.config["data"])
+    row_key = (sim_config.snr_db, sim_config.n_sources, sim_config.n_rings)
+    if row_key in stored.mixture:
+        # Trained on a mixture that holds this row: its samples of the row are the row's
+        # own (SimConfig.mixture), and every split keeps its centres and samples apart.
+        stored = dataclasses.replace(
+            stored, mixture=(), snr_db=row_key[0], n_sources=row_key[1], n_rings=row_key[2]
+        )
+    data = stored.to_dict()
     expected = sim_config.to_dict()
     differ = sorted(k for k in expected if data[k] != expected[k])
     if checkpoint.config["train"]["seed"] != seed:
@@ -486,7 +494,8 @@ def run_benchmark(
     checkpoints : mapping of str to str, optional
         Learned method -> checkpoint path pattern with ``{config}`` (a row's label, e.g.
         ``SimMEG_r5_Ns1_Nn2``) and ``{method}`` placeholders. Methods not given use
-        ``RUNS_DIR/{method}/{config}/best.pt``.
+        ``RUNS_DIR/{method}/{config}/best.pt``. One checkpoint trained on a ``mixture``
+        (``fairesi train --mixture``) serves every row of its mixture.
     runs_dir : path-like
         Root of the default checkpoint locations.
     train_missing : bool

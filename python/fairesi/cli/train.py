@@ -17,7 +17,12 @@ from fairesi.cli import FairesiUserError
 # cannot drift from the code.
 _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", str, "model name in fairesi.models.MODELS (default: {default})"),
-    ("--dataset", "dataset", str, "simulation preset: SimMEG or SimEEG (default: {default})"),
+    (
+        "--dataset",
+        "dataset",
+        str,
+        "simulation preset: SimMEG, SimEEG or SimEEGMEG (default: {default})",
+    ),
     ("--snr-db", "snr_db", float, "sensor SNR r in dB (default: {default})"),
     ("--n-sources", "n_sources", int, "number of sources N_s (default: {default})"),
     ("--n-rings", "n_rings", int, "neighbour rings N_n of each source patch (default: {default})"),
@@ -37,6 +42,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         "(e.g. '-5/1/2,5/1/2,15/1/2,5/2/2,5/3/2,5/2/3', the SimMEG rows of the paper's "
         "Table II); sample i comes from row i mod the number of rows, and --snr-db, "
         "--n-sources and --n-rings are ignored (default: none)",
+    ),
+    (
+        "--view",
+        "view",
+        str,
+        "of SimEEGMEG: give the network only this modality's channels ('eeg' or 'meg') of "
+        "the same samples (the single-modality rows of the fusion benchmark) (default: all)",
     ),
     (
         "--protocol",
