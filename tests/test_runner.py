@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,14 @@ def _bad_model_files(model, good: Path, meta: dict, where: Path) -> dict[str, Pa
     scripted.save(
         str(files["bad_metadata"]), _extra_files={"fairesi_metadata.json": json.dumps(broken)}
     )
+    # Crafted archives whose TorchScript source does not compile: libtorch raises a
+    # torch::jit::ErrorReport (not a c10::Error) whose first line is the bare error or empty.
+    for key, source in (("bad_code", b"def forward(self x):\n  return ((\n"), ("no_code", b"")):
+        files[key] = where / f"{key}.pt"
+        with zipfile.ZipFile(good) as archive, zipfile.ZipFile(files[key], "w") as crafted:
+            for name in archive.namelist():
+                is_code = "/code/" in name and name.endswith(".py")
+                crafted.writestr(name, source if is_code else archive.read(name))
     return files
 
 
@@ -231,6 +240,10 @@ BAD_CASES = [
     ("model-truncated", "truncated", "good", [], 3, "not a readable TorchScript"),
     ("model-no-metadata", "no_metadata", "good", [], 3, "has no fairesi_metadata.json"),
     ("model-bad-metadata", "bad_metadata", "good", [], 3, "JSON object has no key 'n_times'"),
+    # The whole message, on one line: the error and the source it points at (issue 18).
+    ("model-bad-code", "bad_code", "good", [], 3, "found 'ident' here: | Serialized"),
+    ("model-bad-code-source", "bad_code", "good", [], 3, "def forward(self x): | ~ <--- HERE"),
+    ("model-no-code", "no_code", "good", [], 3, "(Unknown type name '__torch__."),
     ("device-cuda", "good", "good", ["--device", "cuda"], 3, "no CUDA or no GPU"),
     ("device-bad", "good", "good", ["--device", "tpu"], 3, "device 'tpu' is not supported"),
     ("input-missing", "good", "missing", [], 4, "missing.npy': cannot open"),

@@ -234,8 +234,19 @@ int run(const Args& args) {
   return 0;
 }
 
-// The runner's own messages are one line; libtorch's may append stack traces after it.
-std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+// The runner's messages are one line already (fairesi::Runner joins libtorch's lines); any
+// other multi-line message is joined the same way, so nothing of it is lost.
+std::string one_line(const std::string& text) {
+  std::string out;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    if (!out.empty()) out += " | ";
+    out += line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
+  }
+  return out.empty() ? "unknown error" : out;
+}
 
 }  // namespace
 
@@ -262,6 +273,6 @@ int main(int argc, char** argv) {
     code = 1;
     message = err.what();
   }
-  std::cerr << "fairesi-infer: error: " << first_line(message) << std::endl;
+  std::cerr << "fairesi-infer: error: " << one_line(message) << std::endl;
   return code;
 }

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <typeinfo>
 
 #include "json.hpp"
 
@@ -23,15 +24,31 @@ namespace {
 // The fused op exported models call when they were scripted with the op library loaded.
 constexpr const char* kFusedOp = "fairesi::spectral_temporal_refine";
 
-// First line of an exception message: c10::Error texts carry C++ and TorchScript stack
-// traces that mean nothing to a user of the runner.
-std::string first_line(const std::exception& err) {
+// An exception's whole message on one line: c10::Error texts lose their C++ stack trace
+// (what_without_backtrace), and the lines of a multi-line message (a TorchScript compile
+// error starts with an empty line, then the error, then the source it points at) are
+// trimmed and joined with " | ", so a caller printing one line still sees all of it.
+std::string whole_message(const std::exception& err) {
   const auto* c10_err = dynamic_cast<const c10::Error*>(&err);
-  std::string text = c10_err ? c10_err->what_without_backtrace() : err.what();
-  const size_t start = text.find_first_not_of(" \n");
-  if (start == std::string::npos) return "unknown error";
-  const size_t end = text.find('\n', start);
-  return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  const std::string text = c10_err ? c10_err->what_without_backtrace() : err.what();
+  std::string out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(pos, end - pos);
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string::npos) {
+      const size_t last = line.find_last_not_of(" \t\r");
+      if (!out.empty()) out += " | ";
+      out += line.substr(first, last - first + 1);
+    }
+    pos = end + 1;
+  }
+  // A crafted archive can carry megabytes of source in its message; keep the line usable.
+  constexpr size_t kMaxLength = 4000;
+  if (out.size() > kMaxLength) out = out.substr(0, kMaxLength) + " ...";
+  return out.empty() ? std::string("unknown error (") + typeid(err).name() + ")" : out;
 }
 
 void require_readable_file(const std::string& path) {
@@ -144,10 +161,10 @@ ModelFormat detect_format(const std::string& model_path) {
     if (reader.hasRecord("data.pkl") && reader.hasRecord("constants.pkl")) {
       return ModelFormat::TorchScript;
     }
-  } catch (const c10::Error& err) {
+  } catch (const std::exception& err) {
     throw ModelError("model '" + model_path +
                      "': not a readable TorchScript (.pt) or AOTInductor (.pt2) archive (" +
-                     first_line(err) + ")");
+                     whole_message(err) + ")");
   }
   throw ModelError("model '" + model_path +
                    "': a PyTorch archive, but neither a TorchScript module nor an AOTInductor "
@@ -172,8 +189,10 @@ Metadata read_metadata(const std::string& model_path) {
       if (it == entries.end()) throw ModelError(missing);
       text = it->second;
     }
-  } catch (const c10::Error& err) {
-    throw ModelError("model '" + model_path + "': cannot read its metadata (" + first_line(err) +
+  } catch (const ModelError&) {
+    throw;
+  } catch (const std::exception& err) {
+    throw ModelError("model '" + model_path + "': cannot read its metadata (" + whole_message(err) +
                      ")");
   }
   return Metadata::from_json(text, model_path);
@@ -270,8 +289,12 @@ Runner::Runner(const std::string& model_path, const RunnerOptions& options)
           model_path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,
           impl_->device.is_cuda() ? impl_->device.index() : -1);
     }
-  } catch (const c10::Error& err) {
-    std::string reason = first_line(err);
+  } catch (const ModelError&) {
+    throw;
+  } catch (const std::exception& err) {
+    // c10::Error and also torch::jit::ErrorReport (a std::exception, not a c10::Error),
+    // which a crafted archive's TorchScript source raises: a bad model either way.
+    std::string reason = whole_message(err);
     if (reason.find("Unknown builtin op: fairesi::") != std::string::npos) {
       reason += " (the model calls the fused op but its metadata says it does not need the op "
                 "library; re-export it)";
@@ -369,7 +392,7 @@ at::Tensor Runner::infer(const at::Tensor& epochs) {
       out = outputs[0];
     }
   } catch (const c10::Error& err) {
-    throw std::runtime_error("inference failed: " + first_line(err));
+    throw std::runtime_error("inference failed: " + whole_message(err));
   }
   const Metadata& m = impl_->metadata;
   if (out.dim() != 3 || out.size(0) != x.size(0) || out.size(1) != m.n_regions ||
