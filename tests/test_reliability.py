@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import fairesi
+import fairesi.cli
 import fairesi.data.h5
 import fairesi.simulate.bank as bank_module
 from fairesi.data import DatasetFile, SimConfig, Synthesizer, write_dataset
@@ -235,3 +236,170 @@ def test_damaged_bank_shards_are_run_again(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(resumed.spikes, reference.spikes)
     np.testing.assert_array_equal(resumed.background, reference.background)
     assert all(p.is_file() for p in shards)  # the redone shards are kept again
+
+
+def _drop_file_permission_override() -> None:
+    """In a child run as root: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the
+    bounding set before exec, so that folder permissions apply to it as to any user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _run_unprivileged(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``argv`` in ``cwd`` without the power to write in a read-only folder (even as root)."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_drop_file_permission_override if os.geteuid() == 0 else None,
+    )
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may write in (the test is skipped where that cannot be arranged)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        probe = "open('ro/probe', 'w')"
+        if _run_unprivileged([sys.executable, "-c", probe], tmp_path).returncode == 0:
+            pytest.skip("this process cannot be kept from writing in a read-only folder")
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+# Every writer of the CLI, its output in the read-only folder "ro" (the inputs need not
+# exist: the output is checked first).
+WRITERS = {
+    "export": ["export", "ck.pt", "-o", "ro/model.pt"],
+    "simulate-dataset": ["simulate", "dataset", "--bank", "bank.h5", "--out", "ro/d.h5"],
+    "simulate-merge": ["simulate", "merge", "part.h5", "--out", "ro/d.h5"],
+    "simulate-bank": ["simulate", "bank", "--n-regions", "20", "--quick", "--out", "ro/b.h5"],
+    "train": ["train", "--preset", "tiny", "--out", "ro/run"],
+    "evaluate": ["evaluate", "ck.pt", "--out", "ro/eval"],
+    "benchmark": ["benchmark", "--out", "ro/report"],
+    "headmodel-build": ["headmodel", "build", "--out", "ro/hm.npz"],
+    "localize": ["localize", "model.pt", "rec.fif", "-o", "ro/sub/est.h5"],
+    "localize-plot": ["localize", "model.pt", "rec.fif", "-o", "est.h5", "--plot", "ro/p.png"],
+    "demo": ["demo", "--out", "ro/demo"],
+}
+
+
+@pytest.mark.parametrize("argv", WRITERS.values(), ids=WRITERS.keys())
+def test_a_read_only_output_folder_is_refused_before_any_work(read_only_folder, argv):
+    """Case 6: every writer used to end with a PermissionError traceback (exit 1), some
+    only after all their work; now one line, exit 2, nothing written anywhere."""
+    where = read_only_folder.parent
+    proc = _run_unprivileged([sys.executable, "-m", "fairesi", *argv], where)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not writable (permission denied)" in lines[0], proc.stderr
+    assert lines[0].startswith(f"fairesi {argv[0]}: error: ")
+    assert list(read_only_folder.iterdir()) == []
+    assert sorted(p.name for p in where.iterdir()) == ["ro"]
+
+
+def test_an_output_below_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "eval"
+    assert fairesi.cli.main(["evaluate", "missing.pt", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt is a file, not a folder" in err[0], err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "missing.pt", "--threads", "0"], "--threads must be >= 1, got 0"),
+        (["evaluate", "missing.pt", "--threads", "-1"], "--threads must be >= 1, got -1"),
+        (["benchmark", "--threads", "0"], "--threads must be >= 1, got 0"),
+        (["evaluate", "missing.pt", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["localize", "m.pt", "r.fif", "-o", "e.h5", "--batch-size", "-2"], "got -2"),
+    ],
+)
+def test_counts_below_one_are_refused_first(tmp_path, monkeypatch, capsys, argv, message):
+    """Cases 6 and 12: --threads 0/-1 was a RuntimeError traceback from torch, and
+    --batch-size 0 said "range() arg 3 must not be zero"; now refused before anything
+    else (the missing checkpoint is not even looked at)."""
+    monkeypatch.chdir(tmp_path)
+    assert fairesi.cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_hyper_parameter_is_one_line(tmp_path, capsys):
+    """Case 6: an unknown --hyper key was a TypeError traceback; nothing is written."""
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--hyper", "d_model=64", "--out", str(out)]
+    assert fairesi.cli.main([*argv, "--max-steps", "1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "fairesi train: error: unknown FAIR-ESI hyper-parameters ['d_model']" in err[-1]
+    assert "expected some of [" in err[-1] and "'embed_dim'" in err[-1]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_export_refuses_a_folder_output_and_a_missing_device_first(tiny_run, tmp_path, capsys):
+    """Case 6: `export -o DIR` failed with IsADirectoryError after the whole export, and
+    `--device cuda` on a CPU-only torch with an AssertionError traceback."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    checkpoint = str(tiny_run / "best.pt")
+    assert fairesi.cli.main(["export", checkpoint, "-o", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the output {folder} is an existing folder" in err[0], err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "models"
+    ]  # no lock, no part
+    assert (
+        fairesi.cli.main(["export", checkpoint, "-o", str(tmp_path / "m.pt2"), "--device", "tpu"])
+        == 2
+    )
+    assert "--device 'tpu' is not supported" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        argv = ["export", checkpoint, "-o", str(tmp_path / "m.pt2"), "--device", "cuda"]
+        assert fairesi.cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "CUDA is not available here" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_dataset_and_bank_refuse_a_folder_output_before_any_work(dataset_inputs, tmp_path, capsys):
+    """Case 6: `--out` naming an existing folder was refused only by the final rename,
+    after all the work; now at once, with nothing written."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    head, bank, _ = dataset_inputs
+    for argv in (
+        _dataset_argv(dataset_inputs, folder, 4),
+        ["simulate", "bank", "--n-regions", "20", "--quick", "--no-progress", "--out", str(folder)],
+        ["simulate", "merge", str(bank), "--out", str(folder)],
+    ):
+        assert fairesi.cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"the output {folder} is an existing folder" in err[0], err
+    assert list(folder.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_garbage_checkpoint_is_one_line(tmp_path, capfd):
+    """Case 6: a garbage file that starts like a pickle made torch print a two-line
+    warning before the one-line error."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\xb9" + np.random.default_rng(0).bytes(3000))
+    for argv in (
+        ["evaluate", str(garbage)],
+        ["export", str(garbage), "-o", str(tmp_path / "m.pt")],
+    ):
+        assert fairesi.cli.main(argv) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is corrupt or truncated" in err[0], err

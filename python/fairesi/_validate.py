@@ -33,6 +33,7 @@ __all__ = [
     "check_positive_int",
     "check_range",
     "check_type",
+    "UnknownKeyError",
 ]
 
 T = TypeVar("T")
@@ -75,18 +76,25 @@ def check_option(name: str, value: T, allowed: Iterable[Any]) -> T:
     return value
 
 
+class UnknownKeyError(TypeError, ValueError):
+    """Unknown keys in a mapping of settings: a ``TypeError`` like an unexpected keyword
+    argument, and a ``ValueError`` so that the command line reports it as a user error
+    (one line, exit 2) when the keys came from the user (``--hyper``, a TOML table)."""
+
+
 def check_keys(name: str, given: Iterable[str], allowed: Iterable[str]) -> None:
     """Check that every key of ``given`` is in ``allowed`` (like unexpected keyword arguments).
 
     Raises
     ------
-    TypeError
-        ``"unknown {name} [...]; expected some of [...]"`` with the unknown keys, sorted.
+    UnknownKeyError
+        A ``TypeError`` (and ``ValueError``): ``"unknown {name} [...]; expected some of
+        [...]"`` with the unknown keys, sorted.
     """
     allowed = set(allowed)
     unknown = sorted(set(given) - allowed)
     if unknown:
-        raise TypeError(f"unknown {name} {unknown}; expected some of {sorted(allowed)}")
+        raise UnknownKeyError(f"unknown {name} {unknown}; expected some of {sorted(allowed)}")
 
 
 def _is_int(value: object) -> bool:

@@ -120,8 +120,49 @@ def check_not_an_input(
             )
 
 
+def check_output_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output that could not be written.
+
+    The folder that will receive ``path`` (``path`` itself when it is an existing folder,
+    else the nearest existing folder above it, where missing folders would be created)
+    must be a folder this process may create files in. Nothing is created.
+
+    Parameters
+    ----------
+    path : path-like
+        An output file or folder.
+
+    Raises
+    ------
+    ValueError
+        One line naming the folder and why (read-only, permission denied, not a folder).
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(
+            f"cannot write {path}: {folder} is a file, not a folder; choose another output"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only_mount(folder) else "permission denied"
+        raise ValueError(
+            f"cannot write {path}: the folder {folder} is not writable ({why}); choose "
+            "another output or make the folder writable"
+        )
+
+
+def _read_only_mount(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def exclusive_output(path: str | os.PathLike) -> Iterator[None]:
+def exclusive_output(path: str | os.PathLike, *, directory: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on an output (a file or a run directory) while it is written.
 
     A second writer of the same output, in this or another process, gets a ``ValueError``
@@ -133,10 +174,18 @@ def exclusive_output(path: str | os.PathLike) -> Iterator[None]:
     ----------
     path : path-like
         The output file or directory.
+    directory : bool
+        Whether the output is a directory (a training run); an output file that names an
+        existing directory is refused at once, before any work.
     """
     import fcntl
 
     path = Path(path)
+    if not directory and path.is_dir():
+        raise ValueError(
+            f"the output {path} is an existing folder; give the path of a file (inside it or "
+            "elsewhere)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
     handle = open(lock, "a+")  # noqa: SIM115 - held for the whole block
@@ -184,12 +233,17 @@ def load_weights_only(
         truncated.
     """
     import pickle
+    import warnings
     import zipfile
 
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A garbage file whose first byte happens to be pickle's PROTO opcode makes
+            # torch warn about the "protocol" before failing: the error below says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err):  # torch refused objects, not a broken file
             raise ValueError(

@@ -10,9 +10,13 @@ Modules are discovered automatically, so adding a command never touches this fil
 module may also define ``PASS_THROUGH(argv: list[str]) -> int``: then ``fairesi NAME ARGS``
 calls it with ARGS untouched, before any parsing (``infer`` hands every option, even
 ``--version``, to the C++ runner).
-Errors a user can fix (bad file, bad value) are raised as ``FairesiUserError`` or
-``ValueError``/``FileNotFoundError`` and printed as one line on stderr with exit code 2;
-anything else is a bug and shows its traceback.
+Errors a user can fix (bad file, bad value, a folder they may not write in) are raised as
+``FairesiUserError`` or ``ValueError``/``FileNotFoundError``/``PermissionError`` and printed
+as one line on stderr with exit code 2; anything else is a bug and shows its traceback.
+Before a command runs, the options every command spells the same are checked here: a
+count (``--threads``, ``--batch-size``) must be >= 1, and the folder an output
+(``--out``, ``-o/--output``, ``--plot``) goes to must be writable, so such a mistake is
+refused before any work and leaves nothing behind.
 
 Layering: the top of the package; it may import every other part of ``fairesi`` (lazily,
 inside each command's ``run``, so that ``fairesi --help`` stays fast) and nothing imports
@@ -29,6 +33,38 @@ import sys
 
 class FairesiUserError(Exception):
     """An error caused by the user's input, reported without a traceback."""
+
+
+#: Options that count something (dest -> flag): 0 or less is refused before any work.
+_COUNT_OPTIONS = {"threads": "--threads", "batch_size": "--batch-size"}
+#: Options naming an output file or folder (dest -> flag): its folder must be writable.
+_OUTPUT_OPTIONS = {"out": "--out", "out_dir": "--out", "output": "--output", "plot": "--plot"}
+
+
+def check_common_options(args: argparse.Namespace) -> None:
+    """Refuse, before a command does any work, a count option below 1 and an output
+    whose folder cannot be written in (read-only, not ours, or a file on the way).
+
+    Raises
+    ------
+    FairesiUserError
+        One line naming the option, the value and what to do.
+    """
+    from pathlib import Path
+
+    from fairesi.io import check_output_writable
+
+    for dest, flag in _COUNT_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise FairesiUserError(f"{flag} must be >= 1, got {value}")
+    for dest, flag in _OUTPUT_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, (str, Path)) and str(value):
+            try:
+                check_output_writable(value)
+            except ValueError as err:
+                raise FairesiUserError(f"{flag}: {err}") from None
 
 
 def _command_modules() -> list[str]:
@@ -64,8 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_common_options(args)
         return int(args.func(args) or 0)
-    except (FairesiUserError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (
+        FairesiUserError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+    ) as err:
         print(f"fairesi {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or fairesi.train.Terminated on SIGTERM

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("aoti" if output.suffix == ".pt2" else "torchscript")
     if fmt == "aoti" and args.fused_op:
         raise FairesiUserError("--fused-op applies to TorchScript; AOTI compiles the refinement in")
+    _check_device(args.device, compiling=fmt == "aoti")
     head_model = load_head_model(args.head_model) if args.head_model else None
     if fmt == "aoti":
         print(
@@ -90,3 +91,21 @@ def run(args: argparse.Namespace) -> int:
         f"{needs})"
     )
     return 0
+
+
+def _check_device(name: str, *, compiling: bool) -> None:
+    """Refuse, before any work, a ``--device`` that is not cpu/cuda, or (``compiling``:
+    an AOTI export, which compiles on that device) CUDA where this torch has none."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise FairesiUserError(f"--device {name!r} is not supported; use cpu or cuda")
+    if compiling and device.type == "cuda" and not torch.cuda.is_available():
+        raise FairesiUserError(
+            f"--device {name!r} requested but CUDA is not available here (this torch "
+            f"{torch.__version__} has no usable GPU); use --device cpu"
+        )

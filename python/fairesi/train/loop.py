@@ -597,7 +597,11 @@ def train(
             for name in RUN_FILES:  # a stale best.pt must not outlive the run it came from
                 (out_dir / name).unlink(missing_ok=True)
     # One writer per run directory (rank 0 writes; the other ranks only read).
-    lock = exclusive_output(config.run.out_dir) if _is_rank_zero() else contextlib.nullcontext()
+    lock = (
+        exclusive_output(config.run.out_dir, directory=True)
+        if _is_rank_zero()
+        else contextlib.nullcontext()
+    )
     with lock:
         trainer = Trainer(config, payload).setup()
         try:
