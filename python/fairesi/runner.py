@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from fairesi._build import TorchVersionError, check_torch
+
 __all__ = ["cmake_prefix_path", "exec_runner", "main", "runner_path"]
 
 _RUNNER_NAME = "fairesi-infer"
@@ -88,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        2 if the runner is not installed; otherwise this process is replaced by it.
+        2 if the runner is not installed or the installed torch is not the release it was
+        built against (one line on stderr); otherwise this process is replaced by it.
     """
     try:
+        # The runner links libtorch: another torch than the one it was built against would
+        # fail to load with "undefined symbol"; say instead which torch to install.
+        check_torch(Path(__file__).resolve().parent / "lib")
         exec_runner(sys.argv[1:] if argv is None else list(argv))
-    except FileNotFoundError as err:
+    except (FileNotFoundError, TorchVersionError) as err:
         print(f"fairesi-infer: error: {err}", file=sys.stderr)
         return 2
     return 1  # not reached: exec_runner replaces this process

@@ -9,7 +9,12 @@ the built library lands in ``site-packages/fairesi/lib/``.
 
 The library is loaded once, when this module is first imported, unless the environment
 variable ``FAIRESI_NO_OPS=1`` is set; loading it also registers the op's fake kernels
-(:mod:`fairesi.ops._fake`).
+(:mod:`fairesi.ops._fake`). Before loading, the torch the library was built against
+(``lib/fairesi_build.json``, see :mod:`fairesi._build`) is compared with the imported one:
+another minor release raises :class:`fairesi._build.TorchVersionError` (an ``ImportError``)
+whose one-line message says which torch to install, instead of libtorch's ``undefined
+symbol``. ``FAIRESI_NO_OPS=1`` skips the library, and so the check: the models then use the
+pure-PyTorch reference.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from pathlib import Path
 import torch
 
 import fairesi
+from fairesi._build import TorchVersionError, check_torch
 
 __all__ = [
     "LIBRARY_FILE",
     "NO_OPS_ENV",
     "PATCH_LEN",
+    "TorchVersionError",
     "available",
     "disabled",
     "library_path",
@@ -93,7 +100,17 @@ def _load() -> bool:
     path = library_path()
     if path is None:
         return False
-    torch.ops.load_library(str(path))
+    hint = f"or set {NO_OPS_ENV}=1 to use the pure-PyTorch reference without the op library"
+    check_torch(path.parent, torch.__version__, hint=hint)
+    try:
+        torch.ops.load_library(str(path))
+    except OSError as err:  # built against another torch, but no record of which
+        if "undefined symbol" not in str(err):
+            raise
+        raise TorchVersionError(
+            f"{path} does not fit the installed torch {torch.__version__} (undefined symbol); "
+            f"reinstall or rebuild fairesi against it, {hint}"
+        ) from None
     importlib.import_module("fairesi.ops._fake")  # torch.compile's fake kernels
     return True
 
