@@ -130,8 +130,9 @@ def test_refine_residual_adds_the_input_patches() -> None:
         expected = model.reconstruction(refined, x)
         torch.testing.assert_close(model(x), expected)
         torch.testing.assert_close(torch.jit.script(model)(x), expected)
-        # Same weights without the residual: another output.
-        plain = tiny(fused_refine=False).eval()
+        # The default is the residual reading; the literal one gives another output.
+        assert tiny().refine_residual
+        plain = tiny(refine_residual=False, fused_refine=False).eval()
         plain.load_state_dict(model.state_dict())
         assert not torch.allclose(plain(x), expected)
     # Nothing to add to when both views are off.

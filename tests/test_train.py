@@ -385,7 +385,12 @@ def test_checkpoint_of_format_1_loads_and_evaluates_the_same(tmp_path):
     config = load_checkpoint(data / "checkpoint_v1_tiny.pt").train_config
     assert config.optim.batch_size == 8 and config.n_train_samples == 32
     # Fields the old configuration predates take their defaults.
-    assert config.data.to_dict() == {**old["config"]["data"], "protocol": "strict", "view": None}
+    assert config.data.to_dict() == {
+        **old["config"]["data"],
+        "protocol": "strict",
+        "view": None,
+        "mixture": [],
+    }
     result = evaluate_checkpoint(data / "checkpoint_v1_tiny.pt", n=16, progress=False)
     with open(data / "checkpoint_v1_tiny_per_sample.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -515,6 +520,8 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path):
     assert main(argv) == 0
     tuned = read_checkpoint(out / "last.pt")
     assert tuned["config"]["train"]["init_from"] == str(tiny_run / "last.pt")
+    # Every hyper-parameter of the built network is recorded (the default reading too).
+    assert tuned["config"]["model"]["resolved"]["refine_residual"] is True
     for key, value in source["state_dict"].items():  # one step at lr 1e-12: unchanged
         torch.testing.assert_close(tuned["state_dict"][key], value, rtol=1e-6, atol=1e-9)
     scratch = tmp_path / "scratch"
@@ -527,7 +534,7 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path):
     )
     bad = config.replace(max_steps=1)
     bad = dataclasses.replace(bad, model_hyper={"preset": "tiny", "embed_dim": 4})
-    with pytest.raises(ValueError, match="not this run's"):
+    with pytest.raises(ValueError, match=r"another network.*embed_dim"):
         train(bad)
     with pytest.raises(ValueError, match="samples per trial"):
         train(dataclasses.replace(config, data=dataclasses.replace(config.data, n_times=32)))

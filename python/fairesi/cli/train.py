@@ -259,13 +259,14 @@ _DATASET_OF_MODALITY = {"meg": "SimMEG", "eeg": "SimEEG", "eeg+meg": "SimEEGMEG"
 def _defaults_from_init(spec: str, overrides: dict[str, Any], given: dict[str, Any]) -> None:
     """``--init-from``: the source's model, hyper-parameters, dataset, trial length and head
     model, wherever the command line does not set them (they win over a preset's)."""
+    from fairesi.models import stored_hyper
     from fairesi.train.checkpoint import init_source
 
     source, _ = init_source(spec)
     if "model" not in overrides:
         overrides["model"] = source["model"]["name"]
     if "model_hyper" not in overrides:
-        overrides["model_hyper"] = dict(source["model"]["hyper"])
+        overrides["model_hyper"] = stored_hyper(source["model"])
     data = source["data"]
     if "dataset" not in overrides and data.get("modality") in _DATASET_OF_MODALITY:
         overrides["dataset"] = _DATASET_OF_MODALITY[data["modality"]]

@@ -40,7 +40,13 @@ from fairesi.models.fair_esi import FairEsi, FairEsiConfig
 from fairesi.models.fusion import FairEsiFusion
 from fairesi.models.mmdf_esi import MmdfEsi, MmdfEsiConfig
 from fairesi.models.pretrained import Pretrained, available_pretrained, pretrained
-from fairesi.models.registry import FUSED_VARIANTS, MODELS, build_model
+from fairesi.models.registry import (
+    FUSED_VARIANTS,
+    MODELS,
+    build_model,
+    resolved_hyper,
+    stored_hyper,
+)
 
 __all__ = [
     "FUSED_VARIANTS",
@@ -57,4 +63,6 @@ __all__ = [
     "available_pretrained",
     "build_model",
     "pretrained",
+    "resolved_hyper",
+    "stored_hyper",
 ]

@@ -107,7 +107,10 @@ class FairEsiConfig(PresetConfig):
     refine_residual : bool
         Add the input patches to the refined ones, ``P^L + P``, so that the refinement
         reweights rather than replaces the patches (their softmaxes discard the amplitude).
-        Not in the paper; off by default. See bench/RESULTS.md § ablation.
+        Not in the paper's text; **on by default** since the refinement study
+        (docs/design.md § refinement readings, bench/RESULTS.md § refinement readings).
+        False gives the paper read literally. Checkpoints record it, so older ones (written
+        when the default was False) rebuild as they were trained.
     refine_form : str
         ``'softmax'`` (the softmax replaces the features; literal) or ``'weights'`` (the
         softmax, times its length, weights them), see :mod:`fairesi.ops.refine`.
@@ -150,7 +153,7 @@ class FairEsiConfig(PresetConfig):
     spectral: bool = True
     temporal: bool = True
     patchwise: bool = True
-    refine_residual: bool = False
+    refine_residual: bool = True
     refine_form: str = "softmax"
     refine_axis: str = "samples"
     norm: str = "position"

@@ -57,14 +57,14 @@ def model_from_config(
     model : nn.Module
         In eval mode, on the CPU.
     """
-    from fairesi.models.registry import build_model
+    from fairesi.models.registry import build_model, stored_hyper
 
     model = build_model(
         config["model"]["name"],
         head_model,
         config["head_model"]["modality"],
         int(config["data"]["n_times"]),
-        **config["model"]["hyper"],
+        **stored_hyper(config["model"]),
     )
     try:
         model.load_state_dict(dict(state_dict))

@@ -14,7 +14,14 @@ from fairesi.models.fair_esi import FairEsi
 from fairesi.models.fusion import FairEsiFusion
 from fairesi.models.mmdf_esi import MmdfEsi
 
-__all__ = ["FUSED_VARIANTS", "MODELS", "build_model"]
+__all__ = [
+    "FUSED_VARIANTS",
+    "LEGACY_DEFAULTS",
+    "MODELS",
+    "build_model",
+    "resolved_hyper",
+    "stored_hyper",
+]
 
 #: Registry name -> model class (each has ``from_head_model``).
 MODELS: dict[str, type[SourceModel]] = {
@@ -57,3 +64,44 @@ def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper
     if len(head_model.lead_field(modality).channel_groups) > 1:
         cls = FUSED_VARIANTS.get(name, cls)
     return cls.from_head_model(head_model, modality, n_times, **hyper)
+
+
+#: Hyper-parameter defaults that have changed since checkpoints began to record every
+#: resolved hyper-parameter (``config["model"]["resolved"]``): a checkpoint without that
+#: record was written when these were the defaults, and is rebuilt with them.
+#: ``refine_residual`` became True with the refinement study (docs/design.md).
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"fair_esi": {"refine_residual": False}}
+
+# Sizes of the data, not hyper-parameters: from_head_model takes them from the head model.
+_DATA_FIELDS = ("n_channels", "n_regions", "n_times")
+
+
+def resolved_hyper(model: nn.Module) -> dict[str, Any]:
+    """Every hyper-parameter a built model has (its config's fields but the data sizes),
+    as a JSON-able dict: what a checkpoint records so that later changes of the defaults
+    never change the network it rebuilds."""
+    fields = model.config.to_dict()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()
+            if k not in _DATA_FIELDS}  # fmt: skip
+
+
+def stored_hyper(section: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters that rebuild a stored network exactly.
+
+    Parameters
+    ----------
+    section : dict
+        A checkpoint's ``config["model"]``: ``name``, ``hyper`` (what the run was given:
+        ``preset`` and overrides) and, in checkpoints written since the record began,
+        ``resolved`` (:func:`resolved_hyper`).
+
+    Returns
+    -------
+    dict
+        ``hyper`` with every resolved value, or, for older checkpoints, with the defaults
+        of their time (:data:`LEGACY_DEFAULTS`) where ``hyper`` does not set them.
+    """
+    hyper = dict(section.get("hyper", {}))
+    if "resolved" in section:
+        return {**hyper, **section["resolved"]}
+    return {**LEGACY_DEFAULTS.get(section["name"], {}), **hyper}

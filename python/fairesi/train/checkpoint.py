@@ -4,7 +4,7 @@
     format        "fairesi-checkpoint"
     version       2 (version 1, whose config["train"] was flat, is still read)
     state_dict    model parameters and buffers
-    config        {"model": {"name", "hyper"}, "data": SimConfig fields,
+    config        {"model": {"name", "hyper", "resolved"}, "data": SimConfig fields,
                    "head_model": {"name", "n_regions", "modality", "ch_names"},
                    "train": TrainConfig.to_dict() (everything but the data)}
     metrics       {"epoch", "step", "train_loss", "val_loss", "val_loss_zero", "best_val_loss", ...}
@@ -12,6 +12,12 @@
     rng           {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
     progress      {"epoch", "batch", "step", "epoch_loss_sum", "epoch_samples",
                    "best_val_loss", "bad_epochs", "finished"}
+
+``config["model"]["hyper"]`` is what the run was given (a size preset and overrides);
+``resolved`` (written since the refinement default changed) records every hyper-parameter
+of the built network, so the network is rebuilt exactly whatever the defaults are later
+(:func:`fairesi.models.stored_hyper`; checkpoints without it take the defaults of their
+time, :data:`fairesi.models.registry.LEGACY_DEFAULTS`).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from fairesi.experiment import (
     synthesizer,
 )
 from fairesi.io import exclusive_output
+from fairesi.models.registry import stored_hyper
 from fairesi.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -141,7 +142,7 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> Trainer:
         """Build everything the loop needs; returns ``self``."""
-        from fairesi.models import MODELS, build_model
+        from fairesi.models import MODELS, build_model, resolved_hyper
 
         config, optim, run = self.config, self.config.optim, self.config.run
         self.dist = init_distributed(run.device)
@@ -166,12 +167,15 @@ class Trainer:
             )
 
         torch.manual_seed(config.seed)
+        hyper = config.model_hyper
+        if self._resume is not None:  # the network it saved, whatever today's defaults
+            hyper = stored_hyper({"name": config.model, **self._resume["config"]["model"]})
         self.model = build_model(
             config.model,
             self.head_model,
             self.modality,
             config.data.n_times,
-            **config.model_hyper,
+            **hyper,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
@@ -200,7 +204,11 @@ class Trainer:
             resume_step = self.progress.step if self._resume is not None else None
             self.log = TrainingLog(self.out_dir, resume_step)
         self.model_config = {
-            "model": {"name": config.model, "hyper": dict(config.model_hyper)},
+            "model": {
+                "name": config.model,
+                "hyper": dict(config.model_hyper),
+                "resolved": resolved_hyper(self.model),
+            },
             "data": config.data.to_dict(),
             "head_model": head_model_signature(self.head_model, self.modality),
             "train": config.to_dict(),
@@ -238,20 +246,28 @@ class Trainer:
 
     def _init_weights(self, spec: str) -> None:
         """Fine-tuning: the weights of ``init_from``, which must be this run's network."""
+        from fairesi.models import build_model, resolved_hyper, stored_hyper
+
         source, state = init_source(spec)
         check_head_model(source, self.head_model, source=f"init_from {spec}")
         config = self.config
-        ours = {"name": config.model, "hyper": dict(config.model_hyper)}
-        if dict(source["model"]) != ours:
-            raise ValueError(
-                f"init_from {spec} holds model {source['model']!r}, not this run's {ours!r}; "
-                "train the same model and hyper-parameters (the CLI's --init-from takes them "
-                "from it)"
-            )
         if int(source["data"]["n_times"]) != config.data.n_times:
             raise ValueError(
                 f"init_from {spec} takes {source['data']['n_times']} samples per trial, this "
                 f"run {config.data.n_times}; use --n-times {source['data']['n_times']}"
+            )
+        name = source["model"]["name"]
+        theirs = build_model(
+            name, self.head_model, self.modality, config.data.n_times,
+            **stored_hyper(source["model"]),
+        )  # fmt: skip
+        ours = resolved_hyper(self.model)
+        if name != config.model or resolved_hyper(theirs) != ours:
+            differ = sorted(k for k, v in resolved_hyper(theirs).items() if ours.get(k) != v)
+            raise ValueError(
+                f"init_from {spec} holds another network ({name}; differing: "
+                f"{differ or ['model']}) than this run's ({config.model}); train the same "
+                "model and hyper-parameters (the CLI's --init-from takes them from it)"
             )
         self.model.load_state_dict(state)
 
