@@ -157,3 +157,29 @@ def test_fine_tuning_from_a_shipped_model(shipped, monkeypatch):
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     with pytest.raises(FileNotFoundError, match=r"no shipped model 'eeg' \(available: toy-meg\)"):
         init_source("pretrained:eeg")
+
+
+def test_a_shipped_model_exports_and_runs_in_the_runner(shipped, monkeypatch, tmp_path):
+    import importlib
+    import os
+    import subprocess
+
+    from fairesi.data import normalise_input
+    from fairesi.export import export_checkpoint, load_exported, runner_path
+
+    monkeypatch.setattr(importlib.import_module("fairesi.models.pretrained"), "PRETRAINED_DIR",
+                        shipped)  # fmt: skip
+    path = export_checkpoint("pretrained:toy-meg", tmp_path / "toy.pt")
+    exported = load_exported(path)
+    x = torch.randn(2, 48, 64)
+    with torch.no_grad():  # the export normalises raw epochs as training did
+        expected = pretrained("toy-meg", directory=shipped).model(normalise_input(x))
+        torch.testing.assert_close(exported(x), expected)
+    assert main(["export", "pretrained:toy-meg", "-o", str(tmp_path / "cli.pt")]) == 0
+    if os.environ.get("FAIRESI_NO_RUNNER") == "1":
+        return
+    np.save(tmp_path / "x.npy", x.numpy())
+    run = subprocess.run([str(runner_path()), str(path), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected.numpy(), atol=1e-5)

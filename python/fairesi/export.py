@@ -275,8 +275,9 @@ def export_checkpoint(
 
     Parameters
     ----------
-    checkpoint : path-like
-        A ``.pt`` checkpoint written by ``fairesi train``.
+    checkpoint : path-like or str
+        A ``.pt`` checkpoint written by ``fairesi train``, or ``'pretrained:NAME'`` for a
+        model that ships with fairesi (:func:`fairesi.models.pretrained`).
     path : path-like
         Output file.
     format, fused_op, device
@@ -292,7 +293,12 @@ def export_checkpoint(
     """
     from fairesi.train import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint, head_model=head_model)
+    if isinstance(checkpoint, str) and checkpoint.startswith("pretrained:"):
+        from fairesi.models import pretrained
+
+        ckpt = pretrained(checkpoint.partition(":")[2], head_model=head_model)
+    else:
+        ckpt = load_checkpoint(checkpoint, head_model=head_model)
     config = ckpt.config
     metadata = build_metadata(
         ckpt.head_model,

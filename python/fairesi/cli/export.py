@@ -19,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "centroids, normalisation, versions), as a TorchScript archive (.pt) or an "
         "AOTInductor package (.pt2) for the C++ runner fairesi-infer.",
     )
-    parser.add_argument("checkpoint", help="checkpoint file written by `fairesi train`")
+    parser.add_argument(
+        "checkpoint",
+        help="checkpoint file written by `fairesi train`, or pretrained:NAME for a model that "
+        "ships with fairesi (pretrained:meg, pretrained:eeg)",
+    )
     parser.add_argument(
         "-o", "--output", required=True, help="output file (.pt for TorchScript, .pt2 for AOTI)"
     )
@@ -59,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
     from fairesi.export import export_checkpoint, read_metadata
     from fairesi.io import check_not_an_input, exclusive_output
 
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
+    shipped = args.checkpoint.startswith("pretrained:")
+    checkpoint = args.checkpoint if shipped else Path(args.checkpoint)
+    if not shipped and not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     output = Path(args.output)
-    check_not_an_input(output, {"checkpoint": checkpoint, "--head-model": args.head_model})
+    check_not_an_input(
+        output, {"checkpoint": None if shipped else checkpoint, "--head-model": args.head_model}
+    )
     fmt = args.format or ("aoti" if output.suffix == ".pt2" else "torchscript")
     if fmt == "aoti" and args.fused_op:
         raise FairesiUserError("--fused-op applies to TorchScript; AOTI compiles the refinement in")
