@@ -4,6 +4,7 @@ errors that must be one line with exit 2 and leave nothing behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -403,3 +404,111 @@ def test_a_garbage_checkpoint_is_one_line(tmp_path, capfd):
         assert fairesi.cli.main(argv) == 2
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is corrupt or truncated" in err[0], err
+
+
+def test_a_damaged_pickle_inside_a_checkpoint_is_one_line(tmp_path):
+    """Fuzzing (bench/robustness.py) found checkpoints whose damaged pickle made the
+    weights-only unpickler raise IndexError, a traceback: now the one-line refusal."""
+    from fairesi.train.checkpoint import read_checkpoint
+
+    whole = tmp_path / "whole.pt"
+    torch.save({"format": "x", "state_dict": {"w": torch.zeros(2)}}, whole)
+    damaged = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(whole) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, b"\x80\x02." if name.endswith("data.pkl") else src.read(name))
+    with pytest.raises(ValueError, match=r"damaged.pt is corrupt or truncated .*IndexError"):
+        read_checkpoint(damaged)
+
+
+def test_a_damaged_dataset_file_is_refused_with_one_line(dataset_inputs, tmp_path):
+    """Fuzzing found dataset files whose damaged metadata made h5py raise KeyError or
+    RuntimeError, and damaged region indices would fail inside torch's scatter."""
+    synth = dataset_inputs[2]
+    path = write_dataset(tmp_path / "d.h5", synth, "train", 3, progress=False)
+    regions = tmp_path / "regions.h5"
+    shutil.copy(path, regions)
+    with h5py.File(regions, "a") as f:
+        f["target_regions"][1, 0] = 10_000
+    with pytest.raises(ValueError, match=r"target_regions of rows \[0, 1, 2\]\.\.\. lie outside"):
+        DatasetFile(regions).batch(range(3))
+    missing = tmp_path / "missing.h5"
+    shutil.copy(path, missing)
+    with h5py.File(missing, "a") as f:
+        del f["x"]
+    with pytest.raises(ValueError, match="missing.h5 is damaged: its metadata cannot be read"):
+        DatasetFile(missing)
+    garbled = tmp_path / "garbled.h5"
+    shutil.copy(path, garbled)
+    with h5py.File(garbled, "a") as f:
+        f.attrs["config"] = "{not json"
+    with pytest.raises(ValueError, match=r"garbled.h5 is damaged: .*JSONDecodeError"):
+        DatasetFile(garbled)
+
+
+def test_sigterm_stops_simulate_bank_cleanly_and_a_rerun_resumes(tmp_path):
+    """Found by bench/robustness.py: `simulate bank` died on SIGTERM without cleaning up;
+    now exit 143, one line, finished runs kept, no part or lock, and the rerun resumes."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import fairesi.simulate.bank as bank
+        simulate, runs = bank._simulate_shard, []
+
+        def slow(*args):
+            runs.append(1)
+            time.sleep(float(sys.argv[1]))
+            return simulate(*args)
+
+        bank._simulate_shard = slow
+        from fairesi.cli import main
+        code = main(sys.argv[2:])
+        print("runs", len(runs), flush=True)
+        sys.exit(code)
+        """
+    )
+    argv = ["simulate", "bank", "--n-regions", "24", "--quick", "--threads", "1"]
+    argv += ["--no-progress", "--out", str(tmp_path / "b.h5")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "0.3", *argv],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    shards = tmp_path / "b.h5.shards"
+    try:
+        _wait_for(lambda: len(list(shards.glob("*/*.npz"))) >= 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == ["fairesi simulate: terminated; finished work was kept"]
+    kept = [p.name for p in shards.glob("*/*")]
+    assert len(kept) >= 2 and all(not name.startswith(".") for name in kept), kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5.shards"]
+    rerun = subprocess.run(
+        [sys.executable, "-c", script, "0", *argv],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    total = int(rerun.stdout.split("runs ")[1].split()[0])
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    fresh = subprocess.run(
+        [sys.executable, "-c", script, "0", *argv[:-1], str(reference / "b.h5")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert total == int(fresh.stdout.split("runs ")[1].split()[0]) - len(kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5", "reference"]
+    resumed, whole = WaveformBank.load(tmp_path / "b.h5"), WaveformBank.load(reference / "b.h5")
+    np.testing.assert_array_equal(resumed.spikes, whole.spikes)
+    np.testing.assert_array_equal(resumed.background, whole.background)

@@ -234,7 +234,6 @@ def load_weights_only(
     """
     import pickle
     import warnings
-    import zipfile
 
     import torch
 
@@ -251,7 +250,9 @@ def load_weights_only(
                 f"safe (weights-only) load refuses: it is not a fairesi {what}"
             ) from None
         detail = "UnpicklingError"
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes torch.load raise
+        # RuntimeError, EOFError, BadZipFile, OSError, and from the weights-only unpickler
+        # on damaged bytes also IndexError, KeyError, UnicodeDecodeError, ...
         first = str(err).splitlines()[0] if str(err) else ""
         detail = f"{type(err).__name__}: {first}"
     raise ValueError(f"{what} {path} is corrupt or truncated and cannot be read ({detail}){hint}")

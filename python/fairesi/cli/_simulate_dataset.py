@@ -26,15 +26,31 @@ def _sigterm_stops_cleanly() -> Iterator[None]:
     """SIGTERM (a batch scheduler's stop, ``kill``) raises ``fairesi.train.Terminated``, a
     ``KeyboardInterrupt``, inside the block: the file being written is removed, finished
     shards and the inputs stay, the lock is released, and the CLI exits with 143 and one
-    line. Without this, SIGTERM killed the process and left its temporary files."""
-    from fairesi.train.runtime import SigtermAsInterrupt
+    line. Without this, SIGTERM killed the process and left its temporary files.
 
+    A signal handler's exception that lands in a finalizer (h5py frees objects through
+    weakref callbacks) is swallowed by Python; such a SIGTERM is delivered again, so it
+    still stops the command, without an "Exception ignored" traceback."""
+    import signal
+    import sys
+
+    from fairesi.train.runtime import SigtermAsInterrupt, Terminated
+
+    def redeliver(unraisable) -> None:
+        if isinstance(unraisable.exc_value, Terminated):
+            signal.raise_signal(signal.SIGTERM)  # handled at the next ordinary bytecode
+        else:
+            previous_hook(unraisable)
+
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = redeliver
     signals = SigtermAsInterrupt()
     signals.install()
     try:
         yield
     finally:
         signals.restore()
+        sys.unraisablehook = previous_hook
 
 
 def register_dataset(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fairesi.cli import FairesiUserError
 from fairesi.cli._dask import add_dask_arguments, dask_client
-from fairesi.cli._simulate_dataset import register_dataset
+from fairesi.cli._simulate_dataset import _sigterm_stops_cleanly, register_dataset
 
 QUICK = {"run_duration_s": 15.0, "settings_index": [2], "max_rounds": 1, "background_s": 20.0}
 
@@ -200,7 +200,7 @@ def run_bank(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         # The cluster is reached (or refused) before anything is written.
-        with dask_client(args) as client, exclusive_output(args.out):
+        with _sigterm_stops_cleanly(), dask_client(args) as client, exclusive_output(args.out):
             bank = build_bank(
                 connectome, shard_dir=shard_dir, progress=progress, client=client, **options
             )

@@ -381,6 +381,12 @@ def _is_shard_of(shard: Path, identity: dict, first: int, count: int) -> bool:
         return False
 
 
+def _first_line(err: BaseException) -> str:
+    """``"Type: first line of the message"`` of an exception."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _copy_rows(source, dest, row: int) -> None:
     """Copy all rows of HDF5 dataset ``source`` into ``dest`` from ``row`` on; per-sample
     chunks are copied still compressed."""
@@ -420,18 +426,32 @@ class DatasetFile(torch.utils.data.Dataset):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"dataset file {self.path} does not exist")
-        with h5py.File(self.path, "r") as f:
-            if f.attrs.get("format") != _H5_FORMAT:
-                raise ValueError(
-                    f"{self.path} is not a fairesi dataset (format attribute "
-                    f"{f.attrs.get('format')!r}, expected {_H5_FORMAT!r})"
-                )
-            self.attrs = dict(f.attrs)
-            self._len = f["x"].shape[0]
-        self.config = SimConfig.from_dict(json.loads(self.attrs["config"]))
-        self.seed = int(self.attrs["seed"])
-        self.split = str(self.attrs["split"])
-        self.n_regions = int(json.loads(self.attrs["head_model"])["n_regions"])
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise ValueError(
+                f"{self.path} is not a readable HDF5 file ({_first_line(err)})"
+            ) from None
+        try:
+            with f:
+                if f.attrs.get("format") != _H5_FORMAT:
+                    raise ValueError(
+                        f"{self.path} is not a fairesi dataset (format attribute "
+                        f"{f.attrs.get('format')!r}, expected {_H5_FORMAT!r})"
+                    )
+                self.attrs = dict(f.attrs)
+                self._len = f["x"].shape[0]
+            self.config = SimConfig.from_dict(json.loads(self.attrs["config"]))
+            self.seed = int(self.attrs["seed"])
+            self.split = str(self.attrs["split"])
+            self.n_regions = int(json.loads(self.attrs["head_model"])["n_regions"])
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:
+            if isinstance(err, ValueError) and str(err).startswith(str(self.path)):
+                raise
+            raise ValueError(
+                f"dataset file {self.path} is damaged: its metadata cannot be read "
+                f"({_first_line(err)}); write the file again"
+            ) from None
         self._file = None
         self._file_pid = -1
 
@@ -474,9 +494,20 @@ class DatasetFile(torch.utils.data.Dataset):
         rows, inverse = np.unique(positions, return_inverse=True)
 
         def read(name: str) -> torch.Tensor:
-            return torch.from_numpy(f[name][rows][inverse])
+            try:
+                return torch.from_numpy(f[name][rows][inverse])
+            except (OSError, KeyError, RuntimeError, TypeError) as err:
+                raise ValueError(
+                    f"dataset file {self.path} is damaged: {name} of rows {rows[:5].tolist()}"
+                    f"... cannot be read ({_first_line(err)}); write the file again"
+                ) from None
 
         regions = read("target_regions").long()
+        if regions.numel() and (regions.min() < -1 or regions.max() >= self.n_regions):
+            raise ValueError(
+                f"dataset file {self.path} is damaged: target_regions of rows "
+                f"{rows[:5].tolist()}... lie outside [-1, {self.n_regions}); write the file again"
+            )
         target = scatter_regions(regions, read("target_values"), self.n_regions)
         mask = region_mask(regions, self.n_regions)
         x = read("x")

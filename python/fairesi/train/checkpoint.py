@@ -159,10 +159,19 @@ def load_checkpoint(
 
     payload = read_checkpoint(path, map_location)
     config = payload["config"]
-    if head_model is None:
-        head_model = load_head_model(config["train"]["head_model"])
-    check_head_model(config, head_model, source=f"checkpoint {path}")
-    model = model_from_config(config, payload["state_dict"], head_model, f"checkpoint {path}")
+    try:
+        if head_model is None:
+            head_model = load_head_model(config["train"]["head_model"])
+        check_head_model(config, head_model, source=f"checkpoint {path}")
+        model = model_from_config(config, payload["state_dict"], head_model, f"checkpoint {path}")
+    except ValueError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        # A damaged file that still unpickles: its configuration lacks or garbles a field.
+        raise ValueError(
+            f"checkpoint {path} is damaged: its configuration cannot be used "
+            f"({type(err).__name__}: {err}); use another checkpoint"
+        ) from None
     model.to(map_location).eval()
     return Checkpoint(
         model=model,
