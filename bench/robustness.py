@@ -29,7 +29,7 @@ Lost data: an input file changed or vanished, an existing output replaced by a f
 run, temporary files or locks left behind, or a resumed result that differs. The exit
 status is 1 if any case crashed or lost data.
 
-    python bench/robustness.py            # quick: cli + fuzz, ~3 minutes on 2 busy cores
+    python bench/robustness.py            # quick: cli + fuzz, under 2 minutes on 2 cores
     python bench/robustness.py --groups cli,fuzz,signals --fuzz-count 5000 --npy-count 5000
 
 The default counts are small; the figures in ``bench/RESULTS.md`` say which were used.
