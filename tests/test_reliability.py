@@ -512,3 +512,32 @@ def test_sigterm_stops_simulate_bank_cleanly_and_a_rerun_resumes(tmp_path):
     resumed, whole = WaveformBank.load(tmp_path / "b.h5"), WaveformBank.load(reference / "b.h5")
     np.testing.assert_array_equal(resumed.spikes, whole.spikes)
     np.testing.assert_array_equal(resumed.background, whole.background)
+
+
+def test_the_robustness_bench_runs_and_counts(tmp_path):
+    """bench/robustness.py at tiny counts: the table is printed and every case handled."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "robustness.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--groups", "fuzz", "--fuzz-count", "4", "--npy-count", "0"],
+        env=_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {
+        line.split()[1]: line.split()[2:]
+        for line in proc.stdout.splitlines()
+        if line.startswith("fuzz ")
+    }
+    for reader in ("checkpoint", "bank", "dataset"):
+        assert rows[reader] == ["4", "4", "0", "0"], proc.stdout
+    assert proc.stdout.splitlines()[0].split() == [
+        "group",
+        "tried",
+        "handled",
+        "crashed",
+        "lost",
+        "data",
+    ]
