@@ -250,7 +250,7 @@ def test_a_bank_with_nan_or_missing_data_is_refused(tmp_path):
         ("--duration", "-1", "run_duration_s must be a positive number"),
         ("--background", "0", "background_s must be a positive number"),
         ("--min-spikes", "0", "min_spikes must be >= 1"),
-        ("--threads", "0", "n_threads must be >= 1"),
+        ("--threads", "0", "--threads must be >= 1, got 0"),
         ("--max-rounds", "0", "max_rounds must be >= 1"),
     ],
 )

@@ -45,7 +45,6 @@ from fairesi.experiment import (
     synthesizer,
 )
 from fairesi.io import exclusive_output
-from fairesi.models.registry import stored_hyper
 from fairesi.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -142,7 +141,7 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> Trainer:
         """Build everything the loop needs; returns ``self``."""
-        from fairesi.models import MODELS, build_model, resolved_hyper
+        from fairesi.models import MODELS, build_model, resolved_hyper, stored_hyper
 
         config, optim, run = self.config, self.config.optim, self.config.run
         self.dist = init_distributed(run.device)
