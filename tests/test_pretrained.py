@@ -180,6 +180,7 @@ def test_a_shipped_model_exports_and_runs_in_the_runner(shipped, monkeypatch, tm
         return
     np.save(tmp_path / "x.npy", x.numpy())
     run = subprocess.run([str(runner_path()), str(path), str(tmp_path / "x.npy"),
-                          str(tmp_path / "y.npy")], capture_output=True, text=True)  # fmt: skip
+                          str(tmp_path / "y.npy"), "--batch"], capture_output=True,
+                         text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected.numpy(), atol=1e-5)
