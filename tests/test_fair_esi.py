@@ -211,3 +211,23 @@ def test_tiny_model_overfits_a_fixed_batch() -> None:
     # all-zero output would score) and of the initial loss.
     assert losses[-1] < 0.02 * target.square().mean().item(), losses[-1]
     assert losses[-1] < 0.01 * losses[0], (losses[0], losses[-1])
+
+
+def test_the_default_reading_runs_on_the_fused_op() -> None:
+    """The default (residual) reading with the fused op: the same outputs and gradients
+    as with the pure-PyTorch refinement (the residual is one addition after the op)."""
+    from fairesi import ops
+
+    if not ops.available():
+        pytest.fail("the fairesi op library is not loaded (build the package)")
+    torch.manual_seed(0)
+    fused = tiny(fused_refine=True).double()
+    plain = tiny(fused_refine=False).double()
+    plain.load_state_dict(fused.state_dict())
+    assert fused.refine_residual and plain.refine_residual
+    x = torch.randn(2, 12, 40, dtype=torch.float64, requires_grad=True)
+    out_fused, out_plain = fused(x), plain(x)
+    torch.testing.assert_close(out_fused, out_plain)
+    (g_fused,) = torch.autograd.grad(out_fused.square().sum(), x)
+    (g_plain,) = torch.autograd.grad(out_plain.square().sum(), x)
+    torch.testing.assert_close(g_fused, g_plain)
