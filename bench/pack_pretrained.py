@@ -41,7 +41,7 @@ MONTAGES = {"meg": "Neuromag-306 (MEG)", "eeg": "GSN-HydroCel-256 (EEG)"}
 LIMITS = (
     "Trained on simulated data only: a template head (the embedded fsaverage5 head model, "
     "994 DeepSIF regions), never a patient's own anatomy.",
-    "Takes exactly the channels of its montage, in any order (``fairesi localize`` picks "
+    "Takes exactly the channels of its montage, in any order (`fairesi localize` picks "
     "them by name); other montages are refused (train your own: docs/own-montage.md).",
     "Inputs are windows of exactly n_times samples at the waveform bank's sampling rate, "
     "normalised as in training; outputs are normalised source activity per region (no "

@@ -107,13 +107,31 @@ def test_picked_by_the_recording_channels(shipped, toy_head_model):
         pretrained_for_recording(other, directory=shipped)
 
 
-def test_nothing_ships_yet_says_so(tmp_path):
-    assert main(["evaluate", "--pretrained", "meg"]) == 2
+def test_unknown_names_and_empty_directories_say_so(tmp_path, capsys):
+    assert main(["evaluate", "--pretrained", "nope"]) == 2
+    assert "no pretrained model 'nope' ships" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no pretrained model ships"):
         pretrained_for_recording(
             mne.EvokedArray(np.zeros((1, 4)), mne.create_info(["a"], 500.0, "eeg")),
             directory=tmp_path,
         )
+
+
+def test_the_shipped_models(toy_head_model):
+    """The MEG and EEG models ship (at most 10 MB together), load on the default head model,
+    and carry a card with Table II metrics under both protocols for every configuration."""
+    from fairesi.models.pretrained import PRETRAINED_DIR
+
+    assert {"meg", "eeg"} <= set(available_pretrained())
+    assert sum(p.stat().st_size for p in PRETRAINED_DIR.glob("*.pt")) <= 10 * 2**20
+    for name, modality, n_channels in (("meg", "meg", 306), ("eeg", "eeg", 256)):
+        shipped = pretrained(name)
+        assert shipped.config["head_model"]["modality"] == modality
+        assert shipped.model.n_channels == n_channels and not shipped.model.training
+        card = shipped.card
+        rows = {(m["configuration"], m["protocol"]) for m in card["metrics"]}
+        assert rows == {(c, p) for c in card["configurations"] for p in ("paper", "strict")}
+        assert card["training"]["cpu_hours"] > 0 and card["limits"]
 
 
 def test_pack_script_measures_the_card_on_the_packed_weights(tiny_run, tmp_path):
