@@ -50,6 +50,12 @@ The centre regions are partitioned once, from the seed, into disjoint train/val/
 ``SimConfig.disjoint_centres=False`` every split draws its centres from all regions
 instead (the paper's protocol: one sample set split at random).
 
+A training mixture (``SimConfig.mixture``) holds one synthesizer per row, sharing this
+one's bank and lead-field tensors: sample ``i`` is sample ``i`` of row ``i % K``'s
+configuration (so each row's samples, and its test split, are that row's own), and
+``centres`` is padded with -1 to the largest N_s. Mixtures are drawn on the fly only
+(:meth:`Synthesizer.raw`, and so the HDF5 writer, refuse them).
+
 The sensor projection never multiplies the full ``(R, T)`` source matrix: the lead field
 times the whole background bank is computed once, and a sample only corrects the patch
 regions, so the cost per sample is ``O(C * T * patch size)`` instead of ``O(C * T * R)``.
