@@ -67,6 +67,14 @@ class BrainSurface:
     vertex_region: tuple[np.ndarray, np.ndarray]
 
 
+def _save_png(fig: Any, path: str | os.PathLike, *, dpi: int) -> Path:
+    """Write a matplotlib figure as a PNG, atomically; returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
 @functools.lru_cache(maxsize=2)
 def _pial(anatomy_dir: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     import nibabel.freesurfer as nfs
@@ -219,10 +227,7 @@ def plot_brain(
     fig.colorbar(mappable, ax=ax, label="value / max |value|", shrink=0.7)
     if title:
         ax.set_title(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
+    return _save_png(fig, path, dpi=100)
 
 
 def draw_region_map(
@@ -345,10 +350,7 @@ def plot_reconstruction(
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
+    return _save_png(fig, path, dpi=100)
 
 
 def plot_comparison(
@@ -410,10 +412,7 @@ def plot_comparison(
         fig.colorbar(mappable, ax=axes, label="amplitude / max at the true peak time", shrink=0.6)
         if title:
             fig.suptitle(title)
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        return path
+        return _save_png(fig, path, dpi=90)
     fig = Figure(figsize=(2.6 * len(maps) + 1.0, 5.2), layout="constrained")
     axes = fig.subplots(2, len(maps), squeeze=False)
     views = (("top", 0, 1), ("left", 1, 2))
@@ -426,7 +425,4 @@ def plot_comparison(
     fig.colorbar(points, ax=axes, label="amplitude / max at the true peak time", shrink=0.8)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return path
+    return _save_png(fig, path, dpi=90)

@@ -46,6 +46,38 @@ _SAMPLE_ARRAYS = (
 )
 
 
+def check_range(synth: Any, split: str, start: int, n: int | None, batch_size: int) -> int:
+    """Validate a sample range of a split for the dataset writers; returns its length.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+    split : {'train', 'val', 'test'}
+    start : int
+        First sample, in [0, split size).
+    n : int or None
+        Samples from ``start`` (None: to the end of the split).
+    batch_size : int
+        Samples per synthesis step, >= 1.
+
+    Returns
+    -------
+    int
+        ``n``, resolved.
+    """
+    size = synth.split_size(split)
+    if not 0 <= start < size:
+        raise ValueError(f"start must be in [0, {size}) for the {split} split, got {start}")
+    n = size - start if n is None else int(n)
+    if not 1 <= n <= size - start:
+        raise ValueError(
+            f"n must be in [1, {size - start}] for the {split} split from start={start}, got {n}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return n
+
+
 def write_dataset(
     path: str | Path,
     synth: Synthesizer,
@@ -104,16 +136,7 @@ def write_dataset(
     from fairesi import __version__
     from fairesi.io import atomic_path
 
-    size = synth.split_size(split)
-    if not 0 <= start < size:
-        raise ValueError(f"start must be in [0, {size}) for the {split} split, got {start}")
-    n = size - start if n is None else int(n)
-    if not 1 <= n <= size - start:
-        raise ValueError(
-            f"n must be in [1, {size - start}] for the {split} split from start={start}, got {n}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = check_range(synth, split, start, n, batch_size)
     hm = synth.head_model
     # What a shard must share with this call to be reused.
     identity = {

@@ -16,7 +16,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from fairesi.data.h5 import _H5_FORMAT, _SHARD_SAMPLES, merge_datasets, write_dataset
+from fairesi.data.h5 import (
+    _H5_FORMAT,
+    _SHARD_SAMPLES,
+    check_range,
+    merge_datasets,
+    write_dataset,
+)
 from fairesi.data.synth import Synthesizer
 
 __all__ = ["write_dataset_dask"]
@@ -121,16 +127,7 @@ def write_dataset_dask(
 
     from fairesi.cluster import map_unordered
 
-    size = synth.split_size(split)
-    if not 0 <= start < size:
-        raise ValueError(f"start must be in [0, {size}) for the {split} split, got {start}")
-    n = size - start if n is None else int(n)
-    if not 1 <= n <= size - start:
-        raise ValueError(
-            f"n must be in [1, {size - start}] for the {split} split from start={start}, got {n}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = check_range(synth, split, start, n, batch_size)
     if part_samples is None:
         workers = max(1, len(client.scheduler_info()["workers"]))
         part_samples = min(_SHARD_SAMPLES, max(batch_size, math.ceil(n / (4 * workers))))
