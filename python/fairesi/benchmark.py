@@ -411,9 +411,7 @@ def _learned_estimator(
     if row_key in stored.mixture:
         # Trained on a mixture that holds this row: its samples of the row are the row's
         # own (SimConfig.mixture), and every split keeps its centres and samples apart.
-        stored = dataclasses.replace(
-            stored, mixture=(), snr_db=row_key[0], n_sources=row_key[1], n_rings=row_key[2]
-        )
+        stored = stored.with_row(row_key)
     data = stored.to_dict()
     expected = sim_config.to_dict()
     differ = sorted(k for k in expected if data[k] != expected[k])

@@ -16,7 +16,6 @@ configuration is one of Table II's, the paper's FAIR-ESI figures stand in a seco
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -322,10 +321,7 @@ def evaluate_pretrained(
                 f"configuration must be one 'snr_db/n_sources/n_rings', e.g. '5/1/2', got "
                 f"{configuration!r}"
             )
-        (row,) = rows
-        data = dataclasses.replace(
-            data, mixture=(), snr_db=row[0], n_sources=row[1], n_rings=row[2]
-        )
+        data = data.with_row(rows[0])
     if protocol is not None:
         data = data.with_protocol(protocol)
     if seed is None:

@@ -175,7 +175,8 @@ def _interpolated(
     import mne
 
     names = list(metadata["ch_names"])
-    present = [n for n in inst.ch_names if _squash(n) in {_squash(m) for m in names}]
+    wanted = {_squash(m) for m in names}
+    present = [n for n in inst.ch_names if _squash(n) in wanted]
     inst = inst.copy().pick(present)
     positions = _montage_positions(metadata, head_model)
     if missing:
@@ -199,7 +200,8 @@ def _interpolated(
             if name in positions:
                 inst.info["chs"][i]["loc"][:3] = positions[name]
     bad = sorted({names[k] for k in missing} | {names[k] for k in marked})
-    inst.info["bads"] = [n for n in inst.ch_names if _squash(n) in {_squash(b) for b in bad}]
+    bad_names = {_squash(b) for b in bad}
+    inst.info["bads"] = [n for n in inst.ch_names if _squash(n) in bad_names]
     warnings.warn(
         f"interpolating {len(bad)} bad or missing channel(s) with MNE: {', '.join(bad)}",
         stacklevel=4,

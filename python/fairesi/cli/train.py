@@ -256,7 +256,7 @@ def _parse_hyper(items: list[str]) -> dict[str, Any]:
 _DATASET_OF_MODALITY = {"meg": "SimMEG", "eeg": "SimEEG", "eeg+meg": "SimEEGMEG"}
 
 
-def _defaults_from_init(spec: str, overrides: dict[str, Any], given: dict[str, Any]) -> None:
+def _defaults_from_init(spec: str, overrides: dict[str, Any]) -> None:
     """``--init-from``: the source's model, hyper-parameters, dataset, trial length and head
     model, wherever the command line does not set them (they win over a preset's)."""
     from fairesi.models import stored_hyper
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(overrides.get("out_dir", resume.parent))
     else:
         if given.get("init_from"):
-            _defaults_from_init(given["init_from"], overrides, given)
+            _defaults_from_init(given["init_from"], overrides)
         config = TrainConfig.from_sources(
             preset=given.get("preset"), toml_path=given.get("config"), overrides=overrides
         )

@@ -173,10 +173,7 @@ class SimConfig:
         for name in ("split_ratio", "source_snr_db", "half_amplitude_rings", "peak_position"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "mixture", parse_mixture(self.mixture))
-        for snr_db, n_sources, n_rings in self.mixture:
-            dataclasses.replace(
-                self, mixture=(), snr_db=snr_db, n_sources=n_sources, n_rings=n_rings
-            )  # validates the row
+        self.rows()  # validates every row
         if self.modality not in SIM_MODALITIES:
             raise ValueError(
                 f"modality must be one of {list(SIM_MODALITIES)}, got {self.modality!r}"
@@ -268,12 +265,14 @@ class SimConfig:
 
     def rows(self) -> list[SimConfig]:
         """The configurations of the mixture's rows (see ``mixture``), or ``[self]``."""
-        if not self.mixture:
-            return [self]
-        return [
-            dataclasses.replace(self, mixture=(), snr_db=r, n_sources=n_s, n_rings=n_n)
-            for r, n_s, n_n in self.mixture
-        ]
+        return [self.with_row(row) for row in self.mixture] if self.mixture else [self]
+
+    def with_row(self, row: tuple[float, int, int]) -> SimConfig:
+        """This configuration with ``(snr_db, n_sources, n_rings) = row`` and no mixture."""
+        snr_db, n_sources, n_rings = row
+        return dataclasses.replace(
+            self, mixture=(), snr_db=snr_db, n_sources=n_sources, n_rings=n_rings
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict (tuples become lists)."""

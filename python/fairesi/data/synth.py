@@ -323,7 +323,7 @@ class Synthesizer:
         if not index.numel():
             raise ValueError("index is empty: give at least one sample index")
         size = self.split_size(split)
-        if index.numel() and (index.min() < 0 or index.max() >= size):
+        if index.min() < 0 or index.max() >= size:
             raise ValueError(
                 f"sample indices must lie in [0, {size}) for the {split} split, got "
                 f"min {int(index.min())}, max {int(index.max())}"

@@ -30,6 +30,7 @@ __all__ = [
     "available_pretrained",
     "model_from_config",
     "pretrained",
+    "read_pretrained",
 ]
 
 #: Where the shipped models live (one ``NAME.pt`` each).
@@ -107,6 +108,35 @@ def available_pretrained(directory: str | os.PathLike | None = None) -> list[str
     return sorted(p.stem for p in root.glob("*.pt")) if root.is_dir() else []
 
 
+def read_pretrained(name: str, directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The stored payload of a shipped model: ``config``, ``state_dict`` (as stored, float16
+    allowed) and ``card``, read with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such model ships (the message lists those that do).
+    ValueError
+        The file is corrupt or not a pretrained model.
+    """
+    root = Path(directory) if directory is not None else PRETRAINED_DIR
+    path = root / f"{name}.pt"
+    if not path.is_file():
+        have = available_pretrained(root)
+        raise FileNotFoundError(
+            f"no pretrained model {name!r} ships with this fairesi "
+            f"({'available: ' + ', '.join(have) if have else 'none does yet'}); train one "
+            "with `fairesi train` and export it (docs/own-montage.md)"
+        )
+    payload = load_weights_only(path, "pretrained model file", hint="; reinstall fairesi")
+    missing = {"config", "state_dict", "card"} - (
+        set(payload) if isinstance(payload, dict) else set()
+    )
+    if missing:
+        raise ValueError(f"{path} is not a pretrained model (missing {sorted(missing)})")
+    return payload
+
+
 def pretrained(
     name: str, *, head_model: Any = None, directory: str | os.PathLike | None = None
 ) -> Pretrained:
@@ -135,25 +165,12 @@ def pretrained(
     """
     from fairesi.headmodel import HeadModel
 
-    root = Path(directory) if directory is not None else PRETRAINED_DIR
-    path = root / f"{name}.pt"
-    if not path.is_file():
-        have = available_pretrained(root)
-        raise FileNotFoundError(
-            f"no pretrained model {name!r} ships with this fairesi "
-            f"({'available: ' + ', '.join(have) if have else 'none does yet'}); train one "
-            "with `fairesi train` and export it (docs/own-montage.md)"
-        )
-    payload = load_weights_only(path, "pretrained model file", hint="; reinstall fairesi")
-    missing = {"config", "state_dict", "card"} - (
-        set(payload) if isinstance(payload, dict) else set()
-    )
-    if missing:
-        raise ValueError(f"{path} is not a pretrained model (missing {sorted(missing)})")
+    payload = read_pretrained(name, directory)
     config = payload["config"]
     if head_model is None:
         spec = config["train"]["head_model"]
         head_model = HeadModel.toy() if spec == "toy" else HeadModel.default()
+    path = (Path(directory) if directory is not None else PRETRAINED_DIR) / f"{name}.pt"
     model = model_from_config(config, payload["state_dict"], head_model, f"pretrained model {path}")
     return Pretrained(
         name=name, model=model, head_model=head_model, config=config, card=dict(payload["card"])

@@ -200,16 +200,16 @@ def init_source(spec: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         The weights, as stored (float16 for shipped models; ``load_state_dict`` casts).
     """
     if spec.startswith("pretrained:"):
-        from fairesi.models.pretrained import PRETRAINED_DIR, available_pretrained
+        from fairesi.models.pretrained import available_pretrained, read_pretrained
 
         name = spec.partition(":")[2]
-        path = PRETRAINED_DIR / f"{name}.pt"
-        if not path.is_file():
+        try:
+            payload = read_pretrained(name)
+        except FileNotFoundError:
             have = ", ".join(available_pretrained()) or "none"
             raise FileNotFoundError(
                 f"--init-from {spec}: no shipped model {name!r} (available: {have})"
-            )
-        payload = load_weights_only(path, "pretrained model file", hint="; reinstall fairesi")
+            ) from None
     else:
         payload = read_checkpoint(spec)
     return dict(payload["config"]), dict(payload["state_dict"])

@@ -260,9 +260,9 @@ class Trainer:
             name, self.head_model, self.modality, config.data.n_times,
             **stored_hyper(source["model"]),
         )  # fmt: skip
-        ours = resolved_hyper(self.model)
-        if name != config.model or resolved_hyper(theirs) != ours:
-            differ = sorted(k for k, v in resolved_hyper(theirs).items() if ours.get(k) != v)
+        ours, stored = resolved_hyper(self.model), resolved_hyper(theirs)
+        if name != config.model or stored != ours:
+            differ = sorted(k for k, v in stored.items() if ours.get(k) != v)
             raise ValueError(
                 f"init_from {spec} holds another network ({name}; differing: "
                 f"{differ or ['model']}) than this run's ({config.model}); train the same "
