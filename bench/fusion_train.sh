@@ -9,12 +9,17 @@
 #   fair_esi@eeg    FAIR-ESI on the EEG channels of the same samples
 #   fair_esi@meg    FAIR-ESI on the MEG channels of the same samples
 #
+# The recipe is the shipped models' (docs/models/): the preset's learning rate, fresh noise and
+# scale every epoch (--redraw), a patient LR schedule (--lr-patience 4, early stop after 20).
 # Every run resumes from its last.pt when the script is run again (MINUTES more each), so
 # the study grows over several sessions; the benchmark is rerun each time from best.pt.
 # Outputs: $OUT/<method>/ (checkpoints, train_log.csv) and $OUT/benchmark/.
 #
 #   OUT=runs/fusion MINUTES=60 THREADS=1 PARALLEL=2 bash bench/fusion_train.sh
 #
+# PROTOCOL=strict (default) or paper trains and benchmarks under that protocol (a
+# checkpoint is only benchmarked under the protocol it was trained with), so each protocol
+# needs its own OUT.
 # PARALLEL runs that many trainings at once (one per core). A dry run at toy size
 # (tests/test_fusion.py): PRESET=tiny MINUTES=0.05 N=4 ROWS=5/1/1,-5/1/0.
 set -uo pipefail
@@ -26,6 +31,7 @@ PARALLEL=${PARALLEL:-2}
 PRESET=${PRESET:-cpu}
 N=${N:-256}
 SEED=${SEED:-0}
+PROTOCOL=${PROTOCOL:-strict}
 PY=${PYTHON:-python3}
 # The benchmark's fusion rows (r/N_s/N_n), the training mixture and the tables alike.
 ROWS=${ROWS:--5/1/1,-5/1/2,-5/1/3,0/1/1,0/1/2,0/1/3,5/1/1,5/1/2,5/1/3}
@@ -45,7 +51,8 @@ train_one() {
             --threads "$THREADS" --no-progress
     else
         $PY -m fairesi train --preset "$PRESET" --model "$name" --dataset SimEEGMEG \
-            --mixture="$ROWS" ${view:+--view "$view"} --redraw --seed "$SEED" \
+            --mixture="$ROWS" ${view:+--view "$view"} --protocol "$PROTOCOL" --redraw \
+            --lr-patience 4 --early-stop-patience 20 --seed "$SEED" \
             --max-minutes "$MINUTES" --threads "$THREADS" --out "$dir" \
             --no-progress
     fi >>"$OUT/${method/@/_}.log" 2>&1
@@ -75,7 +82,7 @@ for method in "${METHODS[@]}"; do
     CHECKPOINTS+=(--checkpoint "$method=$ckpt")
 done
 $PY -m fairesi benchmark --dataset SimEEGMEG --preset "$PRESET" "${CONFIGS[@]}" \
-    "${CHECKPOINTS[@]}" --n "$N" --seed "$SEED" --threads "$THREADS" --no-progress \
+    "${CHECKPOINTS[@]}" --n "$N" --seed "$SEED" --protocol "$PROTOCOL" --threads "$THREADS" --no-progress \
     --out "$OUT/benchmark" || status=1
 echo "== fusion_train: exit $status; tables in $OUT/benchmark/benchmark.md"
 exit $status

@@ -318,6 +318,52 @@ def test_an_output_below_a_file_is_refused(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+# Each writer's output spelled as an existing thing of the wrong kind: "dir" a folder
+# where a file is written, "file.txt" a file where a folder is written.
+WRONG_KIND = {
+    "export": (["export", "ck.pt", "-o", "dir"], "an existing folder"),
+    "simulate-dataset": (["simulate", "dataset", "--bank", "b.h5", "--out", "dir"], "an existing folder"),
+    "simulate-merge": (["simulate", "merge", "part.h5", "--out", "dir"], "an existing folder"),
+    "simulate-bank": (["simulate", "bank", "--quick", "--out", "dir"], "an existing folder"),
+    "headmodel-build": (["headmodel", "build", "--out", "dir"], "an existing folder"),
+    "headmodel-from-forward": (["headmodel", "from-forward", "f.fif", "-o", "dir"], "an existing folder"),
+    "localize-plot": (["localize", "m.pt", "r.fif", "-o", "e.h5", "--plot", "dir"], "an existing folder"),
+    "train": (["train", "--preset", "tiny", "--out", "file.txt"], "an existing file"),
+    "evaluate": (["evaluate", "ck.pt", "--out", "file.txt"], "an existing file"),
+    "benchmark": (["benchmark", "--out", "file.txt"], "an existing file"),
+    "demo": (["demo", "--out", "file.txt"], "an existing file"),
+}
+
+
+@pytest.mark.parametrize("argv, message", WRONG_KIND.values(), ids=WRONG_KIND.keys())
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    """Issue 18 case 6: `evaluate --out` naming a file and `headmodel build --out` naming a
+    folder failed only after all the work; now every writer refuses either at once."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file.txt").write_text("mine")
+    assert fairesi.cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert err[0].startswith(f"fairesi {argv[0]}: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file.txt"]
+    assert list((tmp_path / "dir").iterdir()) == []
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_localize_still_writes_into_a_folder_output(tmp_path):
+    """localize's -o may name a folder (it writes FOLDER/estimate-lh.stc ...): the
+    wrong-kind check leaves it alone."""
+    from fairesi.cli import check_common_options
+
+    args = fairesi.cli.build_parser().parse_args(
+        ["localize", "m.pt", "r.fif", "-o", str(tmp_path)]
+    )
+    check_common_options(args)  # no error
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

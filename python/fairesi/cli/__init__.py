@@ -15,8 +15,11 @@ Errors a user can fix (bad file, bad value, a folder they may not write in) are 
 as one line on stderr with exit code 2; anything else is a bug and shows its traceback.
 Before a command runs, the options every command spells the same are checked here: a
 count (``--threads``, ``--batch-size``) must be >= 1, and the folder an output
-(``--out``, ``-o/--output``, ``--plot``) goes to must be writable, so such a mistake is
-refused before any work and leaves nothing behind.
+(``--out``, ``-o/--output``, ``--plot``) goes to must be writable, and an output that
+names a file must not be an existing folder, nor one that names a folder an existing file
+(a command declares its folder outputs with ``set_defaults(output_kinds={DEST: 'folder'})``;
+'any' accepts both), so such a mistake is refused before any work and leaves nothing
+behind.
 
 Layering: the top of the package; it may import every other part of ``fairesi`` (lazily,
 inside each command's ``run``, so that ``fairesi --help`` stays fast) and nothing imports
@@ -42,8 +45,9 @@ _OUTPUT_OPTIONS = {"out": "--out", "out_dir": "--out", "output": "--output", "pl
 
 
 def check_common_options(args: argparse.Namespace) -> None:
-    """Refuse, before a command does any work, a count option below 1 and an output
-    whose folder cannot be written in (read-only, not ours, or a file on the way).
+    """Refuse, before a command does any work, a count option below 1, an output whose
+    folder cannot be written in (read-only, not ours, or a file on the way) and an output
+    that exists as the wrong kind (a folder where a file is written, or the reverse).
 
     Raises
     ------
@@ -58,6 +62,7 @@ def check_common_options(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
             raise FairesiUserError(f"{flag} must be >= 1, got {value}")
+    kinds = getattr(args, "output_kinds", {})
     for dest, flag in _OUTPUT_OPTIONS.items():
         value = getattr(args, dest, None)
         if isinstance(value, (str, Path)) and str(value):
@@ -65,6 +70,17 @@ def check_common_options(args: argparse.Namespace) -> None:
                 check_output_writable(value)
             except ValueError as err:
                 raise FairesiUserError(f"{flag}: {err}") from None
+            kind = kinds.get(dest, "file")
+            if kind == "file" and Path(value).is_dir():
+                raise FairesiUserError(
+                    f"{flag}: the output {value} is an existing folder; give the path of a "
+                    "file (inside it or elsewhere)"
+                )
+            if kind == "folder" and Path(value).exists() and not Path(value).is_dir():
+                raise FairesiUserError(
+                    f"{flag}: the output {value} is an existing file; give the path of a "
+                    "folder (new or existing)"
+                )
 
 
 def _command_modules() -> list[str]:

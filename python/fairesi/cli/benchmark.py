@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output directory (default: runs/benchmark/report)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, output_kinds={"out": "folder"})
 
 
 def _checkpoint_patterns(items: list[str]) -> dict[str, str]:

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="test samples of each evaluation (default: 128)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the whole demo (default: 0)")
-    p.set_defaults(func=run_demo)
+    p.set_defaults(func=run_demo, output_kinds={"out": "folder"})
 
 
 def _step(title: str, argv: list[str]) -> None:

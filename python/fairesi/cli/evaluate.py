@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(ours); default: the checkpoint's own",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, output_kinds={"out": "folder"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "views; matplotlib only, no 3-D backend)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run_localize)
+    p.set_defaults(func=run_localize, output_kinds={"output": "any"})
 
 
 def run_localize(args: argparse.Namespace) -> int:

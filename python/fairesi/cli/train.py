@@ -236,7 +236,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue a run exactly where it stopped, from CKPT or from OUT/last.pt; only "
         "budgets, device, threads, output and progress options may change",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, output_kinds={"out_dir": "folder"})
 
 
 def _parse_hyper(items: list[str]) -> dict[str, Any]:
