@@ -21,9 +21,13 @@ cases tried / handled / crashed / lost data:
     Handled: read correctly, or refused with a one-line ``ValueError``/``OSError``.
 ``signals``
     SIGTERM and SIGKILL while ``fairesi simulate dataset`` writes shards, while it merges
-    them, and while ``fairesi simulate bank`` runs; then the same command again. Handled:
-    the rerun succeeds with a result identical to an uninterrupted run, with nothing left
-    beside it.
+    them, and while ``fairesi simulate bank`` runs; then the same command again. Also
+    SIGTERM and SIGKILL at every stage of ``fairesi train`` (inside a step, during
+    validation, between an epoch's log row and its checkpoints, while ``best.pt`` and while
+    ``last.pt`` is written), then ``fairesi train --resume``. Handled: the rerun succeeds
+    with a result identical to an uninterrupted run (for training: weights, optimizer
+    state, progress and log rows of ``best.pt``, ``last.pt``, ``train_log.csv``), with
+    nothing left beside it.
 
 Lost data: an input file changed or vanished, an existing output replaced by a failed
 run, temporary files or locks left behind, or a resumed result that differs. The exit
@@ -434,7 +438,7 @@ def _fuzz_reader(kind: str, source: Path, count: int, seed: int, folder: Path,
 
 
 def run_fuzz(work: Path, fx: dict[str, Path], count: int, npy_count: int, seed: int,
-             tallies: dict[str, Tally], stall_s: float = 60.0) -> None:  # fmt: skip
+             tallies: dict[str, Tally], stall_s: float = 90.0) -> None:  # fmt: skip
     """Each reader's fuzz in a worker process (a hard crash or a hang is counted)."""
     sources = {"checkpoint": fx["checkpoint"], "bank": fx["bank.h5"], "dataset": fx["part0.h5"]}
     for kind in FUZZ_READERS:
@@ -582,6 +586,140 @@ def run_signals(work: Path, fx: dict[str, Path], tally: Tally) -> None:
             )
 
 
+# Training: each stage is held (sleep) at its N-th occurrence after a marker file says so,
+# and the signal is sent then; everything else runs at full speed.
+_TRAIN_STAGE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import fairesi.train.loop as loop
+    import fairesi.train.runtime as runtime
+
+    stage, nth = sys.argv[1], int(sys.argv[2])
+    seen = {"n": 0}
+
+    def hold(name):
+        if name != stage:
+            return
+        seen["n"] += 1
+        if seen["n"] == nth:
+            Path("stage-reached").write_text(stage)
+            time.sleep(120)
+
+    step, validate = loop.Trainer.train_step, loop.Trainer.validate
+    write_checkpoint, log_write = loop.write_checkpoint, runtime.TrainingLog.write
+
+    def held_step(self, batch):
+        hold("step")  # before the step: its batch is replayed on resume
+        return step(self, batch)
+
+    def held_validate(self):
+        hold("validate")
+        return validate(self)
+
+    def held_write(path, payload):
+        hold(Path(path).name)  # before best.pt / last.pt is written
+        return write_checkpoint(path, payload)
+
+    def held_log(self, **row):
+        log_write(self, **row)
+        if row.get("kind") == "epoch":
+            hold("epoch row")  # the epoch's row written, its best.pt / last.pt not yet
+    loop.Trainer.train_step, loop.Trainer.validate = held_step, held_validate
+    loop.write_checkpoint, runtime.TrainingLog.write = held_write, held_log
+    from fairesi.cli import main
+
+    sys.exit(main(sys.argv[3:]))
+    """
+)
+#: Training stages: name -> the occurrence at which the signal lands.
+TRAIN_STAGES = {"step": 5, "validate": 2, "epoch row": 2, "best.pt": 1, "last.pt": 3}
+#: Columns of train_log.csv that are timings, not results.
+_TIMING_COLUMNS = ("samples_per_s", "wall_s")
+
+
+def _train_result(run: Path) -> dict[str, object]:
+    """What a training run produced, without timings: weights and progress of best.pt and
+    last.pt, and the log's rows."""
+    import csv
+
+    from fairesi.train import read_checkpoint
+
+    result: dict[str, object] = {}
+    for name in ("best.pt", "last.pt"):
+        payload = read_checkpoint(run / name)
+        result[name] = (
+            {k: v.numpy() for k, v in payload["state_dict"].items()},
+            payload["progress"],
+            payload["optimizer"]["state"],
+        )
+    with open(run / "train_log.csv", newline="") as f:
+        result["log"] = [
+            {k: v for k, v in row.items() if k not in _TIMING_COLUMNS} for row in csv.DictReader(f)
+        ]
+    return result
+
+
+def _same_train_result(a: dict[str, object], b: dict[str, object]) -> bool:
+    import torch
+
+    def same(x: object, y: object) -> bool:
+        if isinstance(x, dict):
+            return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and torch.equal(x, y)
+        if isinstance(x, np.ndarray):
+            return isinstance(y, np.ndarray) and np.array_equal(x, y)
+        if isinstance(x, (list, tuple)):
+            return len(x) == len(y) and all(same(p, q) for p, q in zip(x, y, strict=True))
+        return x == y
+
+    return same(a, b)
+
+
+def run_train_signals(work: Path, tally: Tally) -> None:
+    """SIGTERM and SIGKILL at every stage of training, then ``--resume``; the result must
+    equal an uninterrupted run's (weights, optimizer state, progress, log rows)."""
+    argv = ["train", "--preset", "tiny", "--n-train-samples", "48", "--n-val-samples", "16",
+            "--batch-size", "8", "--epochs", "3", "--checkpoint-every", "4", "--seed", "0",
+            "--threads", "1", "--no-progress", "--out", "run"]  # fmt: skip
+    resume = ["train", "--resume", "--out", "run", "--threads", "1", "--no-progress"]
+    reference_dir = work / "signals-train-reference"
+    reference_dir.mkdir()
+    subprocess.run([sys.executable, "-m", "fairesi", *argv], cwd=reference_dir, env=_env(),
+                   check=True, capture_output=True)  # fmt: skip
+    reference = _train_result(reference_dir / "run")
+    for stage, nth in TRAIN_STAGES.items():
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            where = work / f"signals-train-{stage.replace(' ', '-')}-{sig.name}"
+            where.mkdir()
+            held = [sys.executable, "-c", _TRAIN_STAGE, stage, str(nth), *argv]
+            proc = subprocess.Popen(held, cwd=where, env=_env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+            marker = where / "stage-reached"
+            landed = _wait(marker.exists, proc)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=300)
+            marker.unlink(missing_ok=True)
+            clean_stop = sig == signal.SIGKILL or (
+                proc.returncode == 128 + signal.SIGTERM and not any(where.rglob(".*.lock"))
+            )
+            rerun = subprocess.run([sys.executable, "-m", "fairesi", *resume], cwd=where,
+                                   env=_env(), capture_output=True, text=True)  # fmt: skip
+            identical = rerun.returncode == 0 and _same_train_result(
+                reference, _train_result(where / "run")
+            )
+            expected = {"best.pt", "last.pt", "train_log.csv", "tensorboard"}
+            left = sorted(p.name for p in (where / "run").iterdir() if p.name not in expected)
+            tally.add(
+                landed and clean_stop and rerun.returncode == 0,
+                lost=not identical or bool(left),
+                note=f"train {stage} {sig.name}: signal landed {landed}, exit "
+                f"{proc.returncode}, rerun {rerun.returncode}, identical {identical}, left "
+                f"{left}; {err.strip()[-200:]!r} {rerun.stderr.strip()[-300:]!r}",
+            )
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -615,9 +753,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stall",
         type=float,
-        default=60.0,
-        help="seconds a reader may spend on one fuzzed file before it is "
-        "killed and the file counted as a crash (default 60)",
+        default=90.0,
+        help="seconds a reader may spend on one fuzzed file before it is killed and the "
+        "file counted as a crash (default 90; fairesi's own HDF5 guard refuses a file after "
+        "60)",
     )
     args = parser.parse_args(argv)  # fmt: skip
     if args.fuzz_worker:
@@ -643,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         if "signals" in groups:
             tallies["signals + rerun"] = Tally()
             run_signals(work, fixtures, tallies["signals + rerun"])
+            tallies["train signals"] = Tally()
+            run_train_signals(work, tallies["train signals"])
     print(f"{'group':<18} {'tried':>6} {'handled':>8} {'crashed':>8} {'lost data':>10}")
     total = Tally()
     for name, tally in tallies.items():

@@ -322,12 +322,21 @@ def test_an_output_below_a_file_is_refused(tmp_path, capsys):
 # where a file is written, "file.txt" a file where a folder is written.
 WRONG_KIND = {
     "export": (["export", "ck.pt", "-o", "dir"], "an existing folder"),
-    "simulate-dataset": (["simulate", "dataset", "--bank", "b.h5", "--out", "dir"], "an existing folder"),
+    "simulate-dataset": (
+        ["simulate", "dataset", "--bank", "b.h5", "--out", "dir"],
+        "an existing folder",
+    ),
     "simulate-merge": (["simulate", "merge", "part.h5", "--out", "dir"], "an existing folder"),
     "simulate-bank": (["simulate", "bank", "--quick", "--out", "dir"], "an existing folder"),
     "headmodel-build": (["headmodel", "build", "--out", "dir"], "an existing folder"),
-    "headmodel-from-forward": (["headmodel", "from-forward", "f.fif", "-o", "dir"], "an existing folder"),
-    "localize-plot": (["localize", "m.pt", "r.fif", "-o", "e.h5", "--plot", "dir"], "an existing folder"),
+    "headmodel-from-forward": (
+        ["headmodel", "from-forward", "f.fif", "-o", "dir"],
+        "an existing folder",
+    ),
+    "localize-plot": (
+        ["localize", "m.pt", "r.fif", "-o", "e.h5", "--plot", "dir"],
+        "an existing folder",
+    ),
     "train": (["train", "--preset", "tiny", "--out", "file.txt"], "an existing file"),
     "evaluate": (["evaluate", "ck.pt", "--out", "file.txt"], "an existing file"),
     "benchmark": (["benchmark", "--out", "file.txt"], "an existing file"),
@@ -358,9 +367,7 @@ def test_localize_still_writes_into_a_folder_output(tmp_path):
     wrong-kind check leaves it alone."""
     from fairesi.cli import check_common_options
 
-    args = fairesi.cli.build_parser().parse_args(
-        ["localize", "m.pt", "r.fif", "-o", str(tmp_path)]
-    )
+    args = fairesi.cli.build_parser().parse_args(["localize", "m.pt", "r.fif", "-o", str(tmp_path)])
     check_common_options(args)  # no error
 
 
@@ -587,3 +594,79 @@ def test_the_robustness_bench_runs_and_counts(tmp_path):
         "lost",
         "data",
     ]
+
+
+# A 6 kB HDF5 file whose damaged global heap makes libhdf5 loop forever (ignoring
+# signals) when its variable-length attribute 'bank_metadata' is read; found by fuzzing.
+HEAP_LOOP = Path(__file__).parent / "data" / "hdf5_heap_loop.h5"
+
+
+def test_an_hdf5_file_that_hangs_libhdf5_is_refused(tmp_path, monkeypatch, capsys):
+    """The robustness bench's one crash: a damaged dataset on which libhdf5 never returned.
+    Every HDF5 reader now reads the metadata in a child first and refuses the file when
+    the child does not finish; the test's own process would hang if it read the file."""
+    import fairesi.io
+
+    monkeypatch.setattr(fairesi.io, "HDF5_METADATA_TIMEOUT_S", 1.0)
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(HEAP_LOOP, damaged)
+    for read in (
+        DatasetFile,
+        WaveformBank.load,
+        lambda p: fairesi.data.h5.merge_datasets([p], tmp_path / "m.h5"),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="did not finish reading its metadata within 1 s"):
+            read(damaged)
+        assert time.monotonic() - started < 10
+    assert (
+        fairesi.cli.main(["simulate", "merge", str(damaged), "--out", str(tmp_path / "d.h5")]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "damaged.h5 is damaged: libhdf5 did not finish" in err[0], err
+    assert damaged.read_bytes() == HEAP_LOOP.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.h5"]
+
+
+def test_a_healthy_hdf5_file_is_checked_once(tmp_path, monkeypatch):
+    """The child reads a healthy file's metadata once per process (same inode, size,
+    time); a changed file is read again."""
+    import fairesi.io
+
+    path = tmp_path / "ok.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["text"] = "a variable-length string"
+        f.create_dataset("names", data=np.array(["EEG 001", "EEG 002"], dtype=h5py.string_dtype()))
+    forks = []
+    fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    fairesi.io.check_hdf5_metadata(path)
+    fairesi.io.check_hdf5_metadata(path)
+    assert len(forks) == 1
+    with h5py.File(path, "a") as f:
+        f.attrs["more"] = 1
+    fairesi.io.check_hdf5_metadata(path)
+    assert len(forks) == 2
+
+
+def test_resuming_drops_the_log_row_of_an_uncommitted_epoch(tmp_path):
+    """kill -9 between an epoch's log row and its last.pt, with last.pt saved at that very
+    step (by a SIGTERM during the epoch's validation): the resumed run commits the epoch
+    again, so its first row must go, or the log holds the epoch twice."""
+    from fairesi.train.runtime import LOG_FIELDS, TrainingLog
+
+    rows = [
+        {"epoch": 0, "step": 10, "kind": "train", "loss": 2.0},
+        {"epoch": 0, "step": 12, "kind": "epoch", "loss": 1.5, "val_loss": 1.4},
+        {"epoch": 1, "step": 20, "kind": "train", "loss": 1.0},
+    ]
+    log = TrainingLog(tmp_path, None)
+    for row in rows:
+        log.write(**row)
+    log.close()
+    TrainingLog(tmp_path, (12, 0)).close()  # last.pt: step 12, epoch 0 not committed
+    kept = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert kept[0].split(",") == list(LOG_FIELDS)
+    assert [line.split(",")[:3] for line in kept[1:]] == [["0", "10", "train"]]
+    TrainingLog(tmp_path, (10, 0)).close()
+    assert len((tmp_path / "train_log.csv").read_text().splitlines()) == 2

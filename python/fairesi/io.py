@@ -1,15 +1,20 @@
-"""File-writing helpers shared by every command that writes results.
+"""File helpers shared by every command that writes results or reads user files.
 
 Everything fairesi writes (HDF5 banks and datasets, checkpoints, exported models,
 tables) goes through :func:`atomic_path`, so an interrupted command never leaves a
-half-written file under the final name.
+half-written file under the final name. Every HDF5 file fairesi reads has its metadata
+read once in a child process first (:func:`check_hdf5_metadata`), because a damaged file
+can make libhdf5 loop forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +261,88 @@ def load_weights_only(
         first = str(err).splitlines()[0] if str(err) else ""
         detail = f"{type(err).__name__}: {first}"
     raise ValueError(f"{what} {path} is corrupt or truncated and cannot be read ({detail}){hint}")
+
+
+#: Seconds the child of :func:`check_hdf5_metadata` may take (a healthy file: milliseconds).
+HDF5_METADATA_TIMEOUT_S = 60.0
+#: Files whose metadata was read in full: (device, inode, size, mtime) of each.
+_HDF5_CHECKED: set[tuple[int, int, int, int]] = set()
+
+
+def check_hdf5_metadata(path: str | os.PathLike, timeout: float | None = None) -> None:
+    """Refuse an HDF5 file on which libhdf5 hangs, before this process reads it.
+
+    Some damaged files (e.g. a corrupted global heap behind a variable-length string
+    attribute) make libhdf5 loop forever inside one call, which ignores signals, so the
+    command reading them could never finish. This reads every attribute of the file and of
+    its datasets, and every variable-length (string) dataset, in a forked child process; if
+    the child has not finished within ``timeout`` seconds it is killed and the file is
+    refused. Any other failure of the child is left to the caller's own reading, which
+    reports it. A file that passed (same inode, size and modification time) is not read
+    again in this process.
+
+    Parameters
+    ----------
+    path : path-like
+        An existing HDF5 file.
+    timeout : float or None
+        Seconds (default :data:`HDF5_METADATA_TIMEOUT_S`).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, if reading its metadata did not finish in time.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return  # the caller reports a missing or unreadable file
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _HDF5_CHECKED or not hasattr(os, "fork"):
+        return
+    timeout = HDF5_METADATA_TIMEOUT_S if timeout is None else float(timeout)
+    with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: read, then leave without running any Python clean-up
+        code = 1
+        try:
+            _read_hdf5_metadata(path)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise ValueError(
+                f"{path} is damaged: libhdf5 did not finish reading its metadata within "
+                f"{timeout:g} s (a corrupted file can make it loop forever); write the file "
+                "again"
+            )
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
+    if os.waitstatus_to_exitcode(status) == 0:
+        _HDF5_CHECKED.add(key)
+
+
+def _read_hdf5_metadata(path: Path) -> None:
+    """Read every attribute of ``path``'s groups and datasets and every variable-length
+    dataset (the parts of an HDF5 file that live in its heaps)."""
+    import h5py
+
+    def read(name: str, obj: Any) -> None:
+        for key in obj.attrs:
+            obj.attrs[key]
+        if isinstance(obj, h5py.Dataset) and h5py.check_vlen_dtype(obj.dtype) is not None:
+            obj[()]
+
+    with h5py.File(path, "r") as f:
+        read("/", f)
+        f.visititems(read)

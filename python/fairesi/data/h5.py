@@ -24,6 +24,7 @@ import torch
 from fairesi.data.batch import Batch, normalise_max, region_mask, scatter_regions
 from fairesi.data.config import SimConfig
 from fairesi.data.synth import Synthesizer
+from fairesi.io import atomic_path, check_hdf5_metadata
 
 __all__ = ["DatasetFile", "merge_datasets", "write_dataset"]
 
@@ -134,7 +135,6 @@ def write_dataset(
     from tqdm import tqdm
 
     from fairesi import __version__
-    from fairesi.io import atomic_path
 
     n = check_range(synth, split, start, n, batch_size)
     hm = synth.head_model
@@ -280,14 +280,13 @@ def _merge(parts: Sequence[str | Path], path: str | Path, *, verify: bool) -> Pa
     that were just written or verified)."""
     import h5py
 
-    from fairesi.io import atomic_path
-
     if not parts:
         raise ValueError("merge_datasets needs at least one part")
     ranges = []
     for part in map(Path, parts):
         if not part.is_file():
             raise FileNotFoundError(f"dataset part {part} does not exist")
+        check_hdf5_metadata(part)
         try:
             f = h5py.File(part, "r")
         except OSError:
@@ -449,6 +448,7 @@ class DatasetFile(torch.utils.data.Dataset):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"dataset file {self.path} does not exist")
+        check_hdf5_metadata(self.path)
         try:
             f = h5py.File(self.path, "r")
         except OSError as err:

@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 from scipy.sparse.csgraph import shortest_path
 
-from fairesi.io import atomic_path
+from fairesi.io import atomic_path, check_hdf5_metadata
 from fairesi.simulate.connectome import Connectome
 from fairesi.simulate.jansen_rit import (
     DEEPSIF_SETTINGS,
@@ -145,6 +145,7 @@ class WaveformBank:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"waveform bank {path} does not exist")
+        check_hdf5_metadata(path)
         try:
             f = h5py.File(path, "r")
         except OSError as err:

@@ -200,8 +200,8 @@ class Trainer:
         self.log = None
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            resume_step = self.progress.step if self._resume is not None else None
-            self.log = TrainingLog(self.out_dir, resume_step)
+            resumed = None if self._resume is None else (self.progress.step, self.progress.epoch)
+            self.log = TrainingLog(self.out_dir, resumed)
         self.model_config = {
             "model": {
                 "name": config.model,

@@ -138,15 +138,25 @@ def resolve_device(name: str, dist: Distributed) -> torch.device:
 class TrainingLog:
     """CSV (and, if installed, TensorBoard) training log, written by rank 0 only."""
 
-    def __init__(self, out_dir: Path, resume_step: int | None) -> None:
+    def __init__(self, out_dir: Path, resumed: tuple[int, int] | None) -> None:
+        """``resumed``: (step, epoch) of the checkpoint a run continues from (its next
+        epoch to commit), or None for a new run, which starts an empty log."""
         self.path = out_dir / "train_log.csv"
-        if resume_step is None or not self.path.exists():
+        if resumed is None or not self.path.exists():
             with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerow(LOG_FIELDS)
         else:
-            # Rows written after the checkpoint we resume from belong to lost work.
+            # Rows written after the checkpoint we resume from belong to lost work: later
+            # steps, and the row of an epoch whose end the checkpoint had not committed (a
+            # kill -9 between the row and last.pt), which the resumed run writes again.
+            step, epoch = resumed
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+                rows = [
+                    r
+                    for r in csv.DictReader(f)
+                    if int(r["step"]) <= step
+                    and not (r["kind"] == "epoch" and int(r["epoch"]) >= epoch)
+                ]
             with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, LOG_FIELDS)
                 writer.writeheader()
