@@ -438,37 +438,60 @@ def _fuzz_reader(kind: str, source: Path, count: int, seed: int, folder: Path,
 
 
 def run_fuzz(work: Path, fx: dict[str, Path], count: int, npy_count: int, seed: int,
-             tallies: dict[str, Tally], stall_s: float = 90.0) -> None:  # fmt: skip
-    """Each reader's fuzz in a worker process (a hard crash or a hang is counted)."""
+             tallies: dict[str, Tally], stall_s: float = 90.0, jobs: int = 1) -> None:  # fmt: skip
+    """Each reader's fuzz in a worker process (a hard crash or a hang is counted); ``jobs``
+    readers at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     sources = {"checkpoint": fx["checkpoint"], "bank": fx["bank.h5"], "dataset": fx["part0.h5"]}
     for kind in FUZZ_READERS:
-        tally = tallies[f"fuzz {kind}"]
-        folder = work / f"fuzz-{kind}"
-        folder.mkdir()
-        results = _fuzz_reader(kind, sources[kind], count, seed, folder, stall_s)
-        outcomes = Counter(r["outcome"] for r in results)
-        tally.tried += len(results)
-        tally.handled += outcomes["accepted"] + outcomes["refused"]
-        tally.crashed += outcomes["crashed"] + outcomes["multi-line"]
-        tally.lost += outcomes["lost"]
-        examples = sorted({r["detail"] for r in results if r["detail"]})[:5]
-        tally.notes.append(
-            f"{outcomes['accepted']} accepted, {outcomes['refused']} refused"
-            + (f"; e.g. {examples}" if examples else "")
-        )
-    tally = tallies["fuzz npy"]
-    if npy_count <= 0:
-        return
+        (work / f"fuzz-{kind}").mkdir()
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        futures = {
+            kind: pool.submit(
+                _fuzz_reader, kind, sources[kind], count, seed, work / f"fuzz-{kind}", stall_s
+            )
+            for kind in FUZZ_READERS
+        }
+        npy = pool.submit(_fuzz_npy, npy_count, seed) if npy_count > 0 else None
+        for kind, future in futures.items():
+            _tally_reader(tallies[f"fuzz {kind}"], future.result())
+        if npy is not None:
+            _tally_npy(tallies["fuzz npy"], npy_count, *npy.result())
+
+
+def _tally_reader(tally: Tally, results: list[dict]) -> None:
+    """Count one reader's fuzz results."""
+    outcomes = Counter(r["outcome"] for r in results)
+    tally.tried += len(results)
+    tally.handled += outcomes["accepted"] + outcomes["refused"]
+    tally.crashed += outcomes["crashed"] + outcomes["multi-line"]
+    tally.lost += outcomes["lost"]
+    examples = sorted({r["detail"] for r in results if r["detail"]})[:5]
+    tally.notes.append(
+        f"{outcomes['accepted']} accepted, {outcomes['refused']} refused"
+        + (f"; e.g. {examples}" if examples else "")
+    )
+
+
+def _fuzz_npy(npy_count: int, seed: int) -> tuple[dict | None, str]:
+    """``bench/fuzz_npy.py`` on ``npy_count`` files: (its tallies, '') or (None, why)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import fuzz_npy
 
     try:
-        result = fuzz_npy.run(npy_count, seed)
+        return fuzz_npy.run(npy_count, seed), ""
     except (AssertionError, RuntimeError, subprocess.CalledProcessError) as err:
+        return None, str(err)[:500]
+
+
+def _tally_npy(tally: Tally, npy_count: int, result: dict | None, failure: str) -> None:
+    """Count the ``.npy`` fuzz: one crash if the sanitised reader failed."""
+    if result is None:
         tally.tried += npy_count
         tally.crashed += 1
         tally.handled += npy_count - 1
-        tally.notes.append(f"fuzz_npy failed: {str(err)[:500]}")
+        tally.notes.append(f"fuzz_npy failed: {failure}")
         return
     tally.tried += result["files"]
     tally.handled += result["files"]
@@ -740,6 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--jobs", type=int, default=1, help="fuzzed readers run at once (default 1)"
+    )
+    parser.add_argument(
         "--groups",
         default="cli,fuzz",
         help="comma-separated groups to run: cli, fuzz, signals (default: cli,fuzz; "
@@ -777,8 +803,9 @@ def main(argv: list[str] | None = None) -> int:
             for kind in (*FUZZ_READERS, "npy"):
                 tallies[f"fuzz {kind}"] = Tally()
             run_fuzz(
-                work, fixtures, args.fuzz_count, args.npy_count, args.seed, tallies, args.stall
-            )
+                work, fixtures, args.fuzz_count, args.npy_count, args.seed, tallies, args.stall,
+                args.jobs,
+            )  # fmt: skip
         if "signals" in groups:
             tallies["signals + rerun"] = Tally()
             run_signals(work, fixtures, tallies["signals + rerun"])

@@ -571,7 +571,18 @@ def test_the_robustness_bench_runs_and_counts(tmp_path):
     """bench/robustness.py at tiny counts: the table is printed and every case handled."""
     script = Path(__file__).resolve().parents[1] / "bench" / "robustness.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--groups", "fuzz", "--fuzz-count", "4", "--npy-count", "0"],
+        [
+            sys.executable,
+            str(script),
+            "--groups",
+            "fuzz",
+            "--fuzz-count",
+            "4",
+            "--npy-count",
+            "0",
+            "--jobs",
+            "2",
+        ],
         env=_env(),
         cwd=tmp_path,
         capture_output=True,
