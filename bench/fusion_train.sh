@@ -13,7 +13,8 @@
 # scale every epoch (--redraw), a patient LR schedule (--lr-patience 4, early stop after 20).
 # Every run resumes from its last.pt when the script is run again (MINUTES more each), so
 # the study grows over several sessions; the benchmark is rerun each time from best.pt.
-# Outputs: $OUT/<method>/ (checkpoints, train_log.csv) and $OUT/benchmark/.
+# Outputs: $OUT/<method>/ (checkpoints, train_log.csv), $OUT/benchmark/ and $OUT/summary.md
+# (bench/fusion_summary.py: budgets, means ± std, paired differences, the target per row).
 #
 #   OUT=runs/fusion MINUTES=60 THREADS=1 PARALLEL=2 bash bench/fusion_train.sh
 #
@@ -84,5 +85,6 @@ done
 $PY -m fairesi benchmark --dataset SimEEGMEG --preset "$PRESET" "${CONFIGS[@]}" \
     "${CHECKPOINTS[@]}" --n "$N" --seed "$SEED" --protocol "$PROTOCOL" --threads "$THREADS" --no-progress \
     --out "$OUT/benchmark" || status=1
-echo "== fusion_train: exit $status; tables in $OUT/benchmark/benchmark.md"
+$PY bench/fusion_summary.py "$OUT" >"$OUT/summary.md" || status=1
+echo "== fusion_train: exit $status; tables in $OUT/benchmark/benchmark.md, $OUT/summary.md"
 exit $status

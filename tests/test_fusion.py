@@ -227,3 +227,7 @@ def test_fusion_study_script_dry_run(tmp_path) -> None:
     table = (out / "benchmark" / "benchmark.md").read_text()
     assert "SimEEGMEG" in table and "FAIR-ESI (EEG only)" in table and "MMDF-ESI" in table
     assert table.count("| Precision (%) |") >= 2  # both rows
+    summary = (out / "summary.md").read_text()
+    assert "| MMDF-ESI | " in summary and "| FAIR-ESI MEG | " in summary  # budgets
+    assert summary.count("| 5 dB, 1 ring(s) | MMDF-ESI |") == 1  # a paired-difference row
+    assert "target met in" in summary

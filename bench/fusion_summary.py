@@ -1,0 +1,177 @@
+"""Summarise the fusion study (issue 16) for ``bench/RESULTS.md`` § fusion.
+
+Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
+``OUT/benchmark/per_sample.csv``) and prints, as markdown:
+
+1. each network's training budget (parameters, steps, epochs, minutes, best validation
+   loss) from its checkpoint and ``train_log.csv``;
+2. per configuration, the mean ± std of localisation error (LE) and precision of every
+   method, on the same test samples;
+3. per configuration, the paired differences (mean ± standard error, samples where both
+   are defined) of each fused network to each single modality, and whether the issue's
+   target holds there: fused better on LE and on precision than both single modalities,
+   with a lower LE standard deviation.
+
+    python bench/fusion_summary.py runs/fusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+FUSED = ("mmdf_esi", "fair_esi")
+SINGLE = ("fair_esi@eeg", "fair_esi@meg")
+LABELS = {
+    "mmdf_esi": "MMDF-ESI",
+    "fair_esi": "FAIR-ESI fused",
+    "fair_esi@eeg": "FAIR-ESI EEG",
+    "fair_esi@meg": "FAIR-ESI MEG",
+    "sLORETA": "sLORETA (EEG+MEG)",
+}
+
+
+def read_per_sample(path: Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """(configuration, method) -> metric -> per-sample values (NaN where undefined)."""
+    table: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            config = f"{float(row['snr_db']):g} dB, {row['n_rings']} ring(s)"
+            for metric in ("precision", "le_mm"):
+                value = row[metric]
+                table[config, row["method"]][metric].append(float(value) if value else math.nan)
+    return {k: {m: np.asarray(v) for m, v in d.items()} for k, d in table.items()}
+
+
+def budget_rows(out: Path) -> list[str]:
+    """Markdown rows: network, parameters, steps, epochs, minutes, best validation loss."""
+    import torch
+
+    from fairesi.train import read_checkpoint
+
+    rows = []
+    for method in (*FUSED, *SINGLE):
+        run = out / method.replace("@", "_")
+        last = run / "last.pt"
+        if not last.is_file():
+            continue
+        payload = read_checkpoint(last)
+        n_params = sum(
+            v.numel() for k, v in payload["state_dict"].items() if isinstance(v, torch.Tensor)
+        )
+        with open(run / "train_log.csv", newline="") as f:
+            log = list(csv.DictReader(f))
+        epochs = [r for r in log if r["kind"] == "epoch"]
+        minutes = _wall_seconds(log) / 60
+        progress = payload["progress"]
+        best = min((float(r["val_loss"]) for r in epochs), default=math.nan)
+        rows.append(
+            f"| {LABELS[method]} | {n_params / 1e6:.2f} M | {progress['step']} | "
+            f"{len(epochs)} | {minutes:.0f} | {best:.1f} |"
+        )
+    return rows
+
+
+def _wall_seconds(log: list[dict[str, str]]) -> float:
+    """Training seconds of a run from its log's ``wall_s`` (which restarts at 0 on every
+    ``--resume``): the sum of each session's last value."""
+    total, last = 0.0, 0.0
+    for row in log:
+        if not row["wall_s"]:
+            continue
+        wall = float(row["wall_s"])
+        if wall < last:  # a resumed session started
+            total += last
+        last = wall
+    return total + last
+
+
+def _mean_std(values: np.ndarray) -> str:
+    v = values[np.isfinite(values)]
+    return f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a"
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+    both = np.isfinite(a) & np.isfinite(b)
+    d = a[both] - b[both]
+    if d.size < 2:
+        return math.nan, math.nan, int(d.size)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), int(d.size)
+
+
+def summary(out: Path) -> str:
+    """The markdown of the three tables."""
+    data = read_per_sample(out / "benchmark" / "per_sample.csv")
+    configs = list(dict.fromkeys(c for c, _ in data))
+    methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
+    lines = ["Training budget (each network one run, same mixture, recipe and seed):", ""]
+    lines += ["| network | parameters | steps | epochs | minutes | best val loss |"]
+    lines += ["|---|---|---|---|---|---|", *budget_rows(out), ""]
+    n = len(next(iter(data.values()))["le_mm"])
+    for metric, name in (("le_mm", "LE (mm)"), ("precision", "Precision")):
+        lines += [f"{name}, mean ± std over {n} test samples per configuration:", ""]
+        lines += ["| configuration | " + " | ".join(LABELS[m] for m in methods) + " |"]
+        lines += ["|---" * (len(methods) + 1) + "|"]
+        for config in configs:
+            scale = 100 if metric == "precision" else 1
+            cells = [_mean_std(data[config, m][metric] * scale) for m in methods]
+            lines.append(f"| {config} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "Paired differences, fused - single (mean ± s.e.; LE: negative is better, precision "
+        "in points: positive is better); target: fused better than both single modalities "
+        "on LE and precision, and a lower LE std:",
+        "",
+        "| configuration | fused | LE - EEG | LE - MEG | precision - EEG | precision - MEG | "
+        "LE std below both | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    met = defaultdict(int)
+    for config in configs:
+        for fused in FUSED:
+            if (config, fused) not in data:
+                continue
+            cells, better = [], True
+            for metric, sign, scale in (("le_mm", -1, 1), ("precision", 1, 100)):
+                for single in SINGLE:
+                    mean, se, _ = _paired(
+                        data[config, fused][metric] * scale, data[config, single][metric] * scale
+                    )
+                    cells.append(f"{mean:+.2f} ± {se:.2f}")
+                    better &= bool(sign * mean > 0)
+            stds = {
+                m: np.nanstd(data[config, m]["le_mm"])
+                for m in (fused, *SINGLE)
+                if (config, m) in data
+            }
+            lower = all(stds[fused] < stds[s] for s in SINGLE)
+            ok = better and lower
+            met[fused] += ok
+            lines.append(
+                f"| {config} | {LABELS[fused]} | " + " | ".join(cells)
+                + f" | {'yes' if lower else 'no'} | {'met' if ok else 'not met'} |"
+            )  # fmt: skip
+    lines.append("")
+    for fused in FUSED:
+        lines.append(
+            f"- {LABELS[fused]}: target met in {met[fused]} of {len(configs)} configurations."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: print the summary of ``OUT``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the OUT folder of bench/fusion_train.sh")
+    args = parser.parse_args(argv)
+    print(summary(args.out), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
