@@ -559,6 +559,21 @@ def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     )
 
 
+def _count_signal_case(tally: Tally, label: str, landed: bool, clean_stop: bool,
+                       proc: subprocess.Popen, err: str, rerun: subprocess.CompletedProcess,
+                       identical: bool, left: list[str]) -> None:  # fmt: skip
+    """Count one interrupted-then-rerun case: handled if the signal landed in its stage,
+    the command stopped cleanly and the rerun succeeded; data lost if the result differs
+    from the uninterrupted run's or anything was left beside it."""
+    tally.add(
+        landed and clean_stop and rerun.returncode == 0,
+        lost=not identical or bool(left),
+        note=f"{label}: signal landed {landed}, exit {proc.returncode}, rerun "
+        f"{rerun.returncode}, identical {identical}, left {left}; {err.strip()[-200:]!r} "
+        f"{rerun.stderr.strip()[-300:]!r}",
+    )
+
+
 def run_signals(work: Path, fx: dict[str, Path], tally: Tally) -> None:
     """Interrupt each stage with SIGTERM and SIGKILL, rerun, compare with one clean run."""
     toy, bank = str(fx["toy.npz"]), str(fx["bank.h5"])
@@ -600,13 +615,8 @@ def run_signals(work: Path, fx: dict[str, Path], tally: Tally) -> None:
                 reference, _h5_arrays(where / out_name)
             )
             left = sorted(p.name for p in where.iterdir() if p.name != out_name)
-            tally.add(
-                landed and clean_stop and rerun.returncode == 0,
-                lost=not identical or bool(left),
-                note=f"{stage} {sig.name}: signal landed {landed}, exit {proc.returncode}, "
-                f"rerun {rerun.returncode}, identical {identical}, left {left}; "
-                f"{err.strip()[-200:]!r} {rerun.stderr.strip()[-300:]!r}",
-            )
+            _count_signal_case(tally, f"{stage} {sig.name}", landed, clean_stop, proc, err,
+                               rerun, identical, left)  # fmt: skip
 
 
 # Training: each stage is held (sleep) at its N-th occurrence after a marker file says so,
@@ -734,13 +744,8 @@ def run_train_signals(work: Path, tally: Tally) -> None:
             )
             expected = {"best.pt", "last.pt", "train_log.csv", "tensorboard"}
             left = sorted(p.name for p in (where / "run").iterdir() if p.name not in expected)
-            tally.add(
-                landed and clean_stop and rerun.returncode == 0,
-                lost=not identical or bool(left),
-                note=f"train {stage} {sig.name}: signal landed {landed}, exit "
-                f"{proc.returncode}, rerun {rerun.returncode}, identical {identical}, left "
-                f"{left}; {err.strip()[-200:]!r} {rerun.stderr.strip()[-300:]!r}",
-            )
+            _count_signal_case(tally, f"train {stage} {sig.name}", landed, clean_stop, proc,
+                               err, rerun, identical, left)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
