@@ -12,7 +12,10 @@ Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
    target holds there: fused better on LE and on precision than both single modalities,
    with a lower LE standard deviation.
 
-    python bench/fusion_summary.py runs/fusion
+    python bench/fusion_summary.py runs/fusion [--figure fusion.png]
+
+``--figure`` also draws LE and precision (mean, with the std as error bar) of every method
+per configuration.
 """
 
 from __future__ import annotations
@@ -164,12 +167,48 @@ def summary(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(out: Path, path: Path) -> None:
+    """Save LE and precision, mean ± std per configuration and method, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = read_per_sample(out / "benchmark" / "per_sample.csv")
+    configs = list(dict.fromkeys(c for c, _ in data))
+    methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    width = 0.8 / len(methods)
+    x = np.arange(len(configs))
+    for ax, (metric, name, scale) in zip(
+        axes, (("le_mm", "LE (mm)", 1), ("precision", "Precision (%)", 100)), strict=True
+    ):
+        for j, method in enumerate(methods):
+            values = [data[c, method][metric] * scale for c in configs]
+            means = [np.nanmean(v) for v in values]
+            stds = [np.nanstd(v) for v in values]
+            ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=stds,
+                   capsize=2, label=LABELS[method])  # fmt: skip
+        ax.set_ylabel(name)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=len(methods), fontsize=8, loc="upper right")
+    axes[1].set_xticks(x, configs, rotation=20, fontsize=8)
+    n = len(next(iter(data.values()))["le_mm"])
+    axes[0].set_title(f"SimEEGMEG, 1 source: mean ± std over {n} test samples per configuration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: print the summary of ``OUT``."""
+    """Command-line entry point: print the summary of ``OUT`` (and save the figure)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the OUT folder of bench/fusion_train.sh")
+    parser.add_argument("--figure", type=Path, help="also save the figure here (.png)")
     args = parser.parse_args(argv)
     print(summary(args.out), end="")
+    if args.figure is not None:
+        figure(args.out, args.figure)
     return 0
 
 

@@ -85,6 +85,6 @@ done
 $PY -m fairesi benchmark --dataset SimEEGMEG --preset "$PRESET" "${CONFIGS[@]}" \
     "${CHECKPOINTS[@]}" --n "$N" --seed "$SEED" --protocol "$PROTOCOL" --threads "$THREADS" --no-progress \
     --out "$OUT/benchmark" || status=1
-$PY bench/fusion_summary.py "$OUT" >"$OUT/summary.md" || status=1
+$PY bench/fusion_summary.py "$OUT" --figure "$OUT/summary.png" >"$OUT/summary.md" || status=1
 echo "== fusion_train: exit $status; tables in $OUT/benchmark/benchmark.md, $OUT/summary.md"
 exit $status

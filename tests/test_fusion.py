@@ -231,3 +231,4 @@ def test_fusion_study_script_dry_run(tmp_path) -> None:
     assert "| MMDF-ESI | " in summary and "| FAIR-ESI MEG | " in summary  # budgets
     assert summary.count("| 5 dB, 1 ring(s) | MMDF-ESI |") == 1  # a paired-difference row
     assert "target met in" in summary
+    assert (out / "summary.png").stat().st_size > 10_000
