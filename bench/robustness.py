@@ -21,7 +21,8 @@ cases tried / handled / crashed / lost data:
     Handled: read correctly, or refused with a one-line ``ValueError``/``OSError``.
 ``signals``
     SIGTERM and SIGKILL while ``fairesi simulate dataset`` writes shards, while it merges
-    them, and while ``fairesi simulate bank`` runs; then the same command again. Also
+    them, while ``fairesi simulate merge`` merges parts, and while ``fairesi simulate bank``
+    runs its networks and while it writes its file; then the same command again. Also
     SIGTERM and SIGKILL at every stage of ``fairesi train`` (inside a step, during
     validation, between an epoch's log row and its checkpoints, while ``best.pt`` and while
     ``last.pt`` is written), then ``fairesi train --resume``. Handled: the rerun succeeds
@@ -528,6 +529,16 @@ _SLOW = textwrap.dedent(
         return simulate(*args)
 
     Synthesizer._compose, h5._copy_rows, bank._simulate_shard = slow_compose, slow_copy, slow_simulate
+    import h5py
+
+    create_dataset = h5py.Group.create_dataset
+
+    def slow_create(self, *args, **kwargs):  # a bank's final file written slowly
+        dataset = create_dataset(self, *args, **kwargs)
+        time.sleep(delay)
+        return dataset
+
+    h5py.Group.create_dataset = slow_create
     from fairesi.cli import main
 
     sys.exit(main(sys.argv[2:]))
@@ -582,10 +593,13 @@ def run_signals(work: Path, fx: dict[str, Path], tally: Tally) -> None:
                "--no-progress"]  # fmt: skip
     bank_argv = ["simulate", "bank", "--n-regions", "24", "--quick", "--threads", "1",
                  "--no-progress"]  # fmt: skip
+    merge = ["simulate", "merge", str(fx["part0.h5"]), str(fx["part1.h5"])]
     stages = {
         "dataset shards": (dataset, "d.h5", lambda w: len(list(w.glob("d.h5.shards/0*.h5"))) >= 2),
         "dataset merge": (dataset, "d.h5", lambda w: any(w.glob(".d.h5.*.part"))),
         "bank runs": (bank_argv, "b.h5", lambda w: len(list(w.glob("b.h5.shards/*/*.npz"))) >= 2),
+        "bank file": (bank_argv, "b.h5", lambda w: any(w.glob(".b.h5.*.part"))),
+        "merge": (merge, "m.h5", lambda w: any(w.glob(".m.h5.*.part"))),
     }
     for stage, (argv, out_name, ready) in stages.items():
         reference_dir = work / f"signals-{stage.replace(' ', '-')}-reference"
@@ -595,6 +609,8 @@ def run_signals(work: Path, fx: dict[str, Path], tally: Tally) -> None:
                        capture_output=True)  # fmt: skip
         reference = _h5_arrays(reference_dir / out_name)
         delay = "0.3" if stage.startswith("bank") else "0.05"
+        if stage == "merge":
+            delay = "0.5"
         for sig in (signal.SIGTERM, signal.SIGKILL):
             where = work / f"signals-{stage.replace(' ', '-')}-{sig.name}"
             where.mkdir()
