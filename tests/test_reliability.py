@@ -681,3 +681,20 @@ def test_resuming_drops_the_log_row_of_an_uncommitted_epoch(tmp_path):
     assert [line.split(",")[:3] for line in kept[1:]] == [["0", "10", "train"]]
     TrainingLog(tmp_path, (10, 0)).close()
     assert len((tmp_path / "train_log.csv").read_text().splitlines()) == 2
+
+
+def test_an_internal_error_keeps_its_traceback_and_says_how_to_report_it(monkeypatch, capsys):
+    """Issue 18: a bug (not a user error) shows its traceback, then one line that says it
+    is a bug and how to report it; exit 1."""
+    import fairesi.cli.evaluate
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(fairesi.cli.evaluate, "run", broken)
+    assert fairesi.cli.main(["evaluate", "ck.pt"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):"
+    assert "ZeroDivisionError: a bug" in err
+    assert err[-1].startswith("fairesi evaluate: internal error (a bug in fairesi ")
+    assert "please report it" in err[-1]

@@ -12,7 +12,8 @@ calls it with ARGS untouched, before any parsing (``infer`` hands every option, 
 ``--version``, to the C++ runner).
 Errors a user can fix (bad file, bad value, a folder they may not write in) are raised as
 ``FairesiUserError`` or ``ValueError``/``FileNotFoundError``/``PermissionError`` and printed
-as one line on stderr with exit code 2; anything else is a bug and shows its traceback.
+as one line on stderr with exit code 2; anything else is a bug: its traceback, then a line
+that says so and how to report it, exit code 1.
 Before a command runs, the options every command spells the same are checked here: a
 count (``--threads``, ``--batch-size``) must be >= 1, and the folder an output
 (``--out``, ``-o/--output``, ``--plot``) goes to must be writable, and an output that
@@ -132,6 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         what = "interrupted" if code == 130 else "terminated"
         print(f"fairesi {args.command}: {what}; finished work was kept", file=sys.stderr)
         return code
+    except Exception:
+        import traceback
+
+        from fairesi import __version__
+
+        traceback.print_exc()
+        print(
+            f"fairesi {args.command}: internal error (a bug in fairesi {__version__}, not in "
+            "your input); please report it to the fairesi developers with the command line "
+            "and the traceback above",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
