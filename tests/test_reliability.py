@@ -698,3 +698,58 @@ def test_an_internal_error_keeps_its_traceback_and_says_how_to_report_it(monkeyp
     assert "ZeroDivisionError: a bug" in err
     assert err[-1].startswith("fairesi evaluate: internal error (a bug in fairesi ")
     assert "please report it" in err[-1]
+
+
+def test_a_sigterm_that_surfaces_inside_h5py_still_reads_as_terminated(monkeypatch, capsys):
+    """Seen under load: SIGTERM landed while h5py iterated attributes in a C callback, and
+    the handler's Terminated came out as h5py's SystemError (a traceback, exit 1). The
+    CLI now finds the signal behind the error: one line, exit 143."""
+    import fairesi.cli.evaluate
+    from fairesi.train.runtime import Terminated
+
+    def interrupted_inside_a_callback(args):
+        try:
+            raise Terminated("received signal 15")
+        except Terminated as err:
+            raise SystemError("FastRLock.__exit__ returned a result with an exception set") from err
+
+    monkeypatch.setattr(fairesi.cli.evaluate, "run", interrupted_inside_a_callback)
+    assert fairesi.cli.main(["evaluate", "ck.pt"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fairesi evaluate: terminated; finished work was kept"], err
+
+
+def _swallowed_sigterm() -> None:
+    """What h5py does to a SIGTERM handled in a weakref callback: the handler's exception
+    is raised in a finalizer, where Python reports it as unraisable and goes on."""
+    from fairesi.train.runtime import Terminated
+
+    class Finalised:
+        def __del__(self):
+            raise Terminated("received signal 15")
+
+    Finalised()
+
+
+def test_a_sigterm_swallowed_by_a_finalizer_still_stops_simulate_dataset():
+    """Seen under load: the redelivered SIGTERM was raised inside the unraisable hook
+    itself, swallowed again, and the merge went on to exit 0. Now it is sent again from a
+    thread and lands in ordinary code."""
+    from fairesi.cli._simulate_dataset import _sigterm_stops_cleanly
+    from fairesi.train.runtime import Terminated
+
+    reached = []
+    with pytest.raises(Terminated), _sigterm_stops_cleanly():
+        _swallowed_sigterm()
+        for _ in range(200):  # the work goes on ...
+            time.sleep(0.01)
+        reached.append("end")  # ... but is stopped before its end
+    assert reached == []
+
+
+def test_a_sigterm_swallowed_just_before_the_end_still_reads_as_terminated():
+    from fairesi.cli._simulate_dataset import _sigterm_stops_cleanly
+    from fairesi.train.runtime import Terminated
+
+    with pytest.raises(Terminated), _sigterm_stops_cleanly():
+        _swallowed_sigterm()  # the block ends at once, before the signal is sent again

@@ -119,21 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_common_options(args)
         return int(args.func(args) or 0)
-    except (
-        FairesiUserError,
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        PermissionError,
-    ) as err:
-        print(f"fairesi {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or fairesi.train.Terminated on SIGTERM
-        code = getattr(err, "exit_code", 130)
-        what = "interrupted" if code == 130 else "terminated"
-        print(f"fairesi {args.command}: {what}; finished work was kept", file=sys.stderr)
-        return code
-    except Exception:
+        return _stopped(args.command, err)
+    except Exception as err:
+        signal_error = _interruption(err)
+        if signal_error is not None:
+            return _stopped(args.command, signal_error)
+        if isinstance(err, _USER_ERRORS):
+            print(f"fairesi {args.command}: error: {err}", file=sys.stderr)
+            return 2
         import traceback
 
         from fairesi import __version__
@@ -146,6 +140,31 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+#: Errors a user can fix: one line, exit 2.
+_USER_ERRORS = (FairesiUserError, ValueError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+def _interruption(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C / SIGTERM behind ``err``, if a signal's exception surfaced as another
+    error: raised inside a C callback (h5py iterating attributes), it comes out as that
+    library's ``SystemError`` or ``RuntimeError`` with the signal's exception as cause."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _stopped(command: str, err: KeyboardInterrupt) -> int:
+    """Report a Ctrl-C (exit 130) or SIGTERM (143) on one line; return its exit code."""
+    code = getattr(err, "exit_code", 130)
+    what = "interrupted" if code == 130 else "terminated"
+    print(f"fairesi {command}: {what}; finished work was kept", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,16 +29,25 @@ def _sigterm_stops_cleanly() -> Iterator[None]:
     line. Without this, SIGTERM killed the process and left its temporary files.
 
     A signal handler's exception that lands in a finalizer (h5py frees objects through
-    weakref callbacks) is swallowed by Python; such a SIGTERM is delivered again, so it
-    still stops the command, without an "Exception ignored" traceback."""
+    weakref callbacks) is swallowed by Python; such a SIGTERM is sent again from a helper
+    thread 10 ms later (raising it inside the hook would be swallowed as well), so it still
+    stops the command, without an "Exception ignored" traceback. If the block finishes
+    first, the command still ends as terminated (its output complete)."""
+    import os
     import signal
     import sys
+    import threading
 
     from fairesi.train.runtime import SigtermAsInterrupt, Terminated
 
+    timers: list[threading.Timer] = []
+
     def redeliver(unraisable) -> None:
         if isinstance(unraisable.exc_value, Terminated):
-            signal.raise_signal(signal.SIGTERM)  # handled at the next ordinary bytecode
+            timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timers.append(timer)
+            timer.start()
         else:
             previous_hook(unraisable)
 
@@ -46,11 +55,17 @@ def _sigterm_stops_cleanly() -> Iterator[None]:
     sys.unraisablehook = redeliver
     signals = SigtermAsInterrupt()
     signals.install()
+    finished = False
     try:
         yield
+        finished = True
     finally:
+        for timer in timers:
+            timer.cancel()
         signals.restore()
         sys.unraisablehook = previous_hook
+    if finished and timers:
+        raise Terminated(f"received signal {int(signal.SIGTERM)}")
 
 
 def register_dataset(sub: argparse._SubParsersAction) -> None:
