@@ -753,3 +753,19 @@ def test_a_sigterm_swallowed_just_before_the_end_still_reads_as_terminated():
 
     with pytest.raises(Terminated), _sigterm_stops_cleanly():
         _swallowed_sigterm()  # the block ends at once, before the signal is sent again
+
+
+def test_a_bank_with_damaged_metadata_is_one_line(tmp_path, capsys):
+    """Found by the 5,000-file fuzz of banks: h5py's RuntimeError ('bad symbol table node
+    signature') and KeyError on damaged metadata were tracebacks; now one line."""
+    path = tmp_path / "bank.h5"
+    WaveformBank.synthetic(20, n_spikes=8, segment_len=100, n_background_samples=200).save(path)
+    raw = path.read_bytes()
+    at = raw.index(b"SNOD")  # the root group's symbol-table node
+    path.write_bytes(raw[:at] + b"XXXX" + raw[at + 4 :])
+    with pytest.raises(ValueError, match="bank.h5 is damaged: it cannot be read"):
+        WaveformBank.load(path)
+    argv = ["simulate", "dataset", "--bank", str(path), "--n", "2", "--out", str(tmp_path / "d.h5")]
+    assert fairesi.cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is damaged: it cannot be read" in err[0], err

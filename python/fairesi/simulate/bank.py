@@ -150,31 +150,44 @@ class WaveformBank:
             f = h5py.File(path, "r")
         except OSError as err:
             raise ValueError(f"{path} is not a readable HDF5 file: {err}") from None
-        with f:
-            if f.attrs.get("format") != _BANK_FORMAT:
-                raise ValueError(
-                    f"{path} is not a fairesi waveform bank (format attribute "
-                    f"{f.attrs.get('format')!r}, expected {_BANK_FORMAT!r})"
-                )
-            missing = [k for k in ("spikes", "spike_regions", "background") if k not in f]
-            if missing:
-                raise ValueError(f"waveform bank {path} lacks the dataset(s) {missing}")
-            try:
-                arrays = {k: f[k][()] for k in ("spikes", "spike_regions", "background")}
-            except OSError as err:  # a corrupted chunk fails its decompression here
-                raise ValueError(f"waveform bank {path} is corrupt: {err}") from None
-            for name in ("spikes", "background"):
-                bad = ~np.isfinite(arrays[name])
-                if bad.any():
-                    raise ValueError(
-                        f"waveform bank {path}: {name} holds {int(bad.sum())} NaN/Inf values "
-                        f"(first at index {np.argwhere(bad)[0].tolist()}); rebuild the bank"
-                    )
-            return cls(
-                **arrays,
-                sfreq=float(f.attrs["sfreq"]),
-                metadata=json.loads(f.attrs["metadata_json"]),
+        try:
+            with f:
+                return cls._read(f, path)
+        except (OSError, KeyError, RuntimeError, TypeError, json.JSONDecodeError) as err:
+            # h5py's errors on damaged metadata (symbol tables, heaps, attributes)
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"waveform bank {path} is damaged: it cannot be read ({first}); rebuild it with "
+                "fairesi simulate bank"
+            ) from None
+
+    @classmethod
+    def _read(cls, f: h5py.File, path: Path) -> WaveformBank:
+        """The bank in the open file ``f`` (``path`` names it in errors)."""
+        if f.attrs.get("format") != _BANK_FORMAT:
+            raise ValueError(
+                f"{path} is not a fairesi waveform bank (format attribute "
+                f"{f.attrs.get('format')!r}, expected {_BANK_FORMAT!r})"
             )
+        missing = [k for k in ("spikes", "spike_regions", "background") if k not in f]
+        if missing:
+            raise ValueError(f"waveform bank {path} lacks the dataset(s) {missing}")
+        try:
+            arrays = {k: f[k][()] for k in ("spikes", "spike_regions", "background")}
+        except OSError as err:  # a corrupted chunk fails its decompression here
+            raise ValueError(f"waveform bank {path} is corrupt: {err}") from None
+        for name in ("spikes", "background"):
+            bad = ~np.isfinite(arrays[name])
+            if bad.any():
+                raise ValueError(
+                    f"waveform bank {path}: {name} holds {int(bad.sum())} NaN/Inf values "
+                    f"(first at index {np.argwhere(bad)[0].tolist()}); rebuild the bank"
+                )
+        return cls(
+            **arrays,
+            sfreq=float(f.attrs["sfreq"]),
+            metadata=json.loads(f.attrs["metadata_json"]),
+        )
 
     @classmethod
     def synthetic(
