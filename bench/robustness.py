@@ -439,20 +439,21 @@ def _fuzz_reader(kind: str, source: Path, count: int, seed: int, folder: Path,
 
 
 def run_fuzz(work: Path, fx: dict[str, Path], count: int, npy_count: int, seed: int,
-             tallies: dict[str, Tally], stall_s: float = 90.0, jobs: int = 1) -> None:  # fmt: skip
+             tallies: dict[str, Tally], stall_s: float = 90.0, jobs: int = 1,
+             readers: tuple[str, ...] = FUZZ_READERS) -> None:  # fmt: skip
     """Each reader's fuzz in a worker process (a hard crash or a hang is counted); ``jobs``
     readers at once."""
     from concurrent.futures import ThreadPoolExecutor
 
     sources = {"checkpoint": fx["checkpoint"], "bank": fx["bank.h5"], "dataset": fx["part0.h5"]}
-    for kind in FUZZ_READERS:
+    for kind in readers:
         (work / f"fuzz-{kind}").mkdir()
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         futures = {
             kind: pool.submit(
                 _fuzz_reader, kind, sources[kind], count, seed, work / f"fuzz-{kind}", stall_s
             )
-            for kind in FUZZ_READERS
+            for kind in readers
         }
         npy = pool.submit(_fuzz_npy, npy_count, seed) if npy_count > 0 else None
         for kind, future in futures.items():
@@ -793,6 +794,12 @@ def main(argv: list[str] | None = None) -> int:
         "signals adds the SIGTERM/SIGKILL cases, about 1.5 minutes)",
     )
     parser.add_argument("--verbose", action="store_true", help="print every failure noted")
+    parser.add_argument(
+        "--readers",
+        default=",".join(FUZZ_READERS),
+        help="comma-separated fuzzed readers (default: checkpoint,bank,dataset; --npy-count 0 "
+        "leaves out the .npy reader)",
+    )
     parser.add_argument("--fuzz-worker", choices=FUZZ_READERS, help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -821,11 +828,12 @@ def main(argv: list[str] | None = None) -> int:
             tallies["cli bad inputs"] = Tally()
             run_cli(work, fixtures, tallies["cli bad inputs"])
         if "fuzz" in groups:
-            for kind in (*FUZZ_READERS, "npy"):
+            readers = tuple(r for r in args.readers.split(",") if r in FUZZ_READERS)
+            for kind in (*readers, "npy") if args.npy_count > 0 else readers:
                 tallies[f"fuzz {kind}"] = Tally()
             run_fuzz(
                 work, fixtures, args.fuzz_count, args.npy_count, args.seed, tallies, args.stall,
-                args.jobs,
+                args.jobs, readers,
             )  # fmt: skip
         if "signals" in groups:
             tallies["signals + rerun"] = Tally()
