@@ -107,9 +107,8 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), int(d.size)
 
 
-def summary(out: Path) -> str:
-    """The markdown of the three tables."""
-    data = read_per_sample(out / "benchmark" / "per_sample.csv")
+def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> str:
+    """The markdown of the three tables (``data``: :func:`read_per_sample` of ``out``)."""
     configs = list(dict.fromkeys(c for c, _ in data))
     methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
     lines = ["Training budget (each network one run, same mixture, recipe and seed):", ""]
@@ -167,14 +166,14 @@ def summary(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(out: Path, path: Path) -> None:
-    """Save LE and precision, mean ± std per configuration and method, as one PNG."""
+def figure(data: dict[tuple[str, str], dict[str, np.ndarray]], path: Path) -> None:
+    """Save LE and precision, mean ± std per configuration and method, as one PNG
+    (``data``: :func:`read_per_sample`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = read_per_sample(out / "benchmark" / "per_sample.csv")
     configs = list(dict.fromkeys(c for c, _ in data))
     methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
     fig, axes = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
@@ -206,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the OUT folder of bench/fusion_train.sh")
     parser.add_argument("--figure", type=Path, help="also save the figure here (.png)")
     args = parser.parse_args(argv)
-    print(summary(args.out), end="")
+    data = read_per_sample(args.out / "benchmark" / "per_sample.csv")
+    print(summary(args.out, data), end="")
     if args.figure is not None:
-        figure(args.out, args.figure)
+        figure(data, args.figure)
     return 0
 
 

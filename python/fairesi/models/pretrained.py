@@ -102,9 +102,14 @@ class Pretrained:
     card: dict[str, Any]
 
 
+def _root(directory: str | os.PathLike | None) -> Path:
+    """``directory``, or :data:`PRETRAINED_DIR` when it is None."""
+    return Path(directory) if directory is not None else PRETRAINED_DIR
+
+
 def available_pretrained(directory: str | os.PathLike | None = None) -> list[str]:
     """Names of the pretrained models that ship (``NAME.pt`` in ``directory``)."""
-    root = Path(directory) if directory is not None else PRETRAINED_DIR
+    root = _root(directory)
     return sorted(p.stem for p in root.glob("*.pt")) if root.is_dir() else []
 
 
@@ -119,10 +124,9 @@ def read_pretrained(name: str, directory: str | os.PathLike | None = None) -> di
     ValueError
         The file is corrupt or not a pretrained model.
     """
-    root = Path(directory) if directory is not None else PRETRAINED_DIR
-    path = root / f"{name}.pt"
+    path = _root(directory) / f"{name}.pt"
     if not path.is_file():
-        have = available_pretrained(root)
+        have = available_pretrained(directory)
         raise FileNotFoundError(
             f"no pretrained model {name!r} ships with this fairesi "
             f"({'available: ' + ', '.join(have) if have else 'none does yet'}); train one "
@@ -170,7 +174,7 @@ def pretrained(
     if head_model is None:
         spec = config["train"]["head_model"]
         head_model = HeadModel.toy() if spec == "toy" else HeadModel.default()
-    path = (Path(directory) if directory is not None else PRETRAINED_DIR) / f"{name}.pt"
+    path = _root(directory) / f"{name}.pt"
     model = model_from_config(config, payload["state_dict"], head_model, f"pretrained model {path}")
     return Pretrained(
         name=name, model=model, head_model=head_model, config=config, card=dict(payload["card"])
