@@ -1,0 +1,76 @@
+"""bench/deepsif_compare.py (FAIR-ESI vs DeepSIF at equal size and time): a tiny run."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fairesi.headmodel import HeadModel
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "deepsif_compare.py"
+
+pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("deepsif_compare_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_differ_only_in_network_and_lr(compare):
+    args = compare.parse_args(["--out", "x"])
+    fair = compare.run_config(args, "SimMEG", 0, "fair_esi", 1e-3)
+    sif = compare.run_config(args, "SimMEG", 0, "deepsif", 1e-4)
+    assert fair.data.protocol == "paper" and fair.data.disjoint_centres is False
+    assert (fair.data.snr_db, fair.data.n_sources, fair.data.n_rings) == (5.0, 1, 2)
+    assert fair.model_hyper == {"preset": "cpu"} and sif.model_hyper == {"preset": "matched"}
+    assert sif.replace(model="fair_esi", lr=1e-3, out_dir="y") == fair.replace(
+        model_hyper=sif.model_hyper, out_dir="y"
+    )
+    for bad in (["--networks", "fair_esi,bogus"], ["--lrs", "x"], ["--lrs", "0"]):
+        with pytest.raises(SystemExit):
+            compare.parse_args(bad)
+
+
+def test_trained_minutes_sums_resumed_segments(compare, tmp_path):
+    rows = ["epoch,step,kind,loss,val_loss,lr,samples_per_s,wall_s,val_loss_zero"]
+    rows += [f"0,{i},train,1,,0.001,1,{w}," for i, w in enumerate([30, 60, 90, 20, 50])]
+    (tmp_path / "train_log.csv").write_text("\n".join(rows) + "\n")
+    assert compare.trained_minutes(tmp_path) == pytest.approx((90 + 50) / 60)
+    assert compare.trained_minutes(tmp_path / "missing") == 0.0
+
+
+def test_tiny_comparison_chooses_lr_trains_and_reports(compare, tmp_path, capsys):
+    head = tmp_path / "toy120.h5"
+    HeadModel.toy(n_regions=120).save(head)
+    argv = [
+        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32", "--tiny",
+        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
+        "--threads", "1", "--seed", "0", "--seed", "1", "--no-progress",
+        "--minutes", "5", "--max-steps", "4", "--out", str(tmp_path / "c"),
+    ]  # fmt: skip
+    assert compare.main(argv) == 0
+    out = capsys.readouterr().out
+    # Both learning rates on the first dataset and seed, then only the chosen one.
+    for network in ("fair_esi", "deepsif"):
+        lr = compare.chosen_lr(compare.parse_args(argv), network)
+        assert lr in (1e-3, 1e-4)
+        assert f"- {network}: learning rate {lr:g}" in out
+        for dataset in ("SimMEG", "SimEEG"):
+            for seed in (0, 1):
+                run = tmp_path / "c" / dataset / f"seed{seed}" / f"{network}-lr{lr:g}"
+                with np.load(run / "eval-strict.npz") as saved:
+                    assert saved["precision"].shape == (8,)
+                assert (run / "eval-paper.npz").exists()
+        other = 1e-4 if lr == 1e-3 else 1e-3
+        assert not (tmp_path / "c" / "SimEEG" / "seed0" / f"{network}-lr{other:g}").exists()
+    report = (tmp_path / "c" / "compare.md").read_text()
+    assert "FAIR-ESI − DeepSIF, strict" in report and "FAIR-ESI − DeepSIF, paper" in report
+    assert "16 test samples" in report and "DeepSIF (paper's Table II)" in report
+    assert (tmp_path / "c" / "curves.png").stat().st_size > 1000
