@@ -12,7 +12,16 @@ three views on)::
     channels    softmax across the channels
     norm-all    literal, LayerNorm over (channel, patch, feature) instead of per position
     sensors     literal, sensors as the conv channels instead of a conv over the sensors
-    none        no spectral/temporal refinement (Table IV's first row, a reference)
+    none        no spectral/temporal view, key-patch attention on (Table IV's patch-wise
+                row -/-/P, a reference)
+
+and the rest of Table IV's rows with the default (residual) reading, so that with
+'residual' (all three views, S/T/P) and 'none' (-/-/P) they make its ablation::
+
+    t4-none                 no view at all (-/-/-)
+    t4-spectral             spectral view only, residual (S/-/-)
+    t4-temporal             temporal view only, residual (-/T/-)
+    t4-spectral+temporal    both views, residual, no key-patch attention (S/T/-)
 
 Every variant trains the same recipe with the same seed (same batches in the same
 order): SimMEG r = 5 dB, N_s = 2, N_n = 2 (paper Table IV) under the paper's protocol
@@ -60,6 +69,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "norm-all": {"norm": "all", "refine_residual": False},
     "sensors": {"conv_layout": "sensors", "refine_residual": False},
     "none": {"spectral": False, "temporal": False, "refine_residual": False},
+    "t4-none": {"spectral": False, "temporal": False, "patchwise": False},
+    "t4-spectral": {"temporal": False, "patchwise": False, "refine_residual": True},
+    "t4-temporal": {"spectral": False, "patchwise": False, "refine_residual": True},
+    "t4-spectral+temporal": {"patchwise": False, "refine_residual": True},
 }
 
 DATASET, SNR_DB = "SimMEG", 5.0
