@@ -368,6 +368,7 @@ def plot_curves(args, path: Path) -> Path | None:
     axes = np.atleast_1d(axes)
     drawn = False
     for ax, dataset in zip(axes, args.datasets, strict=True):
+        zeros: dict[int, float] = {}  # seed -> validation loss of the all-zero estimate
         for network, colour in zip(NETWORKS, ("C0", "C1"), strict=True):
             for lr in args.lrs:
                 for seed, style in zip(args.seed, ("-", "--", ":", "-."), strict=False):
@@ -383,9 +384,10 @@ def plot_curves(args, path: Path) -> Path | None:
                         alpha=1.0 if lr == chosen_lr(args, network) else 0.35,
                         label=f"{LABELS[network]} lr {lr:g} seed {seed}",
                     )
-                    zero = curve[0]["val_loss_zero"]
-        if drawn:
-            ax.axhline(zero, color="grey", lw=0.8, ls=":", label="all-zero estimate")
+                    zeros[seed] = curve[0]["val_loss_zero"]
+        for seed, zero in zeros.items():
+            ax.axhline(zero, color="grey", lw=0.8, ls=":")
+            ax.annotate(f"all-zero, seed {seed}", (0, zero), fontsize=6, color="grey")
         ax.set(
             title=f"{dataset} {SNR_DB:g}/{N_SOURCES}/{N_RINGS}, paper protocol",
             xlabel="training wall time (min, one thread)",
