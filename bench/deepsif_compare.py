@@ -149,19 +149,27 @@ def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainC
     )
 
 
-def trained_minutes(path: Path) -> float:
-    """Wall minutes a run has trained so far, over all its invocations (``wall_s`` of
-    ``train_log.csv`` restarts at each resume; the segments are summed)."""
+def log_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``train_log.csv`` (none before it starts), with ``wall_s`` made
+    cumulative: the log restarts it at each resume, so the segments are summed."""
     if not (path / "train_log.csv").exists():
-        return 0.0
-    total = previous = 0.0
+        return []
     with open(path / "train_log.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            wall = float(row["wall_s"])
-            if wall < previous:
-                total += previous
-            previous = wall
-    return (total + previous) / 60
+        rows = list(csv.DictReader(f))
+    offset = previous = 0.0
+    for row in rows:
+        wall = float(row["wall_s"])
+        if wall < previous:
+            offset += previous
+        previous = wall
+        row["wall_s"] = str(offset + wall)
+    return rows
+
+
+def trained_minutes(path: Path) -> float:
+    """Wall minutes a run has trained so far, over all its invocations."""
+    rows = log_rows(path)
+    return float(rows[-1]["wall_s"]) / 60 if rows else 0.0
 
 
 def train_run(args, dataset: str, seed: int, network: str, lr: float) -> None:
@@ -187,13 +195,9 @@ def train_run(args, dataset: str, seed: int, network: str, lr: float) -> None:
 
 
 def learning_curve(path: Path) -> list[dict[str, float]]:
-    """The epoch rows of a run's ``train_log.csv``: step, wall_s, val_loss, val_loss_zero."""
-    if not (path / "train_log.csv").exists():
-        return []
-    with open(path / "train_log.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
+    """The epoch rows of a run's log: step, wall_s (cumulative), val_loss, val_loss_zero."""
     keys = ("step", "wall_s", "val_loss", "val_loss_zero")
-    return [{k: float(r[k]) for k in keys} for r in rows]
+    return [{k: float(r[k]) for k in keys} for r in log_rows(path) if r["kind"] == "epoch"]
 
 
 def best_val(path: Path) -> float:
