@@ -69,7 +69,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "norm-all": {"norm": "all", "refine_residual": False},
     "sensors": {"conv_layout": "sensors", "refine_residual": False},
     "none": {"spectral": False, "temporal": False, "refine_residual": False},
-    "t4-none": {"spectral": False, "temporal": False, "patchwise": False},
+    "t4-none": {"spectral": False, "temporal": False, "patchwise": False, "refine_residual": False},
     "t4-spectral": {"temporal": False, "patchwise": False, "refine_residual": True},
     "t4-temporal": {"spectral": False, "patchwise": False, "refine_residual": True},
     "t4-spectral+temporal": {"patchwise": False, "refine_residual": True},
