@@ -53,6 +53,7 @@ from fairesi.evaluate import TABLE_METRICS, evaluate_checkpoint, format_paired_t
 from fairesi.io import atomic_path
 from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 from fairesi.train import TrainConfig, read_checkpoint, train
+from refine_study import parse_choices, study_recipe  # bench/, beside this script
 
 #: network -> (registry name, size preset of the study, size preset of a dry run)
 NETWORKS: dict[str, tuple[str, str, str]] = {
@@ -89,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="train nothing; report")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    args.networks = _choices(parser, "--networks", args.networks, list(NETWORKS))
-    args.datasets = _choices(parser, "--datasets", args.datasets, ["SimMEG", "SimEEG"])
+    args.networks = parse_choices(parser, "--networks", args.networks, list(NETWORKS))
+    args.datasets = parse_choices(parser, "--datasets", args.datasets, ["SimMEG", "SimEEG"])
     try:
         args.lrs = [float(v) for v in args.lrs.split(",") if v.strip()]
     except ValueError:
@@ -101,51 +102,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _choices(parser: argparse.ArgumentParser, flag: str, text: str, known: list[str]) -> list:
-    chosen = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(chosen) - set(known))
-    if unknown or not chosen:
-        parser.error(f"{flag} {unknown or '(empty)'}: expected some of {known}")
-    return [v for v in known if v in chosen]
-
-
 def run_dir(args: argparse.Namespace, dataset: str, seed: int, network: str, lr: float) -> Path:
     """Where one run lives: ``OUT/<dataset>/seed<S>/<network>-lr<lr>/``."""
     return args.out / dataset / f"seed{seed}" / f"{network}-lr{lr:g}"
 
 
 def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainConfig:
-    """One run's training configuration; only the network and its preset (and the learning
-    rate) differ between the runs of one dataset and seed."""
+    """One run's training configuration (the refinement study's recipe); only the network
+    and its preset (and the learning rate) differ between the runs of one dataset and seed."""
     name, preset, tiny = NETWORKS[network]
-    return TrainConfig.from_flat(
-        dict(
-            model=name,
-            model_hyper={"preset": tiny if args.tiny else preset},
-            dataset=dataset,
-            snr_db=SNR_DB,
-            n_sources=N_SOURCES,
-            n_rings=N_RINGS,
-            n_times=args.n_times,
-            protocol="paper",
-            n_train_samples=args.epoch_samples,
-            n_val_samples=args.n_val,
-            redraw=True,
-            seed=seed,
-            head_model=args.head_model,
-            bank=args.bank,
-            batch_size=args.batch_size,
-            max_epochs=10_000,
-            lr=lr,
-            lr_patience=2,
-            early_stop_patience=10_000,
-            checkpoint_every=100,
-            max_minutes=args.minutes,
-            max_steps=args.max_steps,
-            out_dir=str(run_dir(args, dataset, seed, network, lr)),
-            threads=args.threads,
-            progress=not args.no_progress,
-        )
+    return study_recipe(
+        args,
+        model=name,
+        model_hyper={"preset": tiny if args.tiny else preset},
+        dataset=dataset,
+        snr_db=SNR_DB,
+        n_sources=N_SOURCES,
+        n_rings=N_RINGS,
+        seed=seed,
+        lr=lr,
+        max_minutes=args.minutes,
+        max_steps=args.max_steps,
+        out_dir=str(run_dir(args, dataset, seed, network, lr)),
     )
 
 

@@ -103,44 +103,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="train nothing; report")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(chosen) - set(VARIANTS))
-    if unknown or not chosen:
-        parser.error(f"--variants {unknown or '(empty)'}: expected some of {list(VARIANTS)}")
-    args.variants = [v for v in VARIANTS if v in chosen]
+    args.variants = parse_choices(parser, "--variants", args.variants, list(VARIANTS))
     args.seed = args.seed or [0]
     return args
 
 
-def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfig:
-    """The training run of one variant and seed; only ``model_hyper`` differs by variant."""
+def parse_choices(parser: argparse.ArgumentParser, flag: str, text: str, known: list[str]):
+    """The comma-separated names of ``text``, in ``known``'s order; an unknown or empty
+    choice ends the program with ``parser.error``."""
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        parser.error(f"{flag} {unknown or '(empty)'}: expected some of {known}")
+    return [v for v in known if v in chosen]
+
+
+def study_recipe(args: argparse.Namespace, **run: Any) -> TrainConfig:
+    """The study's training recipe with one run's settings on top.
+
+    The recipe: the paper protocol, ``args.n_times`` samples per trial, epochs of
+    ``args.epoch_samples`` freshly redrawn samples with a validation pass on ``args.n_val``
+    after each, batch ``args.batch_size``, learning rate halved after 2 flat epochs, no early
+    stop, a checkpoint every 100 steps. ``run`` (flat ``TrainConfig`` keys) names the rest:
+    model and size, data row, seed, learning rate, budget and ``out_dir``.
+    ``bench/deepsif_compare.py`` trains with it too.
+    """
     return TrainConfig.from_flat(
         dict(
-            model="fair_esi",
-            model_hyper={"preset": args.preset, **VARIANTS[name]},
-            dataset=DATASET,
-            snr_db=SNR_DB,
-            n_sources=args.n_sources,
-            n_rings=args.n_rings,
             n_times=args.n_times,
             protocol="paper",
             n_train_samples=args.epoch_samples,
             n_val_samples=args.n_val,
             redraw=True,
-            seed=seed,
             head_model=args.head_model,
             bank=args.bank,
             batch_size=args.batch_size,
             max_epochs=10_000,
-            lr=args.lr,
             lr_patience=2,
             early_stop_patience=10_000,
             checkpoint_every=100,
-            max_steps=args.steps,
-            out_dir=str(args.out / f"seed{seed}" / name),
             threads=args.threads,
             progress=not args.no_progress,
+            **run,
         )
+    )
+
+
+def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfig:
+    """The training run of one variant and seed; only ``model_hyper`` differs by variant."""
+    return study_recipe(
+        args,
+        model="fair_esi",
+        model_hyper={"preset": args.preset, **VARIANTS[name]},
+        dataset=DATASET,
+        snr_db=SNR_DB,
+        n_sources=args.n_sources,
+        n_rings=args.n_rings,
+        seed=seed,
+        lr=args.lr,
+        max_steps=args.steps,
+        out_dir=str(args.out / f"seed{seed}" / name),
     )
 
 

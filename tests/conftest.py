@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 
 from fairesi.headmodel import HeadModel
@@ -32,3 +36,25 @@ def tiny_run(tmp_path_factory):
     }
     train(TrainConfig.from_sources(preset="tiny", overrides=overrides))
     return out
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """Loader of a script of ``bench/`` as a module: ``bench_script("refine_study")``.
+    ``bench/`` is on ``sys.path`` while it loads, as when the script is run, so a script
+    may import its neighbours."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_script", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(BENCH))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(BENCH))
+        return module
+
+    return load

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,10 @@ import pytest
 
 from fairesi.headmodel import HeadModel
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ablation.py"
-
 
 @pytest.fixture(scope="module")
-def ablation():
-    spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ablation(bench_script):
+    return bench_script("ablation")
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fairesi.headmodel import HeadModel
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "deepsif_compare.py"
-
 pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
 
 
 @pytest.fixture(scope="module")
-def compare():
-    spec = importlib.util.spec_from_file_location("deepsif_compare_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compare(bench_script):
+    return bench_script("deepsif_compare")
 
 
 def test_runs_differ_only_in_network_and_lr(compare):

@@ -134,16 +134,10 @@ def test_the_shipped_models(toy_head_model):
         assert card["training"]["cpu_hours"] > 0 and card["limits"]
 
 
-def test_pack_script_measures_the_card_on_the_packed_weights(tiny_run, tmp_path):
+def test_pack_script_measures_the_card_on_the_packed_weights(tiny_run, tmp_path, bench_script):
     """bench/pack_pretrained.py: float16 weights, one metrics row per configuration and
     protocol, the budget from train_log.csv, and a file `pretrained` loads."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "bench" / "pack_pretrained.py"
-    spec = importlib.util.spec_from_file_location("pack_pretrained", script)
-    pack = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pack)
+    pack = bench_script("pack_pretrained")
     argv = [str(tiny_run / "last.pt"), "toy", "--n", "3", "--bank", "synthetic"]
     argv += ["--hardware", "test", "--out-dir", str(tmp_path), "--card-dir", str(tmp_path)]
     assert pack.main(argv) == 0

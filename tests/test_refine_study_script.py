@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fairesi.headmodel import HeadModel
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "refine_study.py"
-
 pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
 
 
 @pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("refine_study_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def study(bench_script):
+    return bench_script("refine_study")
 
 
 def test_variants_differ_only_in_their_reading(study):
