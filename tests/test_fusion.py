@@ -224,6 +224,13 @@ def test_fusion_study_script_dry_run(tmp_path) -> None:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     for method in ("mmdf_esi", "fair_esi", "fair_esi_eeg", "fair_esi_meg"):
         assert (out / method / "last.pt").is_file()
+    from fairesi.train import read_checkpoint
+
+    instants = {
+        method: read_checkpoint(out / method / "last.pt")["config"]["train"]["train_instants"]
+        for method in ("mmdf_esi", "fair_esi")
+    }
+    assert instants == {"mmdf_esi": 32, "fair_esi": None}  # MMDF-ESI learns from instants
     table = (out / "benchmark" / "benchmark.md").read_text()
     assert "SimEEGMEG" in table and "FAIR-ESI (EEG only)" in table and "MMDF-ESI" in table
     assert table.count("| Precision (%) |") >= 2  # both rows

@@ -538,3 +538,57 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path):
         train(bad)
     with pytest.raises(ValueError, match="samples per trial"):
         train(dataclasses.replace(config, data=dataclasses.replace(config.data, n_times=32)))
+
+
+# -- train_instants: per-instant networks trained on K samples of each window -------------
+
+
+def test_instant_loss_is_the_scaled_loss_of_the_drawn_samples(tmp_path):
+    trainer = Trainer(small_config(tmp_path, model="convdip", train_instants=8)).setup()
+    try:
+        batch = next(trainer.batches("train", 0, 0))
+        n_batch, n_times = batch.x.shape[0], batch.x.shape[-1]
+        instants = trainer._draw_instants(batch)
+        assert instants.shape == (n_batch, 8)
+        assert (instants.diff(dim=1) > 0).all()  # distinct, sorted
+        assert instants.min() >= 0 and instants.max() < n_times
+        trainer.net.eval()
+        with torch.no_grad():
+            error = (trainer.net(batch.x) - batch.target).square().sum(1)  # (B, T)
+            want = error.gather(1, instants).sum() / n_batch * n_times / 8
+            torch.testing.assert_close(trainer._loss(batch, instants), want)
+            every = torch.arange(n_times).expand(n_batch, -1)
+            torch.testing.assert_close(trainer._loss(batch, every), trainer._loss(batch))
+            # Uniform draws: the mean over many steps is the whole-window loss.
+            draws = torch.stack(
+                [error.gather(1, trainer._draw_instants(batch)).sum() for _ in range(4000)]
+            )
+            mean, whole = draws.mean() * n_times / 8, error.sum()
+            assert abs(mean - whole) < 4 * draws.std() * n_times / 8 / 4000**0.5
+    finally:
+        trainer.cleanup()
+
+
+def test_train_instants_records_and_resumes_exactly(tmp_path):
+    conv = {"model": "convdip", "train_instants": 16}
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(small_config(whole, max_steps=6, **conv))
+    train(small_config(split, max_steps=3, **conv))
+    train(resume=split / "last.pt", max_steps=6)
+    assert_same_training_state(
+        read_checkpoint(split / "last.pt"), read_checkpoint(whole / "last.pt")
+    )
+    assert read_checkpoint(whole / "last.pt")["config"]["train"]["train_instants"] == 16
+    with pytest.raises(ValueError, match=r"\['train_instants'\].*cannot change"):
+        train(resume=whole / "last.pt", train_instants=8)
+
+
+def test_train_instants_is_refused_where_it_does_not_apply(tmp_path):
+    with pytest.raises(ValueError, match="train_instants .65. must be at most.*n_times .64."):
+        small_config(tmp_path, model="convdip", train_instants=65)
+    with pytest.raises(ValueError, match="train_instants must be a positive int"):
+        small_config(tmp_path, model="convdip", train_instants=0)
+    with pytest.raises(ValueError, match="fair_esi reads whole windows"):
+        train(small_config(tmp_path, train_instants=8))
+    argv = ["train", "--preset", "tiny", "--train-instants", "8", "--max-steps", "1"]
+    assert main([*argv, "--no-progress", "--out", str(tmp_path / "cli")]) == 2

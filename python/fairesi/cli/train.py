@@ -106,6 +106,14 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         "'synthetic' (analytic stand-in for tests/demos, not comparable with the paper) "
         "(default: {default})",
     ),
+    (
+        "--train-instants",
+        "train_instants",
+        int,
+        "networks that map each time sample on its own (convdip, mmdf_esi): score K random "
+        "time samples of each training window per step instead of all (loss scaled by "
+        "n_times/K); validation scores whole windows (default: whole windows)",
+    ),
     ("--batch-size", "batch_size", int, "samples per optimizer step (default: {default})"),
     ("--epochs", "max_epochs", int, "maximum number of epochs (default: {default})"),
     ("--lr", "lr", float, "Adam learning rate (default: {default})"),

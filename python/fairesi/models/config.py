@@ -13,11 +13,14 @@ class PresetConfig:
 
     A subclass defines ``PRESETS`` (preset name -> field values) and ``MODEL_LABEL`` (the
     model's name in error messages), and has the fields ``n_channels``, ``n_regions`` and
-    ``n_times`` (the data sizes).
+    ``n_times`` (the data sizes). ``PER_INSTANT`` is True for a network that maps every
+    time sample on its own (output sample t depends on input sample t only), which may then
+    be trained on a subset of each window's samples (``TrainConfig.train_instants``).
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]]
     MODEL_LABEL: ClassVar[str]
+    PER_INSTANT: ClassVar[bool] = False
 
     @classmethod
     def preset(cls, name: str, *, n_channels: int, n_regions: int, n_times: int, **overrides: Any):

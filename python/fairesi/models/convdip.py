@@ -171,6 +171,7 @@ class ConvDipConfig(PresetConfig):
     #: 'tiny' for tests and smoke runs; 'cpu' halves the hidden layer (it dominates the
     #: cost, being applied to every time sample); 'paper' is ConvDip's published size.
     MODEL_LABEL: ClassVar[str] = "ConvDip"
+    PER_INSTANT: ClassVar[bool] = True
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(conv_filters=4, fc_hidden=32),
         "cpu": dict(conv_filters=8, fc_hidden=256),

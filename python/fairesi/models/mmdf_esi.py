@@ -31,6 +31,9 @@ licence, so nothing is copied):
   by its weight, so the network learns how much each modality's features count.
 * **Decoder.** Flatten, Linear(2F G G, H), ReLU, Linear(H, R) with ``H = 500`` (the
   authors'); linear output, as our targets are signed.
+* **Training.** The network maps every time sample on its own, so it may learn from a few
+  random samples of each window per step (``fairesi train --train-instants K``, used by
+  ``bench/fusion_train.sh`` with K = 32): a step then costs K / T of a whole-window step.
 * **Inputs.** One tensor of ``C_eeg + C_meg`` channels, EEG first (the ``'eeg+meg'`` lead
   field's order); each modality block normalised on its own (the data pipeline does it).
 """
@@ -82,6 +85,7 @@ class MmdfEsiConfig(PresetConfig):
     fc_hidden: int = 256
 
     MODEL_LABEL: ClassVar[str] = "MMDF-ESI"
+    PER_INSTANT: ClassVar[bool] = True
     #: 'paper' is the authors' size; 'cpu' halves the decoder (it runs on every time
     #: sample and dominates the cost); 'tiny' for tests.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

@@ -211,6 +211,15 @@ class TrainConfig:
         SNRs, background and sensor noise, instead of the same samples again (DeepSIF
         redraws the sensor noise and source scale at every access). Validation and test
         samples never change.
+    train_instants : int or None
+        For networks that map every time sample on its own (``PER_INSTANT`` of the model's
+        configuration: ConvDip, MMDF-ESI): each training step scores only this many time
+        samples of every window, drawn at random per window, with the loss scaled by
+        ``n_times / train_instants`` (an unbiased estimate of the whole window's loss).
+        Such a network's cost is per time sample, so a step costs that fraction of a
+        whole-window step (ConvDip's and MMDF-ESI's published networks take one instant
+        per input).
+        None: whole windows. Validation always scores whole windows.
     init_from : str or None
         Fine-tune: start from the weights of a checkpoint file or of a shipped model
         (``'pretrained:NAME'``, :func:`fairesi.models.pretrained`) instead of a random
@@ -232,6 +241,7 @@ class TrainConfig:
     n_val_samples: int | None = None
     data_path: str | None = None
     redraw: bool = False
+    train_instants: int | None = None
     init_from: str | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -242,7 +252,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("n_train_samples", "n_val_samples"):
+        for name in ("n_train_samples", "n_val_samples", "train_instants"):
             check_positive_int(name, getattr(self, name), allow_none=True)
         check_int("seed", self.seed, minimum=0)
         if not isinstance(self.model_hyper, Mapping):
@@ -260,6 +270,11 @@ class TrainConfig:
         for name, kind in (("data", SimConfig), ("optim", OptimConfig), ("run", RunConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if self.train_instants is not None and self.train_instants > self.data.n_times:
+            raise ValueError(
+                f"train_instants ({self.train_instants}) must be at most the window's "
+                f"n_times ({self.data.n_times})"
+            )
 
     # -- flat settings -------------------------------------------------------------------
     @classmethod

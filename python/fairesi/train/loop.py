@@ -176,6 +176,13 @@ class Trainer:
             config.data.n_times,
             **hyper,
         ).to(self.device)
+        if config.train_instants is not None and not getattr(
+            self.model.config, "PER_INSTANT", False
+        ):
+            raise ValueError(
+                f"train_instants applies to networks that map each time sample on its own "
+                f"(convdip, mmdf_esi); {config.model} reads whole windows"
+            )
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
         )
@@ -320,16 +327,36 @@ class Trainer:
         return (batch.to(self.device) for batch in batches)
 
     # -- one step ----------------------------------------------------------------------
-    def _loss(self, batch) -> torch.Tensor:
+    def _loss(self, batch, instants: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``batch``; with ``instants`` (B, K) time indices, of those samples
+        of every window only, scaled by T / K (``train_instants``)."""
+        x, target, scale = batch.x, batch.target, 1.0
+        if instants is not None:
+            x = x.gather(2, instants[:, None, :].expand(-1, x.shape[1], -1))
+            target = target.gather(2, instants[:, None, :].expand(-1, target.shape[1], -1))
+            scale = batch.x.shape[-1] / instants.shape[-1]
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            estimate = self.net(batch.x)
-        return source_loss(estimate.float(), batch.target)
+            estimate = self.net(x)
+        return source_loss(estimate.float(), target) * scale
+
+    def _draw_instants(self, batch) -> torch.Tensor | None:
+        """``train_instants`` random time indices per window, (B, K) sorted, or None.
+
+        Drawn from torch's CPU generator, whose state a checkpoint saves, so a resumed run
+        draws the same ones.
+        """
+        k = self.config.train_instants
+        if k is None:
+            return None
+        n_batch, n_times = batch.x.shape[0], batch.x.shape[-1]
+        order = torch.rand(n_batch, n_times).argsort(dim=1)[:, :k]
+        return order.sort(dim=1).values.to(batch.x.device)
 
     def train_step(self, batch) -> float:
         """One optimizer step on ``batch``; returns its loss."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(batch)
+        loss = self._loss(batch, self._draw_instants(batch))
         value = float(loss.detach())
         if not math.isfinite(value):
             self._raise_non_finite(batch, value)
