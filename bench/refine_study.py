@@ -23,6 +23,13 @@ and the rest of Table IV's rows with the default (residual) reading, so that wit
     t4-temporal             temporal view only, residual (-/T/-)
     t4-spectral+temporal    both views, residual, no key-patch attention (S/T/-)
 
+and two readings of the key-patch choice (Eq. 2 computes the energy of ``P^L``, the
+refined patches, whose softmaxes reorder the energies)::
+
+    key-input           residual, each key patch chosen by the energy of the input
+                        patches P (``key_energy='input'``)
+    key-input-literal   literal, likewise
+
 Every variant trains the same recipe with the same seed (same batches in the same
 order): SimMEG r = 5 dB, N_s = 2, N_n = 2 (paper Table IV) under the paper's protocol
 (``SimConfig(protocol='paper')``: shared centres, DeepSIF's noise definition and patch
@@ -73,6 +80,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "t4-spectral": {"temporal": False, "patchwise": False, "refine_residual": True},
     "t4-temporal": {"spectral": False, "patchwise": False, "refine_residual": True},
     "t4-spectral+temporal": {"patchwise": False, "refine_residual": True},
+    "key-input": {"refine_residual": True, "key_energy": "input"},
+    "key-input-literal": {"refine_residual": False, "key_energy": "input"},
 }
 
 DATASET, SNR_DB = "SimMEG", 5.0

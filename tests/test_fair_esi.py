@@ -104,6 +104,37 @@ def test_key_patch_is_the_max_energy_patch() -> None:
     assert torch.equal(keys[0, 1], patches[0, 1, 2])
 
 
+def test_key_patch_by_the_energy_of_other_patches() -> None:
+    """energy_of picks the index; the key patch is still taken from ``patches``."""
+    patches = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    energy_of = torch.zeros(1, 2, 3, 4)
+    energy_of[0, 0, 0, 0] = -5.0  # channel 0: patch 0 (patches alone pick patch 2)
+    energy_of[0, 1, 1, 3] = 2.0  # channel 1: patch 1
+    keys = select_key_patches(patches, energy_of)
+    assert torch.equal(keys[0, 0], patches[0, 0, 0])
+    assert torch.equal(keys[0, 1], patches[0, 1, 1])
+    assert torch.equal(select_key_patches(patches)[0, 0], patches[0, 0, 2])
+
+
+def test_key_energy_input_picks_key_patches_before_the_refinement() -> None:
+    x = torch.randn(2, 12, 40)
+    model = tiny(key_energy="input", fused_refine=False).eval()
+    assert model.key_from_input and not tiny().key_from_input  # 'refined' is the default
+    with torch.no_grad():
+        patches = model.patching(x)
+        refined = spectral_temporal_refine_reference(patches, 0.1, 0.5) + patches
+        for block in model.blocks:
+            refined = block(refined, patches)
+        expected = model.reconstruction(refined, x)
+        torch.testing.assert_close(model(x), expected)
+        torch.testing.assert_close(torch.jit.script(model)(x), expected)
+        paper = tiny(fused_refine=False).eval()
+        paper.load_state_dict(model.state_dict())
+        assert not torch.allclose(paper(x), expected)  # the refined energies pick others
+    with pytest.raises(ValueError, match="key_energy"):
+        tiny(key_energy="raw")
+
+
 def test_refinement_ablation_switches() -> None:
     patches = torch.randn(2, 3, 5, 16)
     both_off = tiny(spectral=False, temporal=False)

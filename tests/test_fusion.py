@@ -182,16 +182,33 @@ def test_fused_fair_esi(toy_head_model) -> None:
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+
         # The EEG branch's output depends only on the EEG channels (until the fusion).
-        eeg_latent = model.branches[0](model.refine(model.patching(x)[:, :32]), x[:, :32])
+        def eeg_branch(data):
+            own = model.patching(data)[:, :32]
+            return model.branches[0](model.refine(own) + own, data[:, :32], own)
+
+        eeg_latent = eeg_branch(x)
         other = x.clone()
         other[:, 32:] = torch.randn(2, 48, 40)
-        torch.testing.assert_close(
-            model.branches[0](model.refine(model.patching(other)[:, :32]), other[:, :32]),
-            eeg_latent,
-        )
+        torch.testing.assert_close(eeg_branch(other), eeg_latent)
     with pytest.raises(ValueError, match="FairEsiFusion fuses EEG and MEG.*EEG channels are"):
         model(torch.randn(2, 48, 40))
+    # key_energy='input' reaches every branch: with no view to reorder the energies it
+    # picks the same key patches, so the same output.
+    torch.manual_seed(1)
+    plain = build_model(
+        "fair_esi", toy_head_model, "eeg+meg", 40, preset="tiny", spectral=False, temporal=False
+    ).eval()
+    keyed = build_model(
+        "fair_esi", toy_head_model, "eeg+meg", 40, preset="tiny", spectral=False,
+        temporal=False, key_energy="input",
+    ).eval()  # fmt: skip
+    keyed.load_state_dict(plain.state_dict())
+    assert [b.key_from_input for b in keyed.branches] == [True, True]
+    with torch.no_grad():
+        torch.testing.assert_close(keyed(x), plain(x))
+        torch.testing.assert_close(torch.jit.script(keyed)(x), plain(x))
 
 
 def test_squeeze_excitation_over_time() -> None:

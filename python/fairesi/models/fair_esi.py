@@ -117,6 +117,14 @@ class FairEsiConfig(PresetConfig):
     refine_axis : str
         What the refinement softmax runs over: ``'samples'`` (within a patch; literal),
         ``'patches'`` (across a channel's patches) or ``'channels'`` (across channels).
+    key_energy : str
+        Whose energy picks each channel's key patch: ``'refined'`` (the block's input
+        ``P^L``, the paper's ``E = P^L ⊙ P^L``) or ``'input'`` (the input patches ``P``
+        before the spectral-temporal refinement, the same index for every block; the
+        attention still reads the refined key patch). The refinement's softmaxes reorder
+        patch energies: with the literal reading the refined key patch is the raw one for
+        ~6% of a SimMEG sample's strongest channels (chance: 1 / Np), with the residual
+        ~79% (docs/design.md § refinement readings).
     norm : str
         LayerNorm of the conv blocks: ``'position'`` (the features of every grid position)
         or ``'all'`` (a sample's features and grid together).
@@ -156,6 +164,7 @@ class FairEsiConfig(PresetConfig):
     refine_residual: bool = True
     refine_form: str = "softmax"
     refine_axis: str = "samples"
+    key_energy: str = "refined"
     norm: str = "position"
     conv_layout: str = "grid"
     fused_refine: bool | None = None
@@ -229,6 +238,7 @@ class FairEsiConfig(PresetConfig):
         check_range("FairEsiConfig.alpha", self.alpha, 0.0, 1.0)
         check_option("FairEsiConfig.refine_form", self.refine_form, REFINE_FORMS)
         check_option("FairEsiConfig.refine_axis", self.refine_axis, REFINE_AXES)
+        check_option("FairEsiConfig.key_energy", self.key_energy, ("refined", "input"))
         check_option("FairEsiConfig.norm", self.norm, ("position", "all"))
         check_option("FairEsiConfig.conv_layout", self.conv_layout, ("grid", "sensors"))
 
@@ -258,19 +268,22 @@ class Patching(nn.Module):
         return padded.unfold(-1, self.patch_len, self.stride)
 
 
-def select_key_patches(patches: Tensor) -> Tensor:
+def select_key_patches(patches: Tensor, energy_of: Tensor | None = None) -> Tensor:
     """Each channel's key patch: the one with the largest energy (sum of squares).
 
     Parameters
     ----------
     patches : Tensor, shape (B, C, Np, L)
+    energy_of : Tensor, shape (B, C, Np, L), optional
+        Patches whose energies pick the index (default: ``patches``).
 
     Returns
     -------
     key_patches : Tensor, shape (B, C, L)
-        ``patches[b, c, argmax_j sum_l patches[b, c, j, l]**2]`` (first one on ties).
+        ``patches[b, c, argmax_j sum_l energy_of[b, c, j, l]**2]`` (first one on ties).
     """
-    energy = (patches * patches).sum(-1)  # E: (B, C, Np)
+    source = patches if energy_of is None else energy_of
+    energy = (source * source).sum(-1)  # E: (B, C, Np)
     key_index = energy.argmax(-1)  # p: (B, C)
     gather_index = key_index[:, :, None, None].expand(-1, -1, 1, patches.shape[-1])
     return patches.gather(2, gather_index).squeeze(2)  # (B, C, L)
@@ -341,9 +354,9 @@ class KeyPatchAttention(nn.Module):
         self.key = nn.Linear(patch_len, embed_dim)
         self.value = nn.Linear(patch_len, embed_dim)
 
-    def forward(self, p: Tensor) -> Tensor:
-        """(B, C, Np, L) -> (B, C, d)."""
-        key_patch = select_key_patches(p)  # P^L_{i,p}: (B, C, L)
+    def forward(self, p: Tensor, energy_of: Tensor | None = None) -> Tensor:
+        """(B, C, Np, L) -> (B, C, d); ``energy_of`` as in :func:`select_key_patches`."""
+        key_patch = select_key_patches(p, energy_of)  # P^L_{i,p}: (B, C, L)
         q = self.query(key_patch)  # (B, C, d)
         k = self.key(key_patch)
         v = self.value(key_patch)
@@ -403,11 +416,12 @@ class PatchwiseRefinement(nn.Module):
             self.deconv = ConvBlock(conv_channels, patch_len, conv_kernel, True, norm)
             self.to_patch = nn.Identity()
 
-    def forward(self, p: Tensor) -> Tensor:
-        """(B, C, Np, L) -> (B, C, Np, L)."""
+    def forward(self, p: Tensor, energy_of: Tensor | None = None) -> Tensor:
+        """(B, C, Np, L) -> (B, C, Np, L); ``energy_of`` (B, C, Np, L) or None picks the
+        key patches (:func:`select_key_patches`)."""
         features = self.embed(p)  # P^F: (B, C, Np, d)
         if self.attention is not None:
-            attended = self.attention(p)  # (B, C, d)
+            attended = self.attention(p, energy_of)  # (B, C, d)
             broadcast = attended[:, :, None, :].expand(features.shape)  # (B, C, Np, d)
             features = torch.cat([features, broadcast], dim=-1)  # P^A: (B, C, Np, 2d)
         if self.sensors_as_channels:
@@ -566,6 +580,7 @@ class FairEsi(SourceModel):
         super().__init__(config)
         self.patching = Patching(config.patch_len, config.stride)
         self.refine, self.refine_residual = refinement_of(config)
+        self.key_from_input = config.key_energy == "input"
         self.blocks = patchwise_blocks(config, config.n_channels)
         latent = config.latent_width
         self.reconstruction = SourceReconstruction(
@@ -587,6 +602,9 @@ class FairEsi(SourceModel):
         refined = self.refine(patches)  # P^L: (B, C, Np, L)
         if self.refine_residual:
             refined = refined + patches
+        energy_of: Tensor | None = None
+        if self.key_from_input:
+            energy_of = patches
         for block in self.blocks:
-            refined = block(refined)  # P^O*: (B, C, Np, L)
+            refined = block(refined, energy_of)  # P^O*: (B, C, Np, L)
         return self.reconstruction(refined, x)  # (B, R, T)

@@ -73,12 +73,14 @@ class SqueezeExcitation(nn.Module):
 class FusionBranch(nn.Module):
     """One modality inside :class:`FairEsiFusion`: its patch-wise blocks and Eq. 5 terms.
 
-    (B, C_m, Np, L) refined patches and (B, C_m, T) input -> (B, T, W).
+    (B, C_m, Np, L) refined patches, (B, C_m, T) input and (B, C_m, Np, L) input patches
+    -> (B, T, W).
     """
 
     def __init__(self, config: FairEsiConfig, n_channels: int) -> None:
         super().__init__()
         self.n_channels = n_channels
+        self.key_from_input = config.key_energy == "input"
         self.blocks = patchwise_blocks(config, n_channels)
         latent = config.latent_width
         self.front = LatentSum(
@@ -90,10 +92,14 @@ class FusionBranch(nn.Module):
             latent if config.mlp_hidden is None else config.mlp_hidden,
         )
 
-    def forward(self, refined: Tensor, x: Tensor) -> Tensor:
-        """(B, C_m, Np, L), (B, C_m, T) -> (B, T, W)."""
+    def forward(self, refined: Tensor, x: Tensor, patches: Tensor) -> Tensor:
+        """(B, C_m, Np, L) refined and (B, C_m, T) input, (B, C_m, Np, L) input patches
+        -> (B, T, W)."""
+        energy_of: Tensor | None = None
+        if self.key_from_input:
+            energy_of = patches
         for block in self.blocks:
-            refined = block(refined)  # P^O*: (B, C_m, Np, L)
+            refined = block(refined, energy_of)  # P^O*: (B, C_m, Np, L)
         return self.front(refined, x)
 
 
@@ -155,7 +161,7 @@ class FairEsiFusion(SourceModel):
             refined = self.refine(own)  # P^L of this modality's patches
             if self.refine_residual:
                 refined = refined + own
-            latents.append(branch(refined, x[:, start:stop]))  # (B, T, W)
+            latents.append(branch(refined, x[:, start:stop], own))  # (B, T, W)
             start = stop
         fused = self.fusion(torch.cat(latents, dim=-1).transpose(1, 2)).transpose(1, 2)
         hidden, _ = self.gru(self.merge(fused))  # (B, T, 2H)
