@@ -20,7 +20,8 @@ Interpretations of what the paper leaves open (docs/design.md has the rest):
   views switched off the refinement is the identity (the raw patches go on).
 * **Patch-wise refinement**: the patch features ``P^F`` are a linear embedding (L -> d) of
   the block's input patches; ``Q, K, V`` are linear maps (L -> d) of each channel's key patch
-  (the patch with the largest energy, sum of squares); attention runs across channels, its
+  (the patch with the largest energy, sum of squares, of the block's input; or of the
+  unrefined patches with ``key_energy='input'``); attention runs across channels, its
   (B, C, d) result is broadcast over the Np patches and concatenated with ``P^F`` (Eq. 4).
   The conv blocks run on the (channel, patch) grid with the features as conv channels;
   LayerNorm normalises the features of every grid position, so no size is hard-coded. With
