@@ -262,3 +262,16 @@ def test_the_default_reading_runs_on_the_fused_op() -> None:
     (g_fused,) = torch.autograd.grad(out_fused.square().sum(), x)
     (g_plain,) = torch.autograd.grad(out_plain.square().sum(), x)
     torch.testing.assert_close(g_fused, g_plain)
+
+
+def test_checkpoints_that_predate_key_energy_rebuild_as_trained() -> None:
+    """A resolved record without key_energy (written before it existed) rebuilds with the
+    paper's choice whatever today's default, and a recorded value wins."""
+    from fairesi.models.registry import stored_hyper
+
+    old = {"name": "fair_esi", "hyper": {"preset": "cpu"}, "resolved": {"tau": 0.1}}
+    assert stored_hyper(old)["key_energy"] == "refined"
+    assert stored_hyper({"name": "fair_esi", "hyper": {}})["key_energy"] == "refined"
+    new = {**old, "resolved": {"tau": 0.1, "key_energy": "input"}}
+    assert stored_hyper(new)["key_energy"] == "input"
+    assert "key_energy" not in stored_hyper({"name": "deepsif", "hyper": {}, "resolved": {}})

@@ -72,6 +72,11 @@ def build_model(name: str, head_model: Any, modality: str, n_times: int, **hyper
 #: ``refine_residual`` became True with the refinement study (docs/design.md).
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"fair_esi": {"refine_residual": False}}
 
+#: Hyper-parameters added after checkpoints began to record the resolved ones, with the
+#: value that gives the network such a checkpoint was trained as (its record lacks them,
+#: so today's default, which may change, must not fill them in).
+ADDED_LATER: dict[str, dict[str, Any]] = {"fair_esi": {"key_energy": "refined"}}
+
 # Sizes of the data, not hyper-parameters: from_head_model takes them from the head model.
 _DATA_FIELDS = ("n_channels", "n_regions", "n_times")
 
@@ -99,9 +104,11 @@ def stored_hyper(section: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``hyper`` with every resolved value, or, for older checkpoints, with the defaults
-        of their time (:data:`LEGACY_DEFAULTS`) where ``hyper`` does not set them.
+        of their time (:data:`LEGACY_DEFAULTS`) where ``hyper`` does not set them; fields
+        a record predates take their :data:`ADDED_LATER` value.
     """
     hyper = dict(section.get("hyper", {}))
+    added = ADDED_LATER.get(section["name"], {})
     if "resolved" in section:
-        return {**hyper, **section["resolved"]}
-    return {**LEGACY_DEFAULTS.get(section["name"], {}), **hyper}
+        return {**added, **hyper, **section["resolved"]}
+    return {**added, **LEGACY_DEFAULTS.get(section["name"], {}), **hyper}
