@@ -65,9 +65,10 @@ from fairesi.io import atomic_path
 from fairesi.train import TrainConfig, load_checkpoint, read_checkpoint, train
 
 #: variant -> FairEsiConfig overrides (all three views on unless said otherwise).
-#: Every variant names refine_residual, whose default changed after the study began (runs
-#: that predate it rebuild with the old default, fairesi.models.registry.LEGACY_DEFAULTS).
-VARIANTS: dict[str, dict[str, Any]] = {
+#: Every variant names refine_residual and key_energy, whose defaults changed after the
+#: study began (runs that predate them rebuild with the old defaults,
+#: fairesi.models.registry.LEGACY_DEFAULTS and ADDED_LATER).
+_READINGS: dict[str, dict[str, Any]] = {
     "literal": {"refine_residual": False},
     "weights": {"refine_form": "weights", "refine_residual": False},
     "residual": {"refine_residual": True},
@@ -82,6 +83,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "t4-spectral+temporal": {"patchwise": False, "refine_residual": True},
     "key-input": {"refine_residual": True, "key_energy": "input"},
     "key-input-literal": {"refine_residual": False, "key_energy": "input"},
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    name: {"key_energy": "refined", **overrides} for name, overrides in _READINGS.items()
 }
 
 DATASET, SNR_DB = "SimMEG", 5.0

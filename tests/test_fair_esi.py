@@ -118,8 +118,8 @@ def test_key_patch_by_the_energy_of_other_patches() -> None:
 
 def test_key_energy_input_picks_key_patches_before_the_refinement() -> None:
     x = torch.randn(2, 12, 40)
-    model = tiny(key_energy="input", fused_refine=False).eval()
-    assert model.key_from_input and not tiny().key_from_input  # 'refined' is the default
+    model = tiny(fused_refine=False).eval()  # 'input' is the default
+    assert model.key_from_input and not tiny(key_energy="refined").key_from_input
     with torch.no_grad():
         patches = model.patching(x)
         refined = spectral_temporal_refine_reference(patches, 0.1, 0.5) + patches
@@ -128,7 +128,7 @@ def test_key_energy_input_picks_key_patches_before_the_refinement() -> None:
         expected = model.reconstruction(refined, x)
         torch.testing.assert_close(model(x), expected)
         torch.testing.assert_close(torch.jit.script(model)(x), expected)
-        paper = tiny(fused_refine=False).eval()
+        paper = tiny(key_energy="refined", fused_refine=False).eval()
         paper.load_state_dict(model.state_dict())
         assert not torch.allclose(paper(x), expected)  # the refined energies pick others
     with pytest.raises(ValueError, match="key_energy"):
@@ -152,7 +152,7 @@ def test_refinement_ablation_switches() -> None:
 
 def test_refine_residual_adds_the_input_patches() -> None:
     x = torch.randn(2, 12, 40)
-    model = tiny(refine_residual=True, fused_refine=False).eval()
+    model = tiny(refine_residual=True, key_energy="refined", fused_refine=False).eval()
     with torch.no_grad():
         patches = model.patching(x)
         refined = spectral_temporal_refine_reference(patches, 0.1, 0.5) + patches
@@ -163,7 +163,7 @@ def test_refine_residual_adds_the_input_patches() -> None:
         torch.testing.assert_close(torch.jit.script(model)(x), expected)
         # The default is the residual reading; the literal one gives another output.
         assert tiny().refine_residual
-        plain = tiny(refine_residual=False, fused_refine=False).eval()
+        plain = tiny(refine_residual=False, key_energy="refined", fused_refine=False).eval()
         plain.load_state_dict(model.state_dict())
         assert not torch.allclose(plain(x), expected)
     # Nothing to add to when both views are off.

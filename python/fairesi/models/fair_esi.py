@@ -20,8 +20,9 @@ Interpretations of what the paper leaves open (docs/design.md has the rest):
   views switched off the refinement is the identity (the raw patches go on).
 * **Patch-wise refinement**: the patch features ``P^F`` are a linear embedding (L -> d) of
   the block's input patches; ``Q, K, V`` are linear maps (L -> d) of each channel's key patch
-  (the patch with the largest energy, sum of squares, of the block's input; or of the
-  unrefined patches with ``key_energy='input'``); attention runs across channels, its
+  (the patch with the largest energy, sum of squares, of the unrefined input patches P;
+  the paper's Eq. 2 takes the energy of the block's input P^L, ``key_energy='refined'``,
+  but the refinement's softmaxes reorder the energies); attention runs across channels, its
   (B, C, d) result is broadcast over the Np patches and concatenated with ``P^F`` (Eq. 4).
   The conv blocks run on the (channel, patch) grid with the features as conv channels;
   LayerNorm normalises the features of every grid position, so no size is hard-coded. With
@@ -119,13 +120,16 @@ class FairEsiConfig(PresetConfig):
         What the refinement softmax runs over: ``'samples'`` (within a patch; literal),
         ``'patches'`` (across a channel's patches) or ``'channels'`` (across channels).
     key_energy : str
-        Whose energy picks each channel's key patch: ``'refined'`` (the block's input
-        ``P^L``, the paper's ``E = P^L ⊙ P^L``) or ``'input'`` (the input patches ``P``
+        Whose energy picks each channel's key patch: ``'input'`` (the input patches ``P``
         before the spectral-temporal refinement, the same index for every block; the
-        attention still reads the refined key patch). The refinement's softmaxes reorder
-        patch energies: with the literal reading the refined key patch is the raw one for
-        ~6% of a SimMEG sample's strongest channels (chance: 1 / Np), with the residual
-        ~79% (docs/design.md § refinement readings).
+        attention still reads the refined key patch; **the default** since the refinement
+        study) or ``'refined'`` (the block's input ``P^L``, the paper's ``E = P^L ⊙ P^L``
+        read literally). The refinement's softmaxes reorder patch energies: with the
+        literal reading the refined key patch is the raw one for ~6% of a SimMEG sample's
+        strongest channels (chance: 1 / Np), with the residual ~79%; choosing on ``P``
+        gained precision +2.3 ± 0.4 points and LE -0.49 ± 0.10 mm (strict protocol) over
+        choosing on ``P^L + P`` (docs/design.md § refinement readings). Checkpoints
+        record it; those written before it existed rebuild with ``'refined'``.
     norm : str
         LayerNorm of the conv blocks: ``'position'`` (the features of every grid position)
         or ``'all'`` (a sample's features and grid together).
@@ -165,7 +169,7 @@ class FairEsiConfig(PresetConfig):
     refine_residual: bool = True
     refine_form: str = "softmax"
     refine_axis: str = "samples"
-    key_energy: str = "refined"
+    key_energy: str = "input"
     norm: str = "position"
     conv_layout: str = "grid"
     fused_refine: bool | None = None
