@@ -24,16 +24,11 @@ import torch
 
 from fairesi.data import SimConfig
 from fairesi.experiment import synthesizer
-from fairesi.models.fair_esi import Patching, n_patches
+from fairesi.models.fair_esi import Patching, key_patch_index, n_patches
 from fairesi.ops import make_refine
 
 #: view -> alpha of the refinement (1: spectral only, 0: temporal only)
 VIEWS = {"spectral": 1.0, "temporal": 0.0, "spectral+temporal": 0.5}
-
-
-def key_index(patches: torch.Tensor) -> torch.Tensor:
-    """(B, C, Np, L) -> (B, C): the index of each channel's largest-energy patch."""
-    return (patches * patches).sum(-1).argmax(-1)
 
 
 def agreement(x: torch.Tensor, tau: float = 0.1) -> dict[tuple[str, str], tuple[float, float]]:
@@ -53,7 +48,7 @@ def agreement(x: torch.Tensor, tau: float = 0.1) -> dict[tuple[str, str], tuple[
         tenth of channels by energy), readings 'literal' (P^L) and 'residual' (P^L + P).
     """
     patches = Patching(16, 8)(x)
-    raw = key_index(patches)
+    raw = key_patch_index(patches)
     energy = (x * x).sum(-1)  # (B, C)
     strong = energy >= energy.quantile(0.9, dim=1, keepdim=True)
     out = {}
@@ -62,7 +57,7 @@ def agreement(x: torch.Tensor, tau: float = 0.1) -> dict[tuple[str, str], tuple[
         with torch.no_grad():
             refined = refine(patches)
         for reading, grid in (("literal", refined), ("residual", refined + patches)):
-            same = (key_index(grid) == raw).float()
+            same = (key_patch_index(grid) == raw).float()
             out[view, reading] = (float(same.mean()), float(same[strong].mean()))
     return out
 

@@ -13,12 +13,12 @@ def script(bench_script):
     return bench_script("key_patch_agreement")
 
 
-def test_key_index_is_the_largest_energy_patch(script):
+def test_key_patch_index_is_the_largest_energy_patch(script):
     patches = torch.zeros(1, 2, 3, 2)
     patches[0, 0, 1] = torch.tensor([-3.0, 0.0])  # energy 9
     patches[0, 0, 2] = torch.tensor([2.0, 2.0])  # energy 8
     patches[0, 1, 2] = torch.tensor([0.0, 1.0])
-    assert script.key_index(patches).tolist() == [[1, 2]]
+    assert script.key_patch_index(patches).tolist() == [[1, 2]]
 
 
 def test_an_order_keeping_refinement_agrees_everywhere(script, monkeypatch):

@@ -64,6 +64,7 @@ __all__ = [
     "SourceReconstruction",
     "n_patches",
     "patchwise_blocks",
+    "key_patch_index",
     "refinement_of",
     "select_key_patches",
 ]
@@ -273,6 +274,21 @@ class Patching(nn.Module):
         return padded.unfold(-1, self.patch_len, self.stride)
 
 
+def key_patch_index(patches: Tensor) -> Tensor:
+    """Index of each channel's largest-energy patch (sum of squares; Eq. 2's ``p``).
+
+    Parameters
+    ----------
+    patches : Tensor, shape (B, C, Np, L)
+
+    Returns
+    -------
+    index : Tensor, shape (B, C), int64
+        ``argmax_j sum_l patches[b, c, j, l]**2`` (first one on ties).
+    """
+    return (patches * patches).sum(-1).argmax(-1)
+
+
 def select_key_patches(patches: Tensor, energy_of: Tensor | None = None) -> Tensor:
     """Each channel's key patch: the one with the largest energy (sum of squares).
 
@@ -287,9 +303,7 @@ def select_key_patches(patches: Tensor, energy_of: Tensor | None = None) -> Tens
     key_patches : Tensor, shape (B, C, L)
         ``patches[b, c, argmax_j sum_l energy_of[b, c, j, l]**2]`` (first one on ties).
     """
-    source = patches if energy_of is None else energy_of
-    energy = (source * source).sum(-1)  # E: (B, C, Np)
-    key_index = energy.argmax(-1)  # p: (B, C)
+    key_index = key_patch_index(patches if energy_of is None else energy_of)  # p: (B, C)
     gather_index = key_index[:, :, None, None].expand(-1, -1, 1, patches.shape[-1])
     return patches.gather(2, gather_index).squeeze(2)  # (B, C, L)
 
