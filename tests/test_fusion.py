@@ -110,10 +110,23 @@ def test_mmdf_esi_shapes_errors_and_script(toy_head_model) -> None:
     with pytest.raises(ValueError, match="same time samples: EEG has 20, MEG 21"):
         stack_modalities(torch.randn(1, 32, 20), torch.randn(1, 48, 21))
     assert stack_modalities(torch.randn(2, 32, 20), torch.randn(2, 48, 20)).shape == (2, 80, 20)
-    # Every parameter learns.
-    model.train()
-    model(torch.randn(2, 80, 16)).square().mean().backward()
-    for name, p in model.named_parameters():
+    # It starts at the all-zero estimate, with feature maps free of a constant offset
+    # (default biases killed every hidden unit on SimEEGMEG: mmdf_esi's docstring).
+    fresh = build_model("mmdf_esi", toy_head_model, "eeg+meg", 64, preset="tiny")
+    with torch.no_grad():
+        assert torch.equal(fresh(torch.randn(2, 80, 8)), torch.zeros(2, 50, 8))
+        for encoder, n_channels in zip(fresh.encoders, (32, 48), strict=True):
+            features = encoder(torch.zeros(3, n_channels))
+            assert features.shape[:2] == (3, 4) and not features.any()
+    # Every parameter learns: the first step reaches the output layer, the second all.
+    fresh.train()
+    optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1)
+    target = torch.randn(2, 50, 16)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (fresh(torch.randn(2, 80, 16)) - target).square().mean().backward()
+        optimizer.step()
+    for name, p in fresh.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 

@@ -31,6 +31,18 @@ licence, so nothing is copied):
   by its weight, so the network learns how much each modality's features count.
 * **Decoder.** Flatten, Linear(2F G G, H), ReLU, Linear(H, R) with ``H = 500`` (the
   authors'); linear output, as our targets are signed.
+* **Initialisation** (ours; the authors keep PyTorch's defaults). The encoders'
+  convolution biases and the decoder's output layer start at zero, so the network starts
+  at the all-zero estimate and its feature maps carry the data, not a constant. With
+  PyTorch's defaults a one-layer 3x3 convolution draws biases of up to ``1/3``, several
+  times the normalised input's typical value at one time sample (~0.06), so every feature
+  map is nearly the same constant for every input; the decoder's first steps then move
+  all hidden units' pre-activations together, and with the random output's error to shed
+  (~5x the all-zero estimate's) they all go below zero. Measured on SimEEGMEG ('cpu'
+  preset, 16 windows x 32 instants per step, Adam): with the defaults all 256 hidden
+  units were dead after 25 steps at lr 1e-3 (82% at 1e-4) and the network stayed at the
+  all-zero estimate (``bench/RESULTS.md`` § fusion); with this initialisation 3% were dead
+  after 150 steps at 1e-4 and the validation loss fell below the all-zero estimate's.
 * **Training.** The network maps every time sample on its own, so it may learn from a few
   random samples of each window per step (``fairesi train --train-instants K``, used by
   ``bench/fusion_train.sh`` with K = 32): a step then costs K / T of a whole-window step.
@@ -177,6 +189,12 @@ class MmdfEsi(SourceModel):
         self.fusion = SqueezeExcitation(n_maps, config.reduction)
         self.hidden = nn.Linear(n_maps * grid_size * grid_size, config.fc_hidden)
         self.output = nn.Linear(config.fc_hidden, config.n_regions)
+        # Start at the all-zero estimate, with feature maps free of a constant offset (the
+        # module docstring says why: with PyTorch's defaults every hidden unit dies).
+        for encoder in self.encoders:
+            nn.init.zeros_(encoder.conv.bias)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
 
     @property
     def channel_groups(self) -> list[int]:
