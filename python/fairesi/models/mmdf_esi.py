@@ -35,14 +35,15 @@ licence, so nothing is copied):
   convolution biases and the decoder's output layer start at zero, so the network starts
   at the all-zero estimate and its feature maps carry the data, not a constant. With
   PyTorch's defaults a 3x3 convolution draws biases of up to ``1/3`` (EEG's one image
-  layer; 0.19 for Neuromag's three), several times the normalised input's typical value at one time sample (~0.06), so every feature
-  map is nearly the same constant for every input; the decoder's first steps then move
-  all hidden units' pre-activations together, and with the random output's error to shed
-  (~4x the all-zero estimate's) they all go below zero. Measured with
-  ``bench/mmdf_init_check.py`` on SimEEGMEG ('cpu' preset, 16 windows x 32 instants per
-  step, Adam): with the defaults every hidden unit was dead after 25 steps at lr 1e-3
-  (76% at 1e-4) and the network stayed at the all-zero estimate; with ours half (96% at
-  1e-4) stay alive and the loss falls (``bench/RESULTS.md`` § fusion).
+  layer; 0.19 for Neuromag's three), several times the normalised input's typical value
+  at one time sample (~0.06), so every feature map is nearly the same constant for every
+  input; the decoder's first steps then move all hidden units' pre-activations together,
+  and with the random output's error to shed (~4x the all-zero estimate's) they all go
+  below zero. Measured with ``bench/mmdf_init_check.py`` on SimEEGMEG ('cpu' preset, 16
+  windows x 32 instants per step, Adam): with the defaults every hidden unit was dead
+  after 25 steps at lr 1e-3 (76% at 1e-4) and the network stayed at the all-zero
+  estimate; with ours 49% of the units stayed alive at 1e-3 (96% at 1e-4) and the loss
+  fell (``bench/RESULTS.md`` § fusion).
 * **Training.** The network maps every time sample on its own, so it may learn from a few
   random samples of each window per step (``fairesi train --train-instants K``, used by
   ``bench/fusion_train.sh`` with K = 32): a step then costs K / T of a whole-window step.
