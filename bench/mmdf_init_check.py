@@ -4,9 +4,11 @@ MMDF-ESI (``fairesi.models.MmdfEsi``) starts with zero encoder-convolution biase
 zero output layer. With PyTorch's default initialisation its decoder's hidden units all
 died within the first steps on SimEEGMEG and the network stayed at the all-zero estimate
 (``bench/RESULTS.md`` § fusion). This script trains both initialisations side by side on
-the same samples, the way ``fairesi train --train-instants K`` does (K random time samples
-of each window per step, the paper's loss scaled by T / K, Adam with the trainer's weight
-decay), and prints, every few steps, the validation loss as a share of the all-zero
+the same samples, as ``fairesi train --train-instants K`` does (K random time samples of
+each window per step, the trainer's ``select_instants``: the paper's loss scaled by T / K;
+Adam with the trainer's default weight decay), but with one draw of K instants, with
+replacement, shared by the step's windows (the trainer draws K distinct ones per window),
+and prints, every few steps, the validation loss as a share of the all-zero
 estimate's and the share of dead hidden units (never positive on any validation instant).
 
 Data: the fusion study's training mixture (1 source; r in {-5, 0, 5} dB x 1, 2, 3 rings),
@@ -30,7 +32,8 @@ from fairesi.data import SimConfig
 from fairesi.data.config import parse_mixture
 from fairesi.experiment import synthesizer
 from fairesi.models import build_model
-from fairesi.train.loop import source_loss
+from fairesi.train.config import OptimConfig
+from fairesi.train.loop import select_instants, source_loss
 
 #: The fusion study's training mixture (bench/fusion_train.sh's ROWS).
 ROWS = "-5/1/1,-5/1/2,-5/1/3,0/1/1,0/1/2,0/1/3,5/1/1,5/1/2,5/1/3"
@@ -82,7 +85,7 @@ def run(
     validation instants already. The draws depend on ``seed`` only, so two models see the
     same steps.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=OptimConfig.weight_decay)
     draws = torch.Generator().manual_seed(seed)
     n_times = pool.x.shape[-1]
     rows = []
@@ -96,8 +99,10 @@ def run(
             break
         windows = torch.randint(0, pool.x.shape[0], (batch_size,), generator=draws)
         times = torch.randint(0, n_times, (instants,), generator=draws)
-        x, target = pool.x[windows][:, :, times], pool.target[windows][:, :, times]
-        loss = source_loss(model(x), target) * (n_times / instants)
+        x, target, scale = select_instants(
+            pool.x[windows], pool.target[windows], times.expand(batch_size, -1)
+        )
+        loss = source_loss(model(x), target) * scale
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -65,7 +65,15 @@ from fairesi.train.runtime import (
     resolve_device,
 )
 
-__all__ = ["LOG_FIELDS", "NonFiniteError", "Terminated", "Trainer", "source_loss", "train"]
+__all__ = [
+    "LOG_FIELDS",
+    "NonFiniteError",
+    "Terminated",
+    "Trainer",
+    "select_instants",
+    "source_loss",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +105,35 @@ def source_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             "the same (B, R, T) shape"
         )
     return (estimate - target).square().sum() / estimate.shape[0]
+
+
+def select_instants(
+    x: torch.Tensor, target: torch.Tensor, instants: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The time samples ``instants`` of every window, for ``train_instants`` training.
+
+    Parameters
+    ----------
+    x : torch.Tensor (B, C, T)
+        Network input.
+    target : torch.Tensor (B, R, T)
+        Target.
+    instants : torch.Tensor (B, K) int64
+        Time indices per window.
+
+    Returns
+    -------
+    x, target : torch.Tensor (B, C, K), (B, R, K)
+        Those samples.
+    scale : float
+        ``T / K``: the factor that makes their :func:`source_loss` estimate the whole
+        windows' without bias.
+    """
+
+    def take(a: torch.Tensor) -> torch.Tensor:
+        return a.gather(2, instants[:, None, :].expand(-1, a.shape[1], -1))
+
+    return take(x), take(target), x.shape[-1] / instants.shape[-1]
 
 
 class NonFiniteError(ValueError):
@@ -332,9 +369,7 @@ class Trainer:
         of every window only, scaled by T / K (``train_instants``)."""
         x, target, scale = batch.x, batch.target, 1.0
         if instants is not None:
-            x = x.gather(2, instants[:, None, :].expand(-1, x.shape[1], -1))
-            target = target.gather(2, instants[:, None, :].expand(-1, target.shape[1], -1))
-            scale = batch.x.shape[-1] / instants.shape[-1]
+            x, target, scale = select_instants(x, target, instants)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             estimate = self.net(x)
         return source_loss(estimate.float(), target) * scale
