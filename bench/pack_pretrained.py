@@ -29,6 +29,8 @@ import torch
 
 from fairesi.evaluate import TABLE_METRICS, evaluate_pretrained, pretrained_rows
 from fairesi.io import atomic_path
+from fairesi.models import Pretrained, build_model, pretrained
+from fairesi.models.registry import resolved_hyper
 from fairesi.paper import paper_reference
 from fairesi.train import read_checkpoint
 
@@ -86,6 +88,53 @@ def training_budget(run_dir: Path, threads: int) -> dict[str, Any]:
     }
 
 
+def hyper_record(model: Pretrained, config: dict[str, Any]) -> dict[str, Any]:
+    """What the card says about the network's hyper-parameters.
+
+    Parameters
+    ----------
+    model : fairesi.models.Pretrained
+        The packed model, loaded as a user loads it.
+    config : dict
+        Its checkpoint's configuration.
+
+    Returns
+    -------
+    dict
+        ``resolved_hyper`` (every hyper-parameter it is rebuilt with, data sizes left out),
+        ``today_default`` (those of a network built today from what its run was given: the
+        ``preset`` and the explicit overrides) and ``differs`` (name -> the model's value,
+        where the two disagree: defaults that changed after the run began).
+    """
+    resolved = resolved_hyper(model.model)
+    today = resolved_hyper(
+        build_model(
+            config["model"]["name"],
+            model.head_model,
+            config["head_model"]["modality"],
+            int(config["data"]["n_times"]),
+            **config["model"]["hyper"],
+        )
+    )
+    differs = {k: v for k, v in resolved.items() if today.get(k) != v}
+    return {"resolved_hyper": resolved, "today_default": today, "differs": differs}
+
+
+def hyper_sentence(record: dict[str, Any]) -> str:
+    """The card's sentence on the hyper-parameters (a :func:`hyper_record`), in Markdown."""
+    text = f"Rebuilt with every hyper-parameter `{json.dumps(record['resolved_hyper'])}`; "
+    if not record["differs"]:
+        return text + "the same as a network built today from its preset and overrides."
+    changed = ", ".join(
+        f"`{k}={v!r}` (today's default `{record['today_default'][k]!r}`)"
+        for k, v in record["differs"].items()
+    )
+    return (
+        text + f"where it differs from a network built today from its preset and overrides: "
+        f"{changed} (it predates those defaults and keeps the network it was trained as)."
+    )
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The model card as Markdown (docs/models/NAME.md)."""
     train, data = card["training"], card["data"]
@@ -98,6 +147,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "samples per window). Load it with `fairesi.models.pretrained"
         f"({card['name']!r})`; score it with `fairesi evaluate --pretrained {card['name']}`; "
         "`fairesi localize REC.fif` picks it for a recording with these channels.",
+        "",
+        hyper_sentence(card),
         "",
         "## Training",
         "",
@@ -190,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"config": config, "state_dict": state, "card": card}, Path(tmp) / "m.pt")
+        card.update(hyper_record(pretrained("m", directory=tmp), config))
+        print(f"rebuilt with {card['resolved_hyper']}; differs from today's defaults: "
+              f"{card['differs'] or 'nothing'}", flush=True)  # fmt: skip
         card["configurations"] = pretrained_rows("m", directory=tmp)
         for row in card["configurations"]:
             for protocol in ("paper", "strict"):

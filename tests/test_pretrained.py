@@ -154,6 +154,26 @@ def test_pack_script_measures_the_card_on_the_packed_weights(tiny_run, tmp_path,
     )
     assert model.card["training"]["steps"] > 0
     assert "| strict |" in (tmp_path / "toy.md").read_text()
+    # The card names every hyper-parameter; a run of today's defaults differs in none.
+    assert model.card["resolved_hyper"]["key_energy"] == "input" and model.card["differs"] == {}
+    assert "the same as a network built today" in (tmp_path / "toy.md").read_text()
+
+
+def test_the_card_says_which_defaults_changed_after_the_run(tiny_run, bench_script, tmp_path):
+    """A checkpoint whose ``resolved`` record predates ``key_energy`` (as the shipped
+    models' do) rebuilds with its ``registry.ADDED_LATER`` value; the card lists it beside
+    today's default."""
+    pack = bench_script("pack_pretrained")
+    payload = read_checkpoint(tiny_run / "last.pt")
+    config = payload["config"]
+    del config["model"]["resolved"]["key_energy"]
+    torch.save({"config": config, "state_dict": payload["state_dict"], "card": {}},
+               tmp_path / "old.pt")  # fmt: skip
+    record = pack.hyper_record(pretrained("old", directory=tmp_path), config)
+    assert record["differs"] == {"key_energy": "refined"}
+    assert record["today_default"]["key_energy"] == "input"
+    text = pack.hyper_sentence(record)
+    assert "`key_energy='refined'` (today's default `'input'`)" in text
 
 
 def test_fine_tuning_from_a_shipped_model(shipped, monkeypatch):
