@@ -51,6 +51,7 @@ import torch
 
 from fairesi.evaluate import TABLE_METRICS, evaluate_checkpoint, format_paired_table
 from fairesi.io import atomic_path
+from fairesi.models.registry import stored_hyper
 from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 from fairesi.train import TrainConfig, read_checkpoint, train
 from refine_study import parse_choices, study_recipe  # bench/, beside this script
@@ -238,14 +239,17 @@ def _paper_cells(row: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def run_summary(path: Path) -> dict[str, Any]:
-    """Budget of one run: steps, wall minutes, s/step, parameters, best epoch and loss."""
+    """Budget of one run: steps, wall minutes, s/step, parameters, best epoch and loss, and
+    ``reading``: the refinement's ``key_energy`` it was built with ('-' for DeepSIF)."""
     last = read_checkpoint(path / "last.pt")
     curve = learning_curve(path)
     wall = 60 * trained_minutes(path)
     step = int(last["progress"]["step"])
     n_params = sum(int(np.prod(v.shape)) for v in last["state_dict"].values())
     best = min(curve, key=lambda r: r["val_loss"]) if curve else None
+    hyper = stored_hyper(last["config"]["model"])
     return dict(
+        reading=hyper.get("key_energy", "-"),
         step=step,
         wall_min=wall / 60,
         s_per_step=wall / step if step else float("nan"),
@@ -256,14 +260,43 @@ def run_summary(path: Path) -> dict[str, Any]:
     )
 
 
+def complete_seeds(args, dataset: str) -> list[int]:
+    """The seeds of ``args.seed`` whose run of every network (at its chosen learning rate)
+    has a best checkpoint on ``dataset``: the samples a paired comparison can use."""
+    lrs = {network: chosen_lr(args, network) for network in args.networks}
+    return [
+        seed
+        for seed in args.seed
+        if all(
+            lr is not None and (run_dir(args, dataset, seed, network, lr) / "best.pt").exists()
+            for network, lr in lrs.items()
+        )
+    ]
+
+
+def _pool(metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([m[key] for m in metrics]) for key, _, _ in TABLE_METRICS}
+
+
+def paired_rows(rows: dict[str, tuple[dict, dict]]) -> str:
+    """One paired-difference table (``format_paired_table``'s columns) whose rows may each
+    have their own reference: label -> (reference per-sample metrics, other's)."""
+    tables = [
+        format_paired_table(base, {label: other}, base_label="DeepSIF").splitlines()
+        for label, (base, other) in rows.items()
+    ]
+    return "\n".join(tables[0][:2] + [table[2] for table in tables]) + "\n"
+
+
 def report(args) -> str:
     """Markdown: per dataset, mean ± std under both protocols beside the paper's rows,
     paired differences FAIR-ESI − DeepSIF, the runs' budgets and learning curves."""
     header = ["network (lr)", "protocol"] + [label for _, label, _ in TABLE_METRICS]
     out = []
     budget = [
-        "| run | parameters | steps | wall (min) | s/step | best val (step) | all-zero |",
-        "|---|---|---|---|---|---|---|",
+        "| run | refinement key | parameters | steps | wall (min) | s/step | best val (step) "
+        "| all-zero |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     curves = []
     for network in args.networks:
@@ -277,30 +310,32 @@ def report(args) -> str:
         curves.append(f"- {network}: learning rate {'not chosen yet' if lr is None else f'{lr:g}'}")
     for dataset in args.datasets:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        pooled: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        seeds = complete_seeds(args, dataset)
+        # (network, protocol) -> one per-sample dict per seed of `seeds`
+        by_seed: dict[tuple[str, str], list[dict[str, np.ndarray]]] = {}
         for network in args.networks:
             lr = chosen_lr(args, network)
             if lr is None:
                 continue
-            runs = [run_dir(args, dataset, s, network, lr) for s in args.seed]
+            runs = [run_dir(args, dataset, s, network, lr) for s in seeds]
             for protocol in PROTOCOLS:
                 metrics = [evaluate_run(args, r, protocol) for r in runs]
-                if any(m is None for m in metrics):
+                if not metrics or any(m is None for m in metrics):
                     continue
-                pooled[network, protocol] = {
-                    key: np.concatenate([m[key] for m in metrics]) for key, _, _ in TABLE_METRICS
-                }
-                cells = _cells(pooled[network, protocol])
+                by_seed[network, protocol] = metrics
+                cells = _cells(_pool(metrics))
                 lines.append(
                     f"| {LABELS[network]} (ours, {lr:g}) | {protocol} | " + " | ".join(cells) + " |"
                 )
-            for run, seed in zip(runs, args.seed, strict=True):
+            for seed in args.seed:
+                run = run_dir(args, dataset, seed, network, lr)
                 if (run / "last.pt").exists():
                     s = run_summary(run)
                     budget.append(
-                        f"| {dataset} seed {seed} {network} lr {lr:g} | {s['params']:,} | "
-                        f"{s['step']:,} | {s['wall_min']:.1f} | {s['s_per_step']:.2f} | "
-                        f"{s['best_val']:.1f} ({s['best_step']:,}) | {s['zero']:.1f} |"
+                        f"| {dataset} seed {seed} {network} lr {lr:g} | {s['reading']} | "
+                        f"{s['params']:,} | {s['step']:,} | {s['wall_min']:.1f} | "
+                        f"{s['s_per_step']:.2f} | {s['best_val']:.1f} ({s['best_step']:,}) | "
+                        f"{s['zero']:.1f} |"
                     )
                     curve = " ".join(f"{r['val_loss']:.0f}" for r in learning_curve(run))
                     curves.append(f"- {dataset} seed {seed} {network}: {curve}")
@@ -315,21 +350,22 @@ def report(args) -> str:
             + " | ".join(_paper_cells(PAPER_TABLE2[key]["deepsif"]))
             + " |"
         )
-        n = args.n_eval * len(args.seed)
+        n = args.n_eval * len(seeds)
         out.append(
             f"### {dataset} {SNR_DB:g}/{N_SOURCES}/{N_RINGS}: {n} test samples "
-            f"({args.n_eval} per seed, seeds {args.seed}), mean ± std\n\n" + "\n".join(lines)
+            f"({args.n_eval} per seed, seeds {seeds}: those every network has finished), "
+            "mean ± std\n\n" + "\n".join(lines)
         )
         for protocol in PROTOCOLS:
-            if ("fair_esi", protocol) in pooled and ("deepsif", protocol) in pooled:
-                table = format_paired_table(
-                    pooled["deepsif", protocol],
-                    {f"FAIR-ESI − DeepSIF, {protocol}": pooled["fair_esi", protocol]},
-                    base_label="DeepSIF",
-                )
+            if ("fair_esi", protocol) in by_seed and ("deepsif", protocol) in by_seed:
+                fair, sif = by_seed["fair_esi", protocol], by_seed["deepsif", protocol]
+                rows = {f"FAIR-ESI − DeepSIF, {protocol}": (_pool(sif), _pool(fair))}
+                if len(seeds) > 1:
+                    pairs = zip(seeds, sif, fair, strict=True)
+                    rows |= {f"seed {s} alone": (b, o) for s, b, o in pairs}
                 out.append(
                     f"Paired difference on the same {n} samples ({dataset}, "
-                    f"{protocol} protocol), mean ± s.e.:\n\n" + table.rstrip()
+                    f"{protocol} protocol), mean ± s.e.:\n\n" + paired_rows(rows).rstrip()
                 )
     out.append("Training budget of each run (wall time on one thread):\n\n" + "\n".join(budget))
     out.append(

@@ -66,3 +66,13 @@ def test_tiny_comparison_chooses_lr_trains_and_reports(compare, tmp_path, capsys
     assert "FAIR-ESI − DeepSIF, strict" in report and "FAIR-ESI − DeepSIF, paper" in report
     assert "16 test samples" in report and "DeepSIF (paper's Table II)" in report
     assert (tmp_path / "c" / "curves.png").stat().st_size > 1000
+    # Two seeds: the pooled row and one row per seed; each run's refinement reading.
+    assert report.count("| seed 1 alone |") == 4 and "| SimMEG seed 0 fair_esi lr" in report
+    assert "| input |" in report and "| - |" in report
+    # A seed one network lacks is left out of that dataset's pooled samples.
+    lr = compare.chosen_lr(compare.parse_args(argv), "deepsif")
+    (tmp_path / "c" / "SimEEG" / "seed1" / f"deepsif-lr{lr:g}" / "best.pt").unlink()
+    assert compare.main([*argv, "--report-only"]) == 0
+    report = (tmp_path / "c" / "compare.md").read_text()
+    assert "### SimEEG 5/1/2: 8 test samples (8 per seed, seeds [0]" in report
+    assert "### SimMEG 5/1/2: 16 test samples" in report and report.count("seed 1 alone") == 2
