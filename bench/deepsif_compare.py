@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import time
 from pathlib import Path
@@ -208,22 +209,32 @@ def planned_runs(args, network: str) -> list[tuple[str, int, float]]:
 def evaluate_run(args, path: Path, protocol: str) -> dict[str, np.ndarray] | None:
     """Per-sample metrics of a run's best checkpoint on the first ``n_eval`` test samples
     under ``protocol`` (cached in ``eval-<protocol>.npz`` with the checkpoint's step);
-    None if the run has no best checkpoint yet."""
+    None if the run has no best checkpoint yet. A run kept without its checkpoints (the
+    copies in ``bench/data/``) is reported from its cache as it is."""
     best = path / "best.pt"
-    if not best.exists():
-        return None
-    step = int(read_checkpoint(best)["progress"]["step"])
     cache = path / f"eval-{protocol}.npz"
-    if cache.exists():
-        with np.load(cache) as saved:
-            if int(saved["step"]) == step and int(saved["n_eval"]) == args.n_eval:
-                return {key: saved[key] for key, _, _ in TABLE_METRICS}
+    if not best.exists():
+        return cached_eval(args, cache)
+    step = int(read_checkpoint(best)["progress"]["step"])
+    if (saved := cached_eval(args, cache, step)) is not None:
+        return saved
     result = evaluate_checkpoint(
         best, n=args.n_eval, protocol=protocol, progress=not args.no_progress
     )
     with atomic_path(cache) as tmp, open(tmp, "wb") as f:
         np.savez(f, step=step, n_eval=args.n_eval, **result.per_sample)
     return result.per_sample
+
+
+def cached_eval(args, cache: Path, step: int | None = None) -> dict[str, np.ndarray] | None:
+    """The per-sample metrics in ``cache`` if it holds ``args.n_eval`` samples (and, when
+    given, was made from the checkpoint of ``step``); else None."""
+    if not cache.exists():
+        return None
+    with np.load(cache) as saved:
+        if int(saved["n_eval"]) != args.n_eval or step not in (None, int(saved["step"])):
+            return None
+        return {key: saved[key] for key, _, _ in TABLE_METRICS}
 
 
 def _cells(metrics: dict[str, np.ndarray]) -> list[str]:
@@ -238,22 +249,38 @@ def _paper_cells(row: dict[str, tuple[float, float]]) -> list[str]:
     return [f"{row[key][0]:.2f} ± {row[key][1]:.2f}" for key, _, _ in TABLE_METRICS]
 
 
-def run_summary(path: Path) -> dict[str, Any]:
+def run_summary(path: Path) -> dict[str, Any] | None:
     """Budget of one run: steps, wall minutes, s/step, parameters, best epoch and loss, and
-    ``reading``: the refinement's ``key_energy`` it was built with ('-' for DeepSIF)."""
-    last = read_checkpoint(path / "last.pt")
+    ``reading``: the refinement's ``key_energy`` it was built with ('-' for DeepSIF).
+
+    What needs the checkpoint (steps, parameters, reading) is also written to
+    ``run.json`` beside it, so that a copy of the run without its checkpoints still
+    reports; None for a run that has neither.
+    """
+    record = path / "run.json"
+    if (path / "last.pt").exists():
+        last = read_checkpoint(path / "last.pt")
+        facts = {
+            "reading": stored_hyper(last["config"]["model"]).get("key_energy", "-"),
+            "step": int(last["progress"]["step"]),
+            "params": sum(int(np.prod(v.shape)) for v in last["state_dict"].values()),
+        }
+        with atomic_path(record) as tmp:
+            Path(tmp).write_text(json.dumps(facts, indent=1) + "\n")
+    elif record.exists():
+        facts = json.loads(record.read_text())
+    else:
+        return None
     curve = learning_curve(path)
     wall = 60 * trained_minutes(path)
-    step = int(last["progress"]["step"])
-    n_params = sum(int(np.prod(v.shape)) for v in last["state_dict"].values())
+    step = facts["step"]
     best = min(curve, key=lambda r: r["val_loss"]) if curve else None
-    hyper = stored_hyper(last["config"]["model"])
     return dict(
-        reading=hyper.get("key_energy", "-"),
+        reading=facts["reading"],
         step=step,
         wall_min=wall / 60,
         s_per_step=wall / step if step else float("nan"),
-        params=n_params,
+        params=facts["params"],
         best_step=int(best["step"]) if best else 0,
         best_val=best["val_loss"] if best else float("nan"),
         zero=curve[0]["val_loss_zero"] if curve else float("nan"),
@@ -262,16 +289,23 @@ def run_summary(path: Path) -> dict[str, Any]:
 
 def complete_seeds(args, dataset: str) -> list[int]:
     """The seeds of ``args.seed`` whose run of every network (at its chosen learning rate)
-    has a best checkpoint on ``dataset``: the samples a paired comparison can use."""
+    has a best checkpoint on ``dataset``, or (a copy without checkpoints) the evaluations
+    under both protocols: the samples a paired comparison can use."""
     lrs = {network: chosen_lr(args, network) for network in args.networks}
     return [
         seed
         for seed in args.seed
         if all(
-            lr is not None and (run_dir(args, dataset, seed, network, lr) / "best.pt").exists()
+            lr is not None and _evaluable(run_dir(args, dataset, seed, network, lr))
             for network, lr in lrs.items()
         )
     ]
+
+
+def _evaluable(run: Path) -> bool:
+    return (run / "best.pt").exists() or all(
+        (run / f"eval-{protocol}.npz").exists() for protocol in PROTOCOLS
+    )
 
 
 def _pool(metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -329,8 +363,7 @@ def report(args) -> str:
                 )
             for seed in args.seed:
                 run = run_dir(args, dataset, seed, network, lr)
-                if (run / "last.pt").exists():
-                    s = run_summary(run)
+                if (s := run_summary(run)) is not None:
                     budget.append(
                         f"| {dataset} seed {seed} {network} lr {lr:g} | {s['reading']} | "
                         f"{s['params']:,} | {s['step']:,} | {s['wall_min']:.1f} | "

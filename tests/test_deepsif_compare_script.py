@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -69,9 +71,16 @@ def test_tiny_comparison_chooses_lr_trains_and_reports(compare, tmp_path, capsys
     # Two seeds: the pooled row and one row per seed; each run's refinement reading.
     assert report.count("| seed 1 alone |") == 4 and "| SimMEG seed 0 fair_esi lr" in report
     assert "| input |" in report and "| - |" in report
+    # A copy of the runs without their checkpoints (as bench/data keeps them) reports the same.
+    kept = tmp_path / "kept"
+    shutil.copytree(tmp_path / "c", kept, ignore=shutil.ignore_patterns("*.pt"))
+    assert compare.main([*argv, "--report-only", "--out", str(kept)]) == 0
+    body = report.split("\n", 1)[1]  # the first line has this invocation's wall time
+    assert (kept / "compare.md").read_text().split("\n", 1)[1] == body
     # A seed one network lacks is left out of that dataset's pooled samples.
     lr = compare.chosen_lr(compare.parse_args(argv), "deepsif")
-    (tmp_path / "c" / "SimEEG" / "seed1" / f"deepsif-lr{lr:g}" / "best.pt").unlink()
+    for name in ("best.pt", "eval-paper.npz", "eval-strict.npz"):
+        (tmp_path / "c" / "SimEEG" / "seed1" / f"deepsif-lr{lr:g}" / name).unlink()
     assert compare.main([*argv, "--report-only"]) == 0
     report = (tmp_path / "c" / "compare.md").read_text()
     assert "### SimEEG 5/1/2: 8 test samples (8 per seed, seeds [0]" in report
