@@ -216,3 +216,21 @@ def test_a_shipped_model_exports_and_runs_in_the_runner(shipped, monkeypatch, tm
                          text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected.numpy(), atol=1e-5)
+
+
+def test_evaluate_pretrained_against_an_earlier_evaluation(shipped, monkeypatch, tmp_path, capsys):
+    """`fairesi evaluate --pretrained NAME --against EVAL`: the paired difference to an
+    earlier evaluation of the same fresh samples (a newer version of a shipped model)."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("fairesi.models.pretrained"), "PRETRAINED_DIR",
+                        shipped)  # fmt: skip
+    args = ["evaluate", "--pretrained", "toy-meg", "--n", "3", "--bank", "synthetic"]
+    args += ["--no-progress", "--out"]
+    assert main([*args, str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "b"), "--against", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "Paired difference on the same samples" in out and "+0.00 ± 0.00" in out
+    assert "Paired difference" in (tmp_path / "b" / "metrics.md").read_text()
+    assert main([*args, str(tmp_path / "c"), "--n", "2", "--against", str(tmp_path / "a")]) == 2

@@ -114,12 +114,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from fairesi.evaluate import (
-        evaluate_checkpoint,
-        format_paired_table,
-        read_per_sample,
-        write_report,
-    )
+    from fairesi.evaluate import evaluate_checkpoint, read_per_sample, write_report
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise ValueError("give a checkpoint or --pretrained NAME (one of them)")
@@ -145,18 +140,7 @@ def run(args: argparse.Namespace) -> int:
         draw=args.draw,
         protocol=args.protocol,
     )
-    appendix = ""
-    if earlier is not None:
-        index, per_sample = earlier
-        if not np.array_equal(index, result.sample_index):
-            raise ValueError(_other_samples(args, index, len(result.sample_index)))
-        appendix = (
-            f"Paired difference on the same samples (this - {args.against}), mean ± "
-            "standard error:\n\n"
-            + format_paired_table(
-                per_sample, {args.checkpoint.name: result.per_sample}, base_label="earlier"
-            )
-        )
+    appendix = _paired_appendix(args, earlier, result, args.checkpoint.name)
     suffix = f"-{args.protocol}" if args.protocol else ""
     out_dir = args.out or args.checkpoint.parent / f"eval-{args.split}{suffix}"
     paths = write_report(result, out_dir, label=args.checkpoint.name, appendix=appendix)
@@ -171,11 +155,19 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     """``fairesi evaluate --pretrained NAME``: a shipped model on fresh samples."""
     import torch
 
-    from fairesi.evaluate import evaluate_pretrained, pretrained_rows, write_report
+    from fairesi.evaluate import evaluate_pretrained, pretrained_rows, read_per_sample, write_report
 
+    rows = [args.config] if args.config else pretrained_rows(args.pretrained)
+    earlier = None
+    if args.against is not None:
+        if len(rows) != 1:
+            raise ValueError(
+                f"--against compares one set of samples: give --config (the model was "
+                f"trained on {len(rows)} configurations: {', '.join(rows)})"
+            )
+        earlier = read_per_sample(args.against)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    rows = [args.config] if args.config else pretrained_rows(args.pretrained)
     out_dir = args.out or Path(f"eval-pretrained-{args.pretrained}")
     for row in rows:
         result = evaluate_pretrained(
@@ -191,11 +183,32 @@ def _run_pretrained(args: argparse.Namespace) -> int:
         )
         label = f"pretrained {args.pretrained}"
         where = out_dir if len(rows) == 1 else out_dir / row.replace("/", "_")
-        paths = write_report(result, where, label=label)
+        appendix = _paired_appendix(args, earlier, result, label)
+        paths = write_report(result, where, label=label, appendix=appendix)
         print(f"\n{label}, r/N_s/N_n = {row}, {result.protocol} protocol:")
         print(result.table(label=label), end="")
+        if appendix:
+            print("\n" + appendix, end="")
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _paired_appendix(args: argparse.Namespace, earlier, result, label: str) -> str:
+    """The report's paired-difference section against ``--against`` ('' without it)."""
+    import numpy as np
+
+    from fairesi.evaluate import format_paired_table
+
+    if earlier is None:
+        return ""
+    index, per_sample = earlier
+    if not np.array_equal(index, result.sample_index):
+        raise ValueError(_other_samples(args, index, len(result.sample_index)))
+    return (
+        f"Paired difference on the same samples (this - {args.against}), mean ± standard "
+        "error:\n\n" + format_paired_table(per_sample, {label: result.per_sample},
+                                              base_label="earlier")
+    )  # fmt: skip
 
 
 def _other_samples(args: argparse.Namespace, index, n: int) -> str:
