@@ -111,21 +111,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fairesi evaluate``; returns the exit code."""
-    import numpy as np
     import torch
 
-    from fairesi.evaluate import evaluate_checkpoint, read_per_sample, write_report
+    from fairesi.evaluate import evaluate_checkpoint
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise ValueError("give a checkpoint or --pretrained NAME (one of them)")
     if args.pretrained is not None:
         return _run_pretrained(args)
-    earlier = None
-    if args.against is not None:
-        earlier = read_per_sample(args.against)
-        # Checked before the (long) evaluation where the sample count is known already.
-        if args.n is not None and not np.array_equal(earlier[0], np.arange(args.n)):
-            raise ValueError(_other_samples(args, earlier[0], args.n))
+    earlier = _read_against(args, args.n)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = evaluate_checkpoint(
@@ -140,14 +134,9 @@ def run(args: argparse.Namespace) -> int:
         draw=args.draw,
         protocol=args.protocol,
     )
-    appendix = _paired_appendix(args, earlier, result, args.checkpoint.name)
     suffix = f"-{args.protocol}" if args.protocol else ""
     out_dir = args.out or args.checkpoint.parent / f"eval-{args.split}{suffix}"
-    paths = write_report(result, out_dir, label=args.checkpoint.name, appendix=appendix)
-    print(result.table(label=args.checkpoint.name), end="")
-    if appendix:
-        print("\n" + appendix, end="")
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    _report(args, result, out_dir, args.checkpoint.name, earlier)
     return 0
 
 
@@ -155,24 +144,23 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     """``fairesi evaluate --pretrained NAME``: a shipped model on fresh samples."""
     import torch
 
-    from fairesi.evaluate import evaluate_pretrained, pretrained_rows, read_per_sample, write_report
+    from fairesi.evaluate import evaluate_pretrained, pretrained_rows
 
     rows = [args.config] if args.config else pretrained_rows(args.pretrained)
-    earlier = None
-    if args.against is not None:
-        if len(rows) != 1:
-            raise ValueError(
-                f"--against compares one set of samples: give --config (the model was "
-                f"trained on {len(rows)} configurations: {', '.join(rows)})"
-            )
-        earlier = read_per_sample(args.against)
+    n = 256 if args.n is None else args.n
+    if args.against is not None and len(rows) != 1:
+        raise ValueError(
+            f"--against compares one set of samples: give --config (the model was "
+            f"trained on {len(rows)} configurations: {', '.join(rows)})"
+        )
+    earlier = _read_against(args, n)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out_dir = args.out or Path(f"eval-pretrained-{args.pretrained}")
     for row in rows:
         result = evaluate_pretrained(
             args.pretrained,
-            n=256 if args.n is None else args.n,
+            n=n,
             seed=args.seed,
             protocol=args.protocol,
             bank=args.bank or "default",
@@ -183,32 +171,48 @@ def _run_pretrained(args: argparse.Namespace) -> int:
         )
         label = f"pretrained {args.pretrained}"
         where = out_dir if len(rows) == 1 else out_dir / row.replace("/", "_")
-        appendix = _paired_appendix(args, earlier, result, label)
-        paths = write_report(result, where, label=label, appendix=appendix)
         print(f"\n{label}, r/N_s/N_n = {row}, {result.protocol} protocol:")
-        print(result.table(label=label), end="")
-        if appendix:
-            print("\n" + appendix, end="")
-        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        _report(args, result, where, label, earlier)
     return 0
 
 
-def _paired_appendix(args: argparse.Namespace, earlier, result, label: str) -> str:
-    """The report's paired-difference section against ``--against`` ('' without it)."""
+def _read_against(args: argparse.Namespace, n: int | None):
+    """``--against``'s (sample index, per-sample metrics), or None without it; refused
+    before the (long) evaluation when the sample count ``n`` is known and differs."""
     import numpy as np
 
-    from fairesi.evaluate import format_paired_table
+    from fairesi.evaluate import read_per_sample
 
-    if earlier is None:
-        return ""
-    index, per_sample = earlier
-    if not np.array_equal(index, result.sample_index):
-        raise ValueError(_other_samples(args, index, len(result.sample_index)))
-    return (
-        f"Paired difference on the same samples (this - {args.against}), mean ± standard "
-        "error:\n\n" + format_paired_table(per_sample, {label: result.per_sample},
-                                              base_label="earlier")
-    )  # fmt: skip
+    if args.against is None:
+        return None
+    earlier = read_per_sample(args.against)
+    if n is not None and not np.array_equal(earlier[0], np.arange(n)):
+        raise ValueError(_other_samples(args, earlier[0], n))
+    return earlier
+
+
+def _report(args: argparse.Namespace, result, out_dir: Path, label: str, earlier) -> None:
+    """Write and print one evaluation's report, with the paired difference to
+    ``earlier`` (:func:`_read_against`) when given."""
+    import numpy as np
+
+    from fairesi.evaluate import format_paired_table, write_report
+
+    appendix = ""
+    if earlier is not None:
+        index, per_sample = earlier
+        if not np.array_equal(index, result.sample_index):
+            raise ValueError(_other_samples(args, index, len(result.sample_index)))
+        appendix = (
+            f"Paired difference on the same samples (this - {args.against}), mean ± "
+            "standard error:\n\n"
+            + format_paired_table(per_sample, {label: result.per_sample}, base_label="earlier")
+        )
+    paths = write_report(result, out_dir, label=label, appendix=appendix)
+    print(result.table(label=label), end="")
+    if appendix:
+        print("\n" + appendix, end="")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def _other_samples(args: argparse.Namespace, index, n: int) -> str:
