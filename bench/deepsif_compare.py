@@ -312,16 +312,6 @@ def _pool(metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([m[key] for m in metrics]) for key, _, _ in TABLE_METRICS}
 
 
-def paired_rows(rows: dict[str, tuple[dict, dict]]) -> str:
-    """One paired-difference table (``format_paired_table``'s columns) whose rows may each
-    have their own reference: label -> (reference per-sample metrics, other's)."""
-    tables = [
-        format_paired_table(base, {label: other}, base_label="DeepSIF").splitlines()
-        for label, (base, other) in rows.items()
-    ]
-    return "\n".join(tables[0][:2] + [table[2] for table in tables]) + "\n"
-
-
 def report(args) -> str:
     """Markdown: per dataset, mean ± std under both protocols beside the paper's rows,
     paired differences FAIR-ESI − DeepSIF, the runs' budgets and learning curves."""
@@ -392,13 +382,16 @@ def report(args) -> str:
         for protocol in PROTOCOLS:
             if ("fair_esi", protocol) in by_seed and ("deepsif", protocol) in by_seed:
                 fair, sif = by_seed["fair_esi", protocol], by_seed["deepsif", protocol]
-                rows = {f"FAIR-ESI − DeepSIF, {protocol}": (_pool(sif), _pool(fair))}
-                if len(seeds) > 1:
-                    pairs = zip(seeds, sif, fair, strict=True)
-                    rows |= {f"seed {s} alone": (b, o) for s, b, o in pairs}
+                rows = {f"FAIR-ESI − DeepSIF, {protocol}": _pool(fair)}
+                bases = {}  # each seed's row pairs with that seed's DeepSIF samples
+                for seed, base, other in zip(seeds, sif, fair, strict=True):
+                    if len(seeds) > 1:
+                        rows[f"seed {seed} alone"] = other
+                        bases[f"seed {seed} alone"] = base
+                table = format_paired_table(_pool(sif), rows, base_label="DeepSIF", row_bases=bases)
                 out.append(
                     f"Paired difference on the same {n} samples ({dataset}, "
-                    f"{protocol} protocol), mean ± s.e.:\n\n" + paired_rows(rows).rstrip()
+                    f"{protocol} protocol), mean ± s.e.:\n\n" + table.rstrip()
                 )
     out.append("Training budget of each run (wall time on one thread):\n\n" + "\n".join(budget))
     out.append(

@@ -143,6 +143,11 @@ def test_paired_table_and_per_sample_round_trip(synth, tmp_path):
     assert "| difference to perfect | Precision (%)" in table
     se = np.arange(6.0).std(ddof=1) / np.sqrt(6)
     assert f"| +0.00 ± 0.00 | +2.50 ± {se:.2f} | +0.00 ± 0.00 |" in table
+    # A row with its own reference pairs with it (worse against worse: no difference).
+    table = format_paired_table(per_sample, {"worse": worse, "alone": worse},
+                                base_label="perfect", row_bases={"alone": worse})  # fmt: skip
+    assert f"| worse | +0.00 ± 0.00 | +0.00 ± 0.00 | +2.50 ± {se:.2f} |" in table
+    assert "| alone | +0.00 ± 0.00 | +0.00 ± 0.00 | +0.00 ± 0.00 |" in table
     (tmp_path / "bad.csv").write_text("sample,precision\n0,1.0\n")
     with pytest.raises(ValueError, match="lacks the column"):
         read_per_sample(tmp_path / "bad.csv")

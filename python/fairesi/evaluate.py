@@ -384,6 +384,7 @@ def format_paired_table(
     others: Mapping[str, Mapping[str, np.ndarray]],
     *,
     base_label: str = "base",
+    row_bases: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> str:
     """Markdown table of paired differences ``other - base`` on the same samples.
 
@@ -395,6 +396,9 @@ def format_paired_table(
         Row label -> per-sample metrics of the same N samples in the same order.
     base_label : str
         Name of the reference in the header.
+    row_bases : mapping or None
+        Row label -> the reference of that row where it is not ``base`` (e.g. one seed's
+        samples beside the pooled row); each row pairs with its own reference.
 
     Returns
     -------
@@ -408,7 +412,7 @@ def format_paired_table(
     header = [f"difference to {base_label}"] + [label for _, label, _ in TABLE_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in others.items():
-        diff = paired_difference(dict(base), dict(metrics))
+        diff = paired_difference(dict((row_bases or {}).get(name, base)), dict(metrics))
         cells = []
         for key, _, factor in TABLE_METRICS:
             mean, se, _ = diff[key]
