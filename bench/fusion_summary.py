@@ -13,8 +13,13 @@ Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
    with a lower LE standard deviation.
 
     python bench/fusion_summary.py runs/fusion [--figure fusion.png]
+    python bench/fusion_summary.py runs/fusion --benchmark runs/fusion/bench-a \
+        --benchmark runs/fusion/bench-b
 
-``--figure`` also draws LE and precision (mean, with the std as error bar) of every method
+``--benchmark`` (repeatable) reads the benchmark's ``per_sample.csv`` from those folders
+instead of ``OUT/benchmark``: one benchmark run split by methods (``fairesi benchmark
+--methods``) over the same configurations, seed and sample count, e.g. to run the parts on
+two cores. ``--figure`` also draws LE and precision (mean, with the std as error bar) of every method
 per configuration.
 """
 
@@ -49,6 +54,28 @@ def read_per_sample(path: Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:
                 value = row[metric]
                 table[config, row["method"]][metric].append(float(value) if value else math.nan)
     return {k: {m: np.asarray(v) for m, v in d.items()} for k, d in table.items()}
+
+
+def merge_per_sample(
+    parts: list[dict[tuple[str, str], dict[str, np.ndarray]]],
+) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """One table from :func:`read_per_sample` of several benchmark runs on the same samples.
+
+    Raises
+    ------
+    ValueError
+        If a (configuration, method) appears in two parts, or the parts' sample counts differ.
+    """
+    merged: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for part in parts:
+        for key, values in part.items():
+            if key in merged:
+                raise ValueError(f"{key[1]} on {key[0]} is in two benchmark runs")
+            merged[key] = values
+    counts = {len(v["le_mm"]) for v in merged.values()}
+    if len(counts) > 1:
+        raise ValueError(f"the benchmark runs have different sample counts: {sorted(counts)}")
+    return merged
 
 
 def budget_rows(out: Path) -> list[str]:
@@ -122,6 +149,24 @@ def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> st
         for config in configs:
             scale = 100 if metric == "precision" else 1
             cells = [_mean_std(data[config, m][metric] * scale) for m in methods]
+            lines.append(f"| {config} | " + " | ".join(cells) + " |")
+        lines.append("")
+    left_out = {
+        (c, m): int((~np.isfinite(data[c, m]["le_mm"])).sum())
+        for c in configs
+        for m in methods
+        if (c, m) in data
+    }
+    if any(left_out.values()):
+        lines += [
+            "Samples left out of the means (empty reconstruction, no region above the "
+            f"threshold; of {n} per configuration):",
+            "",
+            "| configuration | " + " | ".join(LABELS[m] for m in methods) + " |",
+            "|---" * (len(methods) + 1) + "|",
+        ]
+        for config in configs:
+            cells = [str(left_out.get((config, m), "")) for m in methods]
             lines.append(f"| {config} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
@@ -203,9 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: print the summary of ``OUT`` (and save the figure)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the OUT folder of bench/fusion_train.sh")
+    parser.add_argument(
+        "--benchmark",
+        type=Path,
+        action="append",
+        help="a benchmark folder holding per_sample.csv; repeat to merge runs split by "
+        "methods (default: OUT/benchmark)",
+    )
     parser.add_argument("--figure", type=Path, help="also save the figure here (.png)")
     args = parser.parse_args(argv)
-    data = read_per_sample(args.out / "benchmark" / "per_sample.csv")
+    folders = args.benchmark or [args.out / "benchmark"]
+    try:
+        data = merge_per_sample([read_per_sample(d / "per_sample.csv") for d in folders])
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
     print(summary(args.out, data), end="")
     if args.figure is not None:
         figure(data, args.figure)

@@ -269,3 +269,47 @@ def test_fusion_study_script_dry_run(tmp_path) -> None:
     assert summary.count("| 5 dB, 1 ring(s) | MMDF-ESI |") == 1  # a paired-difference row
     assert "target met in" in summary
     assert (out / "summary.png").stat().st_size > 10_000
+
+
+def _write_per_sample(folder, methods, le):
+    """A per_sample.csv of one configuration (5 dB, 1 source, 1 ring) with these LEs."""
+    import csv
+
+    folder.mkdir(parents=True)
+    with open(folder / "per_sample.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "snr_db", "n_sources", "n_rings", "method", "sample",
+                         "precision", "recall", "le_mm", "sd_mm", "nmse"])  # fmt: skip
+        for method in methods:
+            for i, value in enumerate(le[method]):
+                precision = "" if value != value else 0.5  # NaN: left out, as DeepSIF
+                writer.writerow(["SimEEGMEG", 5.0, 1, 1, method, i, precision, 1.0,
+                                 "" if value != value else value, 1.0, 1e-3])  # fmt: skip
+
+
+def test_fusion_summary_merges_benchmarks_split_by_method(tmp_path, bench_script, capsys):
+    """bench/fusion_summary.py --benchmark A --benchmark B: one table from two benchmark
+    runs on the same samples, the paired differences on the samples both define, and the
+    count of left-out (empty) samples."""
+    summary = bench_script("fusion_summary")
+    nan = float("nan")
+    le = {
+        "mmdf_esi": [1.0, 2.0, nan, 4.0],
+        "fair_esi": [2.0, 2.0, 2.0, 2.0],
+        "fair_esi@eeg": [3.0, 4.0, 5.0, 8.0],
+        "fair_esi@meg": [2.0, 3.0, 4.0, 6.0],
+    }
+    _write_per_sample(tmp_path / "a", ["mmdf_esi", "fair_esi"], le)
+    _write_per_sample(tmp_path / "b", ["fair_esi@eeg", "fair_esi@meg"], le)
+    assert summary.main([str(tmp_path), "--benchmark", str(tmp_path / "a"),
+                         "--benchmark", str(tmp_path / "b")]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    # MMDF-ESI - EEG on samples 0, 1, 3: (-2, -2, -4) -> -2.67 ± s.e. 0.67.
+    assert "| 5 dB, 1 ring(s) | MMDF-ESI | -2.67 ± 0.67 |" in text
+    assert "| 5 dB, 1 ring(s) | 1 | 0 | 0 | 0 |" in text  # one MMDF-ESI sample left out
+    assert "| 5 dB, 1 ring(s) | 2.33 ± 1.25 | 2.00 ± 0.00 |" in text  # mean ± std, defined
+    # The same method in two parts is refused.
+    with pytest.raises(SystemExit):
+        summary.main([str(tmp_path), "--benchmark", str(tmp_path / "a"),
+                      "--benchmark", str(tmp_path / "a")])  # fmt: skip
+    assert "in two benchmark runs" in capsys.readouterr().err
