@@ -10,7 +10,9 @@ Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
 3. per configuration, the paired differences (mean ± standard error, samples where both
    are defined) of each fused network to each single modality, and whether the issue's
    target holds there: fused better on LE and on precision than both single modalities,
-   with a lower LE standard deviation.
+   with a lower LE standard deviation;
+4. where any method left samples out of its means (empty reconstructions under the paper
+   protocol), how many, per configuration.
 
     python bench/fusion_summary.py runs/fusion [--figure fusion.png]
     python bench/fusion_summary.py runs/fusion --benchmark runs/fusion/bench-a \
