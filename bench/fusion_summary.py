@@ -10,7 +10,7 @@ Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
 3. per configuration, the paired differences (mean ± standard error, samples where both
    are defined) of each fused network to each single modality, and whether the issue's
    target holds there: fused better on LE and on precision than both single modalities,
-   with a lower LE standard deviation;
+   with a lower LE standard deviation, and the same paired differences in recall and nMSE;
 4. where any method left samples out of its means (empty reconstructions under the paper
    protocol), how many, per configuration.
 
@@ -37,6 +37,7 @@ import numpy as np
 
 FUSED = ("mmdf_esi", "fair_esi")
 SINGLE = ("fair_esi@eeg", "fair_esi@meg")
+METRICS = ("precision", "recall", "le_mm", "nmse")
 LABELS = {
     "mmdf_esi": "MMDF-ESI",
     "fair_esi": "FAIR-ESI fused",
@@ -52,7 +53,7 @@ def read_per_sample(path: Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             config = f"{float(row['snr_db']):g} dB, {row['n_rings']} ring(s)"
-            for metric in ("precision", "le_mm"):
+            for metric in METRICS:
                 value = row[metric]
                 table[config, row["method"]][metric].append(float(value) if value else math.nan)
     return {k: {m: np.asarray(v) for m, v in d.items()} for k, d in table.items()}
@@ -210,6 +211,26 @@ def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> st
         lines.append(
             f"- {LABELS[fused]}: target met in {met[fused]} of {len(configs)} configurations."
         )
+    lines += [
+        "",
+        "Paired differences in recall (points, positive is better) and nMSE (×1e-4, negative "
+        "is better), fused - single (mean ± s.e.; not part of the target):",
+        "",
+        "| configuration | fused | recall - EEG | recall - MEG | nMSE - EEG | nMSE - MEG |",
+        "|---|---|---|---|---|---|",
+    ]
+    for config in configs:
+        for fused in FUSED:
+            if (config, fused) not in data:
+                continue
+            cells = []
+            for metric, scale in (("recall", 100), ("nmse", 1e4)):
+                for single in SINGLE:
+                    mean, se, _ = _paired(
+                        data[config, fused][metric] * scale, data[config, single][metric] * scale
+                    )
+                    cells.append(f"{mean:+.2f} ± {se:.2f}")
+            lines.append(f"| {config} | {LABELS[fused]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

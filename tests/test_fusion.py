@@ -283,8 +283,10 @@ def _write_per_sample(folder, methods, le):
         for method in methods:
             for i, value in enumerate(le[method]):
                 precision = "" if value != value else 0.5  # NaN: left out, as DeepSIF
+                empty = value != value
                 writer.writerow(["SimEEGMEG", 5.0, 1, 1, method, i, precision, 1.0,
-                                 "" if value != value else value, 1.0, 1e-3])  # fmt: skip
+                                 "" if empty else value, 1.0,
+                                 "" if empty else value * 1e-4])  # fmt: skip
 
 
 def test_fusion_summary_merges_benchmarks_split_by_method(tmp_path, bench_script, capsys):
@@ -305,7 +307,9 @@ def test_fusion_summary_merges_benchmarks_split_by_method(tmp_path, bench_script
                          "--benchmark", str(tmp_path / "b")]) == 0  # fmt: skip
     text = capsys.readouterr().out
     # MMDF-ESI - EEG on samples 0, 1, 3: (-2, -2, -4) -> -2.67 ± s.e. 0.67.
-    assert "| 5 dB, 1 ring(s) | MMDF-ESI | -2.67 ± 0.67 |" in text
+    assert "| 5 dB, 1 ring(s) | MMDF-ESI | -2.67 ± 0.67 | -1.33 ± 0.33 |" in text
+    # Recall and nMSE (here nMSE = LE x 1e-4, so its paired differences are LE's).
+    assert "| MMDF-ESI | +0.00 ± 0.00 | +0.00 ± 0.00 | -2.67 ± 0.67 | -1.33 ± 0.33 |" in text
     assert "| 5 dB, 1 ring(s) | 1 | 0 | 0 | 0 |" in text  # one MMDF-ESI sample left out
     assert "| 5 dB, 1 ring(s) | 2.33 ± 1.25 | 2.00 ± 0.00 |" in text  # mean ± std, defined
     # The same method in two parts is refused.
