@@ -21,8 +21,8 @@ Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
 ``--benchmark`` (repeatable) reads the benchmark's ``per_sample.csv`` from those folders
 instead of ``OUT/benchmark``: one benchmark run split by methods (``fairesi benchmark
 --methods``) over the same configurations, seed and sample count, e.g. to run the parts on
-two cores. ``--figure`` also draws LE and precision (mean, with the std as error bar) of every method
-per configuration.
+two cores. ``--figure`` also draws LE and precision (mean, with the std as error bar) of
+every method per configuration.
 """
 
 from __future__ import annotations
@@ -129,16 +129,29 @@ def _mean_std(values: np.ndarray) -> str:
     return f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a"
 
 
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of ``a - b`` over the samples both define (NaN if < 2)."""
     both = np.isfinite(a) & np.isfinite(b)
     d = a[both] - b[both]
     if d.size < 2:
-        return math.nan, math.nan, int(d.size)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), int(d.size)
+        return math.nan, math.nan
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def _fused_minus_single(
+    data: dict[tuple[str, str], dict[str, np.ndarray]], config: str, fused: str, metric: str
+) -> list[tuple[float, float]]:
+    """Paired (mean, s.e.) of ``fused - single`` for each single modality, in the metric's
+    table units (precision and recall in points, nMSE in 1e-4, LE in mm)."""
+    scale = {"precision": 100, "recall": 100, "nmse": 1e4}.get(metric, 1)
+    return [
+        _paired(data[config, fused][metric] * scale, data[config, single][metric] * scale)
+        for single in SINGLE
+    ]
 
 
 def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> str:
-    """The markdown of the three tables (``data``: :func:`read_per_sample` of ``out``)."""
+    """The markdown of the summary's tables (``data``: :func:`read_per_sample` of ``out``)."""
     configs = list(dict.fromkeys(c for c, _ in data))
     methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
     lines = ["Training budget (each network one run, same mixture, recipe and seed):", ""]
@@ -187,11 +200,8 @@ def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> st
             if (config, fused) not in data:
                 continue
             cells, better = [], True
-            for metric, sign, scale in (("le_mm", -1, 1), ("precision", 1, 100)):
-                for single in SINGLE:
-                    mean, se, _ = _paired(
-                        data[config, fused][metric] * scale, data[config, single][metric] * scale
-                    )
+            for metric, sign in (("le_mm", -1), ("precision", 1)):
+                for mean, se in _fused_minus_single(data, config, fused, metric):
                     cells.append(f"{mean:+.2f} ± {se:.2f}")
                     better &= bool(sign * mean > 0)
             stds = {
@@ -223,13 +233,11 @@ def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> st
         for fused in FUSED:
             if (config, fused) not in data:
                 continue
-            cells = []
-            for metric, scale in (("recall", 100), ("nmse", 1e4)):
-                for single in SINGLE:
-                    mean, se, _ = _paired(
-                        data[config, fused][metric] * scale, data[config, single][metric] * scale
-                    )
-                    cells.append(f"{mean:+.2f} ± {se:.2f}")
+            cells = [
+                f"{mean:+.2f} ± {se:.2f}"
+                for metric in ("recall", "nmse")
+                for mean, se in _fused_minus_single(data, config, fused, metric)
+            ]
             lines.append(f"| {config} | {LABELS[fused]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
