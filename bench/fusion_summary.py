@@ -129,25 +129,20 @@ def _mean_std(values: np.ndarray) -> str:
     return f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a"
 
 
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of ``a - b`` over the samples both define (NaN if < 2)."""
-    both = np.isfinite(a) & np.isfinite(b)
-    d = a[both] - b[both]
-    if d.size < 2:
-        return math.nan, math.nan
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
-
-
 def _fused_minus_single(
     data: dict[tuple[str, str], dict[str, np.ndarray]], config: str, fused: str, metric: str
 ) -> list[tuple[float, float]]:
-    """Paired (mean, s.e.) of ``fused - single`` for each single modality, in the metric's
-    table units (precision and recall in points, nMSE in 1e-4, LE in mm)."""
+    """Paired (mean, s.e.) of ``fused - single`` for each single modality over the samples
+    both define (:func:`fairesi.metrics.paired_difference`), in the metric's table units
+    (precision and recall in points, nMSE in 1e-4, LE in mm)."""
+    from fairesi.metrics import paired_difference
+
     scale = {"precision": 100, "recall": 100, "nmse": 1e4}.get(metric, 1)
-    return [
-        _paired(data[config, fused][metric] * scale, data[config, single][metric] * scale)
-        for single in SINGLE
-    ]
+    pairs = []
+    for single in SINGLE:
+        mean, se, _ = paired_difference(data[config, single], data[config, fused])[metric]
+        pairs.append((mean * scale, se * scale))
+    return pairs
 
 
 def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> str:
