@@ -12,7 +12,10 @@ Reads what ``bench/fusion_train.sh`` wrote (``OUT/<method>/`` runs and
    target holds there: fused better on LE and on precision than both single modalities,
    with a lower LE standard deviation, and the same paired differences in recall and nMSE;
 4. where any method left samples out of its means (empty reconstructions under the paper
-   protocol), how many, per configuration.
+   protocol), how many, per configuration;
+5. when the benchmark has MMDF-ESI on one modality (``mmdf_esi@eeg``, ``mmdf_esi@meg``:
+   the same network less one encoder, ``fairesi.models.mmdf_esi``), the same paired
+   differences of MMDF-ESI against them: what fusion adds within one architecture.
 
     python bench/fusion_summary.py runs/fusion [--figure fusion.png]
     python bench/fusion_summary.py runs/fusion --benchmark runs/fusion/bench-a \
@@ -37,12 +40,16 @@ import numpy as np
 
 FUSED = ("mmdf_esi", "fair_esi")
 SINGLE = ("fair_esi@eeg", "fair_esi@meg")
+#: MMDF-ESI on one modality: the fusion ablation of MMDF-ESI (same network, one encoder).
+ABLATION = ("mmdf_esi@eeg", "mmdf_esi@meg")
 METRICS = ("precision", "recall", "le_mm", "nmse")
 LABELS = {
     "mmdf_esi": "MMDF-ESI",
     "fair_esi": "FAIR-ESI fused",
     "fair_esi@eeg": "FAIR-ESI EEG",
     "fair_esi@meg": "FAIR-ESI MEG",
+    "mmdf_esi@eeg": "MMDF-ESI EEG",
+    "mmdf_esi@meg": "MMDF-ESI MEG",
     "sLORETA": "sLORETA (EEG+MEG)",
 }
 
@@ -88,7 +95,7 @@ def budget_rows(out: Path) -> list[str]:
     from fairesi.train import read_checkpoint
 
     rows = []
-    for method in (*FUSED, *SINGLE):
+    for method in (*FUSED, *SINGLE, *ABLATION):
         run = out / method.replace("@", "_")
         last = run / "last.pt"
         if not last.is_file():
@@ -130,25 +137,91 @@ def _mean_std(values: np.ndarray) -> str:
 
 
 def _fused_minus_single(
-    data: dict[tuple[str, str], dict[str, np.ndarray]], config: str, fused: str, metric: str
+    data: dict[tuple[str, str], dict[str, np.ndarray]],
+    config: str,
+    fused: str,
+    metric: str,
+    singles: tuple[str, str] = SINGLE,
 ) -> list[tuple[float, float]]:
-    """Paired (mean, s.e.) of ``fused - single`` for each single modality over the samples
-    both define (:func:`fairesi.metrics.paired_difference`), in the metric's table units
-    (precision and recall in points, nMSE in 1e-4, LE in mm)."""
+    """Paired (mean, s.e.) of ``fused - single`` for each single modality (``singles``:
+    EEG, MEG) over the samples both define (:func:`fairesi.metrics.paired_difference`), in
+    the metric's table units (precision and recall in points, nMSE in 1e-4, LE in mm)."""
     from fairesi.metrics import paired_difference
 
     scale = {"precision": 100, "recall": 100, "nmse": 1e4}.get(metric, 1)
     pairs = []
-    for single in SINGLE:
+    for single in singles:
         mean, se, _ = paired_difference(data[config, single], data[config, fused])[metric]
         pairs.append((mean * scale, se * scale))
     return pairs
 
 
+def _methods(data: dict[tuple[str, str], dict[str, np.ndarray]], configs: list[str]) -> list[str]:
+    """The methods the benchmark holds, in the tables' order."""
+    order = (*FUSED, *SINGLE, *ABLATION, "sLORETA")
+    return [m for m in order if any((c, m) in data for c in configs)]
+
+
+def _target_rows(
+    data: dict[tuple[str, str], dict[str, np.ndarray]],
+    configs: list[str],
+    fused_methods: tuple[str, ...],
+    singles: tuple[str, str],
+) -> tuple[list[str], dict[str, int]]:
+    """Markdown header and rows of the paired LE and precision differences of each fused
+    network to each of ``singles`` (EEG, MEG), with the target's verdict per row (better
+    on both metrics than both, and a lower LE std), and the count of rows that meet it."""
+    lines = [
+        "| configuration | fused | LE - EEG | LE - MEG | precision - EEG | precision - MEG | "
+        "LE std below both | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    met: dict[str, int] = defaultdict(int)
+    for config in configs:
+        for fused in fused_methods:
+            if (config, fused) not in data:
+                continue
+            cells, better = [], True
+            for metric, sign in (("le_mm", -1), ("precision", 1)):
+                for mean, se in _fused_minus_single(data, config, fused, metric, singles):
+                    cells.append(f"{mean:+.2f} ± {se:.2f}")
+                    better &= bool(sign * mean > 0)
+            stds = {m: np.nanstd(data[config, m]["le_mm"]) for m in (fused, *singles)}
+            lower = all(stds[fused] < stds[s] for s in singles)
+            ok = better and lower
+            met[fused] += ok
+            lines.append(
+                f"| {config} | {LABELS[fused]} | " + " | ".join(cells)
+                + f" | {'yes' if lower else 'no'} | {'met' if ok else 'not met'} |"
+            )  # fmt: skip
+    return lines, met
+
+
+def _recall_nmse_rows(
+    data: dict[tuple[str, str], dict[str, np.ndarray]],
+    configs: list[str],
+    fused_methods: tuple[str, ...],
+    singles: tuple[str, str],
+) -> list[str]:
+    """Markdown rows of the paired recall and nMSE differences, fused - each of ``singles``."""
+    lines = []
+    for config in configs:
+        for fused in fused_methods:
+            if (config, fused) not in data:
+                continue
+            cells = [
+                f"{mean:+.2f} ± {se:.2f}"
+                for metric in ("recall", "nmse")
+                for mean, se in _fused_minus_single(data, config, fused, metric, singles)
+            ]
+            lines.append(f"| {config} | {LABELS[fused]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> str:
     """The markdown of the summary's tables (``data``: :func:`read_per_sample` of ``out``)."""
     configs = list(dict.fromkeys(c for c, _ in data))
-    methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
+    methods = _methods(data, configs)
     lines = ["Training budget (each network one run, same mixture, recipe and seed):", ""]
     lines += ["| network | parameters | steps | epochs | minutes | best val loss |"]
     lines += ["|---|---|---|---|---|---|", *budget_rows(out), ""]
@@ -185,33 +258,9 @@ def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> st
         "in points: positive is better); target: fused better than both single modalities "
         "on LE and precision, and a lower LE std:",
         "",
-        "| configuration | fused | LE - EEG | LE - MEG | precision - EEG | precision - MEG | "
-        "LE std below both | target |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    met = defaultdict(int)
-    for config in configs:
-        for fused in FUSED:
-            if (config, fused) not in data:
-                continue
-            cells, better = [], True
-            for metric, sign in (("le_mm", -1), ("precision", 1)):
-                for mean, se in _fused_minus_single(data, config, fused, metric):
-                    cells.append(f"{mean:+.2f} ± {se:.2f}")
-                    better &= bool(sign * mean > 0)
-            stds = {
-                m: np.nanstd(data[config, m]["le_mm"])
-                for m in (fused, *SINGLE)
-                if (config, m) in data
-            }
-            lower = all(stds[fused] < stds[s] for s in SINGLE)
-            ok = better and lower
-            met[fused] += ok
-            lines.append(
-                f"| {config} | {LABELS[fused]} | " + " | ".join(cells)
-                + f" | {'yes' if lower else 'no'} | {'met' if ok else 'not met'} |"
-            )  # fmt: skip
-    lines.append("")
+    target_rows, met = _target_rows(data, configs, FUSED, SINGLE)
+    lines += [*target_rows, ""]
     for fused in FUSED:
         lines.append(
             f"- {LABELS[fused]}: target met in {met[fused]} of {len(configs)} configurations."
@@ -223,17 +272,27 @@ def summary(out: Path, data: dict[tuple[str, str], dict[str, np.ndarray]]) -> st
         "",
         "| configuration | fused | recall - EEG | recall - MEG | nMSE - EEG | nMSE - MEG |",
         "|---|---|---|---|---|---|",
+        *_recall_nmse_rows(data, configs, FUSED, SINGLE),
     ]
-    for config in configs:
-        for fused in FUSED:
-            if (config, fused) not in data:
-                continue
-            cells = [
-                f"{mean:+.2f} ± {se:.2f}"
-                for metric in ("recall", "nmse")
-                for mean, se in _fused_minus_single(data, config, fused, metric)
-            ]
-            lines.append(f"| {config} | {LABELS[fused]} | " + " | ".join(cells) + " |")
+    if all((c, m) in data for c in configs for m in ("mmdf_esi", *ABLATION)):
+        rows, met = _target_rows(data, configs, ("mmdf_esi",), ABLATION)
+        lines += [
+            "",
+            "The fusion ablation: MMDF-ESI - MMDF-ESI on one modality (the same network less "
+            "one encoder; paired mean ± s.e., signs as above; 'better' as the target, against "
+            "MMDF-ESI on each modality):",
+            "",
+            *rows,
+            "",
+            f"- MMDF-ESI better than MMDF-ESI on either modality alone in {met['mmdf_esi']} of "
+            f"{len(configs)} configurations.",
+            "",
+            "Recall and nMSE, MMDF-ESI - MMDF-ESI on one modality (paired mean ± s.e.):",
+            "",
+            "| configuration | fused | recall - EEG | recall - MEG | nMSE - EEG | nMSE - MEG |",
+            "|---|---|---|---|---|---|",
+            *_recall_nmse_rows(data, configs, ("mmdf_esi",), ABLATION),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -246,7 +305,7 @@ def figure(data: dict[tuple[str, str], dict[str, np.ndarray]], path: Path) -> No
     import matplotlib.pyplot as plt
 
     configs = list(dict.fromkeys(c for c, _ in data))
-    methods = [m for m in (*FUSED, *SINGLE, "sLORETA") if any((c, m) in data for c in configs)]
+    methods = _methods(data, configs)
     fig, axes = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     width = 0.8 / len(methods)
     x = np.arange(len(configs))

@@ -9,6 +9,12 @@
 #   fair_esi@eeg    FAIR-ESI on the EEG channels of the same samples
 #   fair_esi@meg    FAIR-ESI on the MEG channels of the same samples
 #
+# and with ABLATION=1 also MMDF-ESI's fusion ablation, the same network less one encoder
+# (on the fused network's scalp-image grid, so each encoder has the fused one's shape):
+#
+#   mmdf_esi@eeg    MMDF-ESI on the EEG channels
+#   mmdf_esi@meg    MMDF-ESI on the MEG channels
+#
 # The recipe is the shipped models' (docs/models/): the preset's learning rate, fresh noise and
 # scale every epoch (--redraw), a patient LR schedule (--lr-patience 4, early stop after 20).
 # Every run resumes from its last.pt when the script is run again (MINUTES more each), so
@@ -40,6 +46,7 @@ N=${N:-256}
 SEED=${SEED:-0}
 PROTOCOL=${PROTOCOL:-strict}
 INSTANTS=${INSTANTS:-32}
+ABLATION=${ABLATION:-0}
 PY=${PYTHON:-python3}
 # The benchmark's fusion rows (r/N_s/N_n), the training mixture and the tables alike.
 ROWS=${ROWS:--5/1/1,-5/1/2,-5/1/3,0/1/1,0/1/2,0/1/3,5/1/1,5/1/2,5/1/3}
@@ -49,6 +56,7 @@ for row in "${row_list[@]}"; do
     CONFIGS+=(--config "SimEEGMEG:${row//\//:}")
 done
 METHODS=(mmdf_esi fair_esi fair_esi@eeg fair_esi@meg)
+[ "$ABLATION" = 1 ] && METHODS+=(mmdf_esi@eeg mmdf_esi@meg)
 mkdir -p "$OUT"
 
 train_one() {
@@ -90,8 +98,9 @@ for method in "${METHODS[@]}"; do
     [ -f "$ckpt" ] || ckpt=$dir/last.pt
     CHECKPOINTS+=(--checkpoint "$method=$ckpt")
 done
+METHOD_LIST=$(IFS=,; echo "${METHODS[*]},sLORETA")
 $PY -m fairesi benchmark --dataset SimEEGMEG --preset "$PRESET" "${CONFIGS[@]}" \
-    "${CHECKPOINTS[@]}" --n "$N" --seed "$SEED" --protocol "$PROTOCOL" --threads "$THREADS" --no-progress \
+    --methods "$METHOD_LIST" "${CHECKPOINTS[@]}" --n "$N" --seed "$SEED" --protocol "$PROTOCOL" --threads "$THREADS" --no-progress \
     --out "$OUT/benchmark" || status=1
 $PY bench/fusion_summary.py "$OUT" --figure "$OUT/summary.png" >"$OUT/summary.md" || status=1
 echo "== fusion_train: exit $status; tables in $OUT/benchmark/benchmark.md, $OUT/summary.md"

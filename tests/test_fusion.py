@@ -12,6 +12,7 @@ from fairesi.data import SimConfig, Synthesizer, normalise_input, stack_modaliti
 from fairesi.headmodel import HeadModel
 from fairesi.models import MmdfEsi, build_model
 from fairesi.models.fusion import SqueezeExcitation
+from fairesi.models.mmdf_esi import _grid_side
 from fairesi.simulate.bank import WaveformBank
 
 pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
@@ -105,8 +106,6 @@ def test_mmdf_esi_shapes_errors_and_script(toy_head_model) -> None:
         model(torch.randn(2, 48, 20))
     with pytest.raises(ValueError, match="the MEG channels are missing"):
         model(torch.randn(2, 32, 20))
-    with pytest.raises(ValueError, match="needs the fused 'eeg\\+meg' modality"):
-        build_model("mmdf_esi", toy_head_model, "meg", 64, preset="tiny")
     with pytest.raises(ValueError, match="same time samples: EEG has 20, MEG 21"):
         stack_modalities(torch.randn(1, 32, 20), torch.randn(1, 48, 21))
     assert stack_modalities(torch.randn(2, 32, 20), torch.randn(2, 48, 20)).shape == (2, 80, 20)
@@ -128,6 +127,34 @@ def test_mmdf_esi_shapes_errors_and_script(toy_head_model) -> None:
         optimizer.step()
     for name, p in fresh.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_mmdf_esi_on_one_modality_is_the_fused_network_less_one_encoder(toy_head_model):
+    """The single-modality ablation: one encoder, SE over its F maps, the same decoder
+    width; by default on the fused network's grid, so its encoder has the fused one's
+    shape; a grid size given is kept."""
+    fused = build_model("mmdf_esi", toy_head_model, "eeg+meg", 64, preset="tiny")
+    grid = fused.encoders[0].grid.grid_size
+    own = {m: _grid_side(toy_head_model.lead_field(m)) for m in ("eeg", "meg")}
+    assert own["eeg"] != own["meg"] and grid == max(own.values())  # the default matters
+    assert build_model("mmdf_esi", toy_head_model, "meg", 64, preset="tiny",
+                       grid_size=5).encoders[0].grid.grid_size == 5  # fmt: skip
+    for modality, n_channels, k in (("eeg", 32, 0), ("meg", 48, 1)):
+        single = build_model("mmdf_esi", toy_head_model, modality, 64, preset="tiny").eval()
+        assert single.encoders[0].grid.grid_size == grid
+        assert isinstance(single, MmdfEsi) and single.channel_groups == [n_channels]
+        assert len(single.encoders) == 1
+        assert single.fusion.squeeze_to_hidden.in_features == 4  # F = 4 maps ('tiny')
+        for name, parameter in single.encoders[0].named_parameters():
+            assert parameter.shape == dict(fused.encoders[k].named_parameters())[name].shape
+        assert single.hidden.in_features == fused.hidden.in_features // 2
+        x = torch.randn(2, n_channels, 9)
+        assert single(x).shape == (2, 50, 9)
+        with torch.no_grad():
+            assert torch.equal(single(x), torch.zeros(2, 50, 9))  # starts at all-zero
+            torch.testing.assert_close(torch.jit.script(single)(x), single(x))
+        with pytest.raises(ValueError, match=f"expects input of shape \\(batch, {n_channels}"):
+            single(torch.randn(2, 80, 9))
 
 
 def test_fused_training_evaluation_and_export(tmp_path) -> None:
@@ -238,8 +265,9 @@ def test_squeeze_excitation_over_time() -> None:
 
 @pytest.mark.filterwarnings("ignore:using the analytic stand-in")
 def test_fusion_study_script_dry_run(tmp_path) -> None:
-    """bench/fusion_train.sh at toy size: four mixture-trained networks, then the fusion
-    benchmark scores every row with them."""
+    """bench/fusion_train.sh at toy size: four mixture-trained networks and MMDF-ESI's
+    two single-modality ablations (ABLATION=1), then the fusion benchmark scores every row
+    with them."""
     import os
     import subprocess
     import sys
@@ -248,13 +276,24 @@ def test_fusion_study_script_dry_run(tmp_path) -> None:
     script = Path(__file__).resolve().parents[1] / "bench" / "fusion_train.sh"
     out = tmp_path / "fusion"
     env = {**os.environ, "OUT": str(out), "PRESET": "tiny", "MINUTES": "0.02", "N": "2",
-           "ROWS": "5/1/1,-5/1/0", "PYTHON": sys.executable}  # fmt: skip
+           "ROWS": "5/1/1,-5/1/0", "PYTHON": sys.executable, "ABLATION": "1"}  # fmt: skip
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
                          timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    for method in ("mmdf_esi", "fair_esi", "fair_esi_eeg", "fair_esi_meg"):
+    for method in ("mmdf_esi", "fair_esi", "fair_esi_eeg", "fair_esi_meg", "mmdf_esi_eeg",
+                   "mmdf_esi_meg"):  # fmt: skip
         assert (out / method / "last.pt").is_file()
-    from fairesi.train import read_checkpoint
+    from fairesi.train import load_checkpoint, read_checkpoint
+
+    # The ablations keep the fused network's grid, so their encoders match its encoders.
+    encoders = {
+        method: load_checkpoint(out / method / "last.pt").model.encoders
+        for method in ("mmdf_esi", "mmdf_esi_eeg", "mmdf_esi_meg")
+    }
+    for k, method in enumerate(("mmdf_esi_eeg", "mmdf_esi_meg")):
+        assert len(encoders[method]) == 1
+        assert encoders[method][0].conv.weight.shape == encoders["mmdf_esi"][k].conv.weight.shape
+        assert encoders[method][0].grid.grid_size == encoders["mmdf_esi"][k].grid.grid_size
 
     instants = {
         method: read_checkpoint(out / method / "last.pt")["config"]["train"]["train_instants"]
@@ -267,8 +306,10 @@ def test_fusion_study_script_dry_run(tmp_path) -> None:
     summary = (out / "summary.md").read_text()
     assert "| MMDF-ESI | " in summary and "| FAIR-ESI MEG | " in summary  # budgets
     rows = [r for r in summary.splitlines() if r.startswith("| 5 dB, 1 ring(s) | MMDF-ESI |")]
-    assert len(rows) == 2 and rows[0].endswith(" met |")  # paired: target, recall/nMSE
+    # Paired: target, recall/nMSE, then the same two against the MMDF-ESI ablations.
+    assert len(rows) == 4 and rows[0].endswith(" met |") and rows[2].endswith(" met |")
     assert "target met in" in summary
+    assert "| MMDF-ESI MEG | " in summary and "The fusion ablation" in summary
     assert (out / "summary.png").stat().st_size > 10_000
 
 
@@ -318,3 +359,32 @@ def test_fusion_summary_merges_benchmarks_split_by_method(tmp_path, bench_script
         summary.main([str(tmp_path), "--benchmark", str(tmp_path / "a"),
                       "--benchmark", str(tmp_path / "a")])  # fmt: skip
     assert "in two benchmark runs" in capsys.readouterr().err
+
+
+def test_fusion_summary_adds_the_mmdf_esi_ablation_when_benchmarked(tmp_path, bench_script, capsys):
+    """With mmdf_esi@eeg and mmdf_esi@meg in the benchmark, the summary pairs MMDF-ESI with
+    them too (the same network less one encoder) and counts the rows it beats both."""
+    summary = bench_script("fusion_summary")
+    le = {
+        "mmdf_esi": [1.0, 2.0, 3.0, 4.0],
+        "fair_esi": [2.0, 2.0, 2.0, 2.0],
+        "fair_esi@eeg": [3.0, 4.0, 5.0, 8.0],
+        "fair_esi@meg": [2.0, 3.0, 4.0, 6.0],
+        "mmdf_esi@eeg": [2.0, 2.0, 5.0, 7.0],
+        "mmdf_esi@meg": [1.0, 3.0, 3.0, 5.0],
+    }
+    _write_per_sample(tmp_path / "a", list(le), le)
+    assert summary.main([str(tmp_path), "--benchmark", str(tmp_path / "a")]) == 0
+    text = capsys.readouterr().out
+    assert "| configuration | MMDF-ESI | FAIR-ESI fused | FAIR-ESI EEG | FAIR-ESI MEG | " \
+           "MMDF-ESI EEG | MMDF-ESI MEG |" in text  # fmt: skip
+    ablation = text[text.index("The fusion ablation") :]
+    # MMDF-ESI - EEG alone: (-1, 0, -2, -3) -> -1.50 ± 0.65; - MEG alone: (0, -1, 0, -1)
+    # -> -0.50 ± 0.29. Precision is the same constant for all (0.5), so not 'better'.
+    assert "| 5 dB, 1 ring(s) | MMDF-ESI | -1.50 ± 0.65 | -0.50 ± 0.29 | +0.00 ± 0.00 |" in ablation
+    assert "| not met |" in ablation
+    assert "alone in 0 of 1 configurations" in ablation
+    # Without the ablation's methods there is no ablation section.
+    _write_per_sample(tmp_path / "b", ["mmdf_esi", "fair_esi@eeg", "fair_esi@meg"], le)
+    summary.main([str(tmp_path), "--benchmark", str(tmp_path / "b")])
+    assert "The fusion ablation" not in capsys.readouterr().out

@@ -13,7 +13,8 @@ registry name in :data:`MODELS`.
 * :mod:`~fairesi.models.deepsif`, :mod:`~fairesi.models.convdip`: the DeepSIF and ConvDip
   baselines.
 * :mod:`~fairesi.models.mmdf_esi`: MMDF-ESI (:class:`MmdfEsi`), EEG + MEG fused early by
-  squeeze-and-excitation; takes the 'eeg+meg' modality (EEG channels first).
+  squeeze-and-excitation; takes the 'eeg+meg' modality (EEG channels first), or one
+  modality as its fusion ablation.
 * :mod:`~fairesi.models.fusion`: the squeeze-and-excitation module and
   :class:`FairEsiFusion`, what ``'fair_esi'`` builds for the 'eeg+meg' modality.
 * :mod:`~fairesi.models.base`, :mod:`~fairesi.models.config`: what the networks share.

@@ -49,6 +49,14 @@ licence, so nothing is copied):
   ``bench/fusion_train.sh`` with K = 32): a step then costs K / T of a whole-window step.
 * **Inputs.** One tensor of ``C_eeg + C_meg`` channels, EEG first (the ``'eeg+meg'`` lead
   field's order); each modality block normalised on its own (the data pipeline does it).
+* **One modality** (ours, not in the paper; ``build_model("mmdf_esi", head, "eeg")`` or
+  ``fairesi train --model mmdf_esi --dataset SimEEGMEG --view eeg``): the same network with
+  that modality's encoder only, its ``F`` maps weighted by the same squeeze-and-excitation
+  (attention within the modality, no fusion). It is the fused network's single-modality
+  ablation, which separates what fusion adds from what the architecture adds. Its grid
+  size defaults to the fused network's on the same head model (when that has both
+  modalities), so its encoder has the fused network's encoder's shape; a head model with
+  one modality gets ConvDip's density for it.
 """
 
 from __future__ import annotations
@@ -79,8 +87,9 @@ class MmdfEsiConfig(PresetConfig):
         Sensors C = C_eeg + C_meg, source regions R, samples per window T (the network
         works per sample; T sizes nothing).
     grid_size : int | None
-        Side G of both modalities' scalp images; None: ConvDip's density for the modality
-        with more sensor positions.
+        Side G of every modality's scalp images; None: ConvDip's density for the modality
+        with more sensor positions (of the head model's two, for a single-modality
+        network: :meth:`MmdfEsi.from_head_model`).
     conv_filters : int
         F, filters of each modality's encoder (authors: 8).
     reduction : int
@@ -159,8 +168,10 @@ class MmdfEsi(SourceModel):
     config : MmdfEsiConfig
         Sizes.
     grids : list of (np.ndarray, int)
-        Per modality, EEG first: the interpolation matrix (L_m * G * G, C_m) of
-        :func:`~fairesi.models.convdip.sensor_grid_interpolation` and its layer count L_m.
+        Per modality, EEG first (two: EEG and MEG, fused; one: that modality alone, the
+        module docstring's single-modality ablation): the interpolation matrix
+        (L_m * G * G, C_m) of :func:`~fairesi.models.convdip.sensor_grid_interpolation`
+        and its layer count L_m.
     grid_size : int
         G, shared by the modalities.
     """
@@ -171,8 +182,8 @@ class MmdfEsi(SourceModel):
         self, config: MmdfEsiConfig, grids: list[tuple[np.ndarray, int]], grid_size: int
     ) -> None:
         super().__init__(config)
-        if len(grids) != 2:
-            raise ValueError(f"MMDF-ESI fuses two modalities (EEG, MEG), got {len(grids)}")
+        if len(grids) not in (1, 2):
+            raise ValueError(f"MMDF-ESI takes one or two modalities (EEG, MEG), got {len(grids)}")
         groups = [int(matrix.shape[1]) for matrix, _ in grids]
         if sum(groups) != config.n_channels:
             raise ValueError(
@@ -186,7 +197,7 @@ class MmdfEsi(SourceModel):
                 for matrix, n_layers in grids
             ]
         )
-        n_maps = 2 * config.conv_filters
+        n_maps = len(grids) * config.conv_filters
         self.fusion = SqueezeExcitation(n_maps, config.reduction)
         self.hidden = nn.Linear(n_maps * grid_size * grid_size, config.fc_hidden)
         self.output = nn.Linear(config.fc_hidden, config.n_regions)
@@ -199,25 +210,43 @@ class MmdfEsi(SourceModel):
 
     @property
     def channel_groups(self) -> list[int]:
-        """Channels per modality, in input order (EEG, MEG)."""
+        """Channels per modality, in input order (EEG, MEG; one entry for one modality)."""
         return [int(encoder.n_channels) for encoder in self.encoders]
 
     @classmethod
+    def from_head_model(
+        cls,
+        head_model: Any,
+        modality: str,
+        n_times: int,
+        preset: str = "cpu",
+        **overrides: Any,
+    ) -> MmdfEsi:
+        """Build MMDF-ESI for a head model's ``'eeg+meg'`` lead field, or for one modality
+        (the fusion ablation; :meth:`SourceModel.from_head_model` for the parameters).
+
+        On one modality, a ``grid_size`` left unset becomes the fused network's on the same
+        head model (when it has both modalities), so the two networks' encoders match.
+        """
+        from fairesi.headmodel import FUSED_MODALITY
+
+        grid_size = overrides.get("grid_size", cls.config_class.PRESETS.get(preset, {}).get(
+            "grid_size"))  # fmt: skip
+        if modality != FUSED_MODALITY and grid_size is None:
+            if {"eeg", "meg"} <= set(head_model.lead_fields):
+                overrides["grid_size"] = _grid_side(head_model.lead_field(FUSED_MODALITY))
+        return super().from_head_model(head_model, modality, n_times, preset, **overrides)
+
+    @classmethod
     def _from_config(cls, config: MmdfEsiConfig, lead_field: Any) -> MmdfEsi:
-        """The network for a fused ('eeg+meg') lead field: one grid per modality block."""
+        """The network for a lead field: one grid per modality block (two for 'eeg+meg',
+        one for 'eeg' or 'meg', the single-modality ablation)."""
         groups = lead_field.channel_groups
-        if len(groups) != 2:
-            raise ValueError(
-                f"MMDF-ESI needs the fused 'eeg+meg' modality, got {lead_field.modality!r}; "
-                "train it on SimEEGMEG (--dataset SimEEGMEG)"
-            )
         bounds = np.cumsum([0, *groups])
-        blocks = [slice(int(bounds[k]), int(bounds[k + 1])) for k in range(2)]
+        blocks = [slice(int(bounds[k]), int(bounds[k + 1])) for k in range(len(groups))]
         positions = np.asarray(lead_field.ch_positions_m)
         types = list(lead_field.ch_types)
-        grid_size = config.grid_size
-        if grid_size is None:  # ConvDip's density for the denser modality
-            grid_size = max(sensor_grid_interpolation(positions[b], types[b])[2] for b in blocks)
+        grid_size = _grid_side(lead_field) if config.grid_size is None else config.grid_size
         grids = []
         for b in blocks:
             matrix, n_layers, _ = sensor_grid_interpolation(positions[b], types[b], grid_size)
@@ -225,7 +254,8 @@ class MmdfEsi(SourceModel):
         return cls(config, grids, grid_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C_eeg + C_meg, T) sensor data, EEG first -> (B, R, T) source activity."""
+        """(B, C_eeg + C_meg, T) sensor data, EEG first (or one modality's (B, C, T)) ->
+        (B, R, T) source activity."""
         self.check_modalities(x, self.groups)
         self.check_input(x)
         n_batch, n_times = x.shape[0], x.shape[2]
@@ -236,6 +266,17 @@ class MmdfEsi(SourceModel):
             stop = start + encoder.n_channels
             features.append(encoder(values[:, start:stop]))  # (N, F, G, G)
             start = stop
-        fused = self.fusion(torch.cat(features, dim=1))  # (N, 2F, G, G)
+        fused = self.fusion(torch.cat(features, dim=1))  # (N, M F, G, G), M modalities
         sources = self.output(torch.relu(self.hidden(fused.flatten(1))))  # (N, R)
         return sources.reshape(n_batch, n_times, self.n_regions).transpose(1, 2)
+
+
+def _grid_side(lead_field: Any) -> int:
+    """ConvDip's grid side for the denser of a lead field's modality blocks."""
+    bounds = np.cumsum([0, *lead_field.channel_groups])
+    positions = np.asarray(lead_field.ch_positions_m)
+    types = list(lead_field.ch_types)
+    return max(
+        sensor_grid_interpolation(positions[a:b], types[a:b])[2]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    )
