@@ -22,6 +22,7 @@ Run (installed package, ~20 s per checkpoint and row on one thread)::
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,9 +68,11 @@ def region_counts(estimate: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def probe(path: str, row: tuple[float, int, int], n: int, protocol: str | None) -> list[str]:
-    """One table row: the medians over the first ``n`` test samples of ``row``."""
-    checkpoint = load_checkpoint(path, map_location="cpu")
+def probe(
+    checkpoint: Any, path: str, row: tuple[float, int, int], n: int, protocol: str | None
+) -> list[str]:
+    """One table row: the medians over the first ``n`` test samples of ``row`` for a
+    loaded checkpoint (:func:`fairesi.train.load_checkpoint`) read from ``path``."""
     data = SimConfig.from_dict(dict(checkpoint.config["data"])).with_row(row)
     if protocol is not None:
         data = data.with_protocol(protocol)
@@ -122,12 +125,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.n < 1:
         parser.error(f"--n must be >= 1, got {args.n}")
     torch.set_num_threads(args.threads)
-    rows = parse_mixture(args.rows)
+    try:
+        rows = parse_mixture(args.rows)
+    except ValueError as err:
+        parser.error(f"--rows: {err}")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for path in args.checkpoints:
+        try:
+            checkpoint = load_checkpoint(path, map_location="cpu")
+        except (OSError, ValueError, RuntimeError) as err:
+            parser.error(f"cannot read checkpoint {path}: {err}")
         for row in rows:
-            print("| " + " | ".join(probe(path, row, args.n, args.protocol)) + " |", flush=True)
+            cells = probe(checkpoint, path, row, args.n, args.protocol)
+            print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

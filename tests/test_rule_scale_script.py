@@ -33,3 +33,14 @@ def test_dry_run_prints_one_row_per_configuration(script, tiny_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| checkpoint | row | peak |Ŝ|")
     assert len(lines) == 4 and "| 5/1/1 |" in lines[2] and "| -5/1/1 |" in lines[3]
+
+
+def test_bad_input_is_one_clear_error(script, tmp_path, capsys):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit):
+        script.main([str(broken)])
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([str(broken), "--rows", "5/1"])
+    assert "--rows" in capsys.readouterr().err
