@@ -230,8 +230,8 @@ class MmdfEsi(SourceModel):
         """
         from fairesi.headmodel import FUSED_MODALITY
 
-        grid_size = overrides.get("grid_size", cls.config_class.PRESETS.get(preset, {}).get(
-            "grid_size"))  # fmt: skip
+        preset_grid = cls.config_class.PRESETS.get(preset, {}).get("grid_size")
+        grid_size = overrides.get("grid_size", preset_grid)
         if modality != FUSED_MODALITY and grid_size is None:
             if {"eeg", "meg"} <= set(head_model.lead_fields):
                 overrides["grid_size"] = _grid_side(head_model.lead_field(FUSED_MODALITY))
