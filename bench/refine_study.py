@@ -29,6 +29,7 @@ refined patches, whose softmaxes reorder the energies)::
     key-input           residual, each key patch chosen by the energy of the input
                         patches P (``key_energy='input'``)
     key-input-literal   literal, likewise
+    key-input-weights   weights, likewise
 
 Every variant trains the same recipe with the same seed (same batches in the same
 order): SimMEG r = 5 dB, N_s = 2, N_n = 2 (paper Table IV) under the paper's protocol
@@ -40,6 +41,11 @@ plateau, up to ``--steps`` optimizer steps. The best checkpoint by validation lo
 evaluated on the same first ``--n-eval`` test samples; paired differences (mean ± s.e.)
 against 'literal' decide the ranking. Runs for several ``--seed`` values go into
 ``OUT/seed<S>/<variant>/`` and resume where they stopped; the report pools the seeds.
+
+With ``--until-flat W`` a run trains in chunks of ``--chunk`` steps until its validation
+loss has flattened, :func:`flattened`: the best validation loss of its last ``W`` steps is
+less than ``--flat-tol`` (relative) below the best before them; ``--steps`` is then only a
+cap. The report gives the step at which each run stopped and why.
 
 Run (installed package)::
 
@@ -83,6 +89,11 @@ _READINGS: dict[str, dict[str, Any]] = {
     "t4-spectral+temporal": {"patchwise": False, "refine_residual": True},
     "key-input": {"refine_residual": True, "key_energy": "input"},
     "key-input-literal": {"refine_residual": False, "key_energy": "input"},
+    "key-input-weights": {
+        "refine_form": "weights",
+        "refine_residual": False,
+        "key_energy": "input",
+    },
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     name: {"key_energy": "refined", **overrides} for name, overrides in _READINGS.items()
@@ -100,6 +111,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument("--seed", type=int, action="append", help="seed(s) (default: 0)")
     parser.add_argument("--steps", type=int, default=3000, help="max optimizer steps (3000)")
+    parser.add_argument(
+        "--until-flat",
+        type=int,
+        default=None,
+        metavar="W",
+        help="train until the best validation loss of the last W steps is less than "
+        "--flat-tol below the best before them (--steps is then a cap)",
+    )
+    parser.add_argument(
+        "--flat-tol", type=float, default=0.02, help="relative gain of a flat window (0.02)"
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=1000, help="steps between flatness checks (1000)"
+    )
     parser.add_argument("--epoch-samples", type=int, default=8000, help="samples per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-times", type=int, default=128, help="samples per trial (128)")
@@ -118,6 +143,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.variants = parse_choices(parser, "--variants", args.variants, list(VARIANTS))
     args.seed = args.seed or [0]
+    for flag in ("until_flat", "chunk"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if not 0 < args.flat_tol < 1:
+        parser.error(f"--flat-tol must be in (0, 1), got {args.flat_tol}")
     return args
 
 
@@ -179,20 +210,68 @@ def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfi
     )
 
 
-def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
-    """Train one variant up to ``args.steps``, resuming from its ``last.pt`` if present."""
-    config = variant_config(args, name, seed)
-    last = Path(config.run.out_dir) / "last.pt"
+def flattened(curve: list[tuple[int, float, float]], window: int, tol: float) -> bool:
+    """Whether a learning curve has flattened.
+
+    Parameters
+    ----------
+    curve : list of (step, validation loss, all-zero validation loss)
+        One entry per epoch, as :func:`learning_curve` returns it.
+    window : int
+        Steps at the end of the curve that are compared with the rest.
+    tol : float
+        Relative gain below which the window counts as flat.
+
+    Returns
+    -------
+    bool
+        True when the curve is longer than ``window`` steps and the best validation loss of
+        its epochs within the last ``window`` steps is more than ``(1 - tol)`` times the
+        best before them (the window gained less than ``tol``).
+    """
+    if not curve or curve[-1][0] - curve[0][0] < window:
+        return False
+    start = curve[-1][0] - window
+    before = [v for step, v, _ in curve if step <= start]
+    recent = [v for step, v, _ in curve if step > start]
+    return bool(before and recent) and min(recent) > (1 - tol) * min(before)
+
+
+def run_state(args: argparse.Namespace, run_dir: Path) -> tuple[int, str | None]:
+    """(steps done, why the run is done or None while it should train on)."""
+    last = run_dir / "last.pt"
     if not last.exists():
-        print(f"[seed {seed}] {name}: training", flush=True)
-        train(config)
-        return
+        return 0, None
     done = int(read_checkpoint(last)["progress"]["step"])
-    if done < args.steps:
-        print(f"[seed {seed}] {name}: resuming at step {done}", flush=True)
-        train(
-            resume=last, max_steps=args.steps, threads=args.threads, progress=not args.no_progress
-        )
+    if done >= args.steps:
+        return done, f"cap of {args.steps} steps"
+    if args.until_flat and flattened(learning_curve(run_dir), args.until_flat, args.flat_tol):
+        return done, f"flat (its last {args.until_flat} steps gained < {args.flat_tol:.0%})"
+    return done, None
+
+
+def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
+    """Train one variant up to ``args.steps`` (or until flat with ``--until-flat``),
+    resuming from its ``last.pt`` if present."""
+    config = variant_config(args, name, seed)
+    run_dir = Path(config.run.out_dir)
+    chunk = args.chunk if args.until_flat else args.steps
+    done, why = run_state(args, run_dir)
+    while why is None:
+        target = min(args.steps, (done // chunk + 1) * chunk)
+        if done == 0:
+            print(f"[seed {seed}] {name}: training", flush=True)
+            train(config.replace(max_steps=target))
+        else:
+            print(f"[seed {seed}] {name}: resuming at step {done}", flush=True)
+            train(
+                resume=run_dir / "last.pt",
+                max_steps=target,
+                threads=args.threads,
+                progress=not args.no_progress,
+            )
+        done, why = run_state(args, run_dir)
+    print(f"[seed {seed}] {name}: done at step {done}: {why}", flush=True)
 
 
 def learning_curve(run_dir: Path) -> list[tuple[int, float, float]]:
@@ -206,8 +285,7 @@ def evaluate_variant(args, run_dir: Path, synth) -> dict[str, np.ndarray] | None
     """Per-sample metrics of a run's best checkpoint on the first ``n_eval`` test samples
     (cached in ``eval.npz`` with the step of the checkpoint); None if not trained yet."""
     best = run_dir / "best.pt"
-    last = run_dir / "last.pt"
-    if not best.exists() or int(read_checkpoint(last)["progress"]["step"]) < args.steps:
+    if not best.exists() or run_state(args, run_dir)[1] is None:
         return None
     step = int(read_checkpoint(best)["progress"]["step"])
     cache = run_dir / "eval.npz"
@@ -234,7 +312,13 @@ def report(args, synth) -> str:
         per_variant[name] = {
             key: np.concatenate([m[key] for m in metrics]) for key, _, _ in TABLE_METRICS
         }
-        curves[name] = [" ".join(f"{v:.0f}" for _, v, _ in learning_curve(r)) for r in runs]
+        curves[name] = [
+            " ".join(f"{v:.0f}" for _, v, _ in learning_curve(r))
+            + " (best checkpoint at step {}; stopped at step {}: {})".format(
+                int(read_checkpoint(r / "best.pt")["progress"]["step"]), *run_state(args, r)
+            )
+            for r in runs
+        ]
     if not per_variant:
         return "no variant finished yet\n"
     n = args.n_eval * len(args.seed)
@@ -281,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         f"FAIR-ESI refinement readings: {DATASET} r={SNR_DB:g} dB, N_s={args.n_sources}, "
         f"N_n={args.n_rings}, paper protocol, n_times={args.n_times}, preset {args.preset!r}, "
         f"batch {args.batch_size}, lr {args.lr:g}, up to {args.steps} steps, epochs of "
-        f"{args.epoch_samples} redrawn samples; torch {torch.__version__}, "
+        f"{args.epoch_samples} redrawn samples"
+        + (
+            f", until flat (the last {args.until_flat} steps gain < {args.flat_tol:.0%})"
+            if args.until_flat
+            else ""
+        )
+        + f"; torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s), {platform.machine()}; "
         f"wall {time.monotonic() - started:.0f} s (this invocation)."
     )

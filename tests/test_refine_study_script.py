@@ -49,3 +49,41 @@ def test_tiny_study_runs_resumes_and_reports(study, tmp_path, capsys):
     # A larger budget resumes every run from its last.pt.
     assert study.main([*argv, "--steps", "4"]) == 0
     assert "weights: resuming at step 2" in capsys.readouterr().out
+
+
+def test_flattened_compares_the_window_with_the_rest(study):
+    curve = [(500, 300.0, 314.0), (1000, 250.0, 314.0), (1500, 200.0, 314.0)]
+    # Too short: the curve spans 1,000 steps, the window is 1,000.
+    assert not study.flattened(curve[:2], window=1000, tol=0.02)
+    # Last 1,000 steps (epochs at 1,000 and 1,500) gained 20% over the best before: not flat.
+    assert not study.flattened(curve, window=1000, tol=0.02)
+    flat = [*curve, (2000, 199.0, 314.0), (2500, 201.0, 314.0)]
+    # Window 1,000: best 199 against 200 before it, a 0.5% gain: flat at 2%, not at 0.1%.
+    assert study.flattened(flat, window=1000, tol=0.02)
+    assert not study.flattened(flat, window=1000, tol=0.001)
+    # A window that reaches back into the steep part is not flat.
+    assert not study.flattened(flat, window=2000, tol=0.02)
+
+
+def test_until_flat_trains_in_chunks_and_reports_why_it_stopped(study, tmp_path, capsys):
+    head = tmp_path / "toy120.h5"
+    HeadModel.toy(n_regions=120).save(head)
+    argv = [
+        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32",
+        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
+        "--preset", "tiny", "--threads", "1", "--variants", "literal", "--no-progress",
+        "--chunk", "2", "--until-flat", "4",
+    ]  # fmt: skip
+    # Epochs of 2 steps. A tolerance of 99% makes any window flat once the curve spans
+    # 4 steps: the curve has epochs at steps 2, 4, 6, so the run stops at step 6.
+    assert study.main([*argv, "--out", str(tmp_path / "s"), "--flat-tol", "0.99"]) == 0
+    out = capsys.readouterr().out
+    assert "literal: resuming at step 2" in out and "resuming at step 4" in out
+    assert "literal: done at step 6: flat" in out
+    assert "stopped at step 6: flat" in (tmp_path / "s" / "study.md").read_text()
+    # A run that has not flattened is done at the cap (no training: the run has 6 steps).
+    tight = [*argv, "--out", str(tmp_path / "s"), "--flat-tol", "1e-6", "--steps", "6"]
+    assert study.main([*tight, "--report-only"]) == 0
+    assert "stopped at step 6: cap of 6 steps" in (tmp_path / "s" / "study.md").read_text()
+    with pytest.raises(SystemExit):
+        study.parse_args(["--flat-tol", "1.5"])
