@@ -349,8 +349,51 @@ def report(args, synth) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def plot_curves(args: argparse.Namespace, path: Path) -> Path | None:
+    """Validation loss against optimizer steps of every run (one colour per variant, one
+    line style per seed) into ``path`` (PNG); None when no run has a finished epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    zero = None
+    for k, name in enumerate(args.variants):
+        for seed, style in zip(args.seed, ("-", "--", ":", "-."), strict=False):
+            run = args.out / f"seed{seed}" / name
+            curve = learning_curve(run) if (run / "train_log.csv").exists() else []
+            if not curve:
+                continue
+            ax.plot(
+                [c[0] for c in curve],
+                [c[1] for c in curve],
+                style,
+                color=f"C{k % 10}",
+                label=f"{name}, seed {seed}",
+            )
+            zero = curve[0][2]
+    if zero is None:
+        plt.close(fig)
+        return None
+    ax.axhline(zero, color="grey", lw=0.8, ls=":", label="all-zero estimate")
+    ax.set(
+        title=f"{DATASET} {SNR_DB:g}/{args.n_sources}/{args.n_rings}, paper protocol, "
+        f"T = {args.n_times}, preset {args.preset!r}",
+        xlabel=f"optimizer steps (batch {args.batch_size})",
+        ylabel="validation loss",
+    )
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Train the missing runs, then write ``OUT/study.md``; returns the exit code."""
+    """Train the missing runs, then write ``OUT/study.md`` and ``OUT/curves.png``; returns
+    the exit code."""
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -380,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out / "study.md") as tmp:
         Path(tmp).write_text(text)
+    plot_curves(args, args.out / "curves.png")
     with atomic_path(args.out / "study.json") as tmp:
         Path(tmp).write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     return 0

@@ -81,6 +81,7 @@ def test_until_flat_trains_in_chunks_and_reports_why_it_stopped(study, tmp_path,
     assert "literal: resuming at step 2" in out and "resuming at step 4" in out
     assert "literal: done at step 6: flat" in out
     assert "stopped at step 6: flat" in (tmp_path / "s" / "study.md").read_text()
+    assert (tmp_path / "s" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # A run that has not flattened is done at the cap (no training: the run has 6 steps).
     tight = [*argv, "--out", str(tmp_path / "s"), "--flat-tol", "1e-6", "--steps", "6"]
     assert study.main([*tight, "--report-only"]) == 0
