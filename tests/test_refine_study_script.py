@@ -30,14 +30,21 @@ def test_variants_differ_only_in_their_reading(study):
         study.parse_args(["--variants", "literal,bogus"])
 
 
-def test_tiny_study_runs_resumes_and_reports(study, tmp_path, capsys):
+def tiny_argv(tmp_path) -> list[str]:
+    """Options of a study on a 120-region toy head, 32-sample trials, epochs of 2 steps."""
     head = tmp_path / "toy120.h5"
     HeadModel.toy(n_regions=120).save(head)
-    argv = [
+    return [
         "--head-model", str(head), "--bank", "synthetic", "--n-times", "32",
         "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
-        "--preset", "tiny", "--threads", "1", "--variants", "literal,weights",
-        "--seed", "0", "--seed", "1", "--no-progress", "--out", str(tmp_path / "s"),
+        "--preset", "tiny", "--threads", "1", "--no-progress",
+    ]  # fmt: skip
+
+
+def test_tiny_study_runs_resumes_and_reports(study, tmp_path, capsys):
+    argv = [
+        *tiny_argv(tmp_path), "--variants", "literal,weights", "--seed", "0", "--seed", "1",
+        "--out", str(tmp_path / "s"),
     ]  # fmt: skip
     assert study.main([*argv, "--steps", "2"]) == 0
     report = (tmp_path / "s" / "study.md").read_text()
@@ -66,14 +73,7 @@ def test_flattened_compares_the_window_with_the_rest(study):
 
 
 def test_until_flat_trains_in_chunks_and_reports_why_it_stopped(study, tmp_path, capsys):
-    head = tmp_path / "toy120.h5"
-    HeadModel.toy(n_regions=120).save(head)
-    argv = [
-        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32",
-        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
-        "--preset", "tiny", "--threads", "1", "--variants", "literal", "--no-progress",
-        "--chunk", "2", "--until-flat", "4",
-    ]  # fmt: skip
+    argv = [*tiny_argv(tmp_path), "--variants", "literal", "--chunk", "2", "--until-flat", "4"]
     # Epochs of 2 steps. A tolerance of 99% makes any window flat once the curve spans
     # 4 steps: the curve has epochs at steps 2, 4, 6, so the run stops at step 6.
     assert study.main([*argv, "--out", str(tmp_path / "s"), "--flat-tol", "0.99"]) == 0
