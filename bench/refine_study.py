@@ -43,9 +43,9 @@ against 'literal' decide the ranking. Runs for several ``--seed`` values go into
 ``OUT/seed<S>/<variant>/`` and resume where they stopped; the report pools the seeds.
 
 With ``--until-flat W`` a run trains in chunks of ``--chunk`` steps until its validation
-loss has flattened, :func:`flattened`: the best validation loss of its last ``W`` steps is
-less than ``--flat-tol`` (relative) below the best before them; ``--steps`` is then only a
-cap. The report gives the step at which each run stopped and why.
+loss has flattened, :func:`flattened`: the learning rate was halved before its last ``W``
+steps and their best validation loss is less than ``--flat-tol`` (relative) below the best
+before them; ``--steps`` is then only a cap. The report gives the step at which each run stopped and why.
 
 Run (installed package)::
 
@@ -116,8 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="W",
-        help="train until the best validation loss of the last W steps is less than "
-        "--flat-tol below the best before them (--steps is then a cap)",
+        help="train until the last W steps, at a lowered learning rate, bring the best "
+        "validation loss less than --flat-tol below the best before them (--steps is then "
+        "a cap)",
     )
     parser.add_argument(
         "--flat-tol", type=float, default=0.02, help="relative gain of a flat window (0.02)"
@@ -210,31 +211,40 @@ def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfi
     )
 
 
-def flattened(curve: list[tuple[int, float, float]], window: int, tol: float) -> bool:
-    """Whether a learning curve has flattened.
+def flattened(
+    curve: list[tuple[int, float, float, float]], window: int, tol: float, lr0: float
+) -> bool:
+    """Whether a learning curve has flattened under its learning-rate schedule.
 
     Parameters
     ----------
-    curve : list of (step, validation loss, all-zero validation loss)
-        One entry per epoch, as :func:`learning_curve` returns it.
+    curve : list of (step, validation loss, all-zero validation loss, learning rate)
+        One entry per epoch, as :func:`learning_curve` returns it (the rate after the
+        epoch's scheduler step).
     window : int
         Steps at the end of the curve that are compared with the rest.
     tol : float
         Relative gain below which the window counts as flat.
+    lr0 : float
+        The run's initial learning rate.
 
     Returns
     -------
     bool
-        True when the curve is longer than ``window`` steps and the best validation loss of
-        its epochs within the last ``window`` steps is more than ``(1 - tol)`` times the
-        best before them (the window gained less than ``tol``).
+        True when the curve is longer than ``window`` steps, the learning rate had been
+        lowered below ``lr0`` before the window began (so the window trained at a lowered
+        rate: a plateau at the first rate is often followed by a drop once the schedule
+        halves it), and the best validation loss of the epochs within the window is more
+        than ``(1 - tol)`` times the best before them (the window gained less than ``tol``).
     """
     if not curve or curve[-1][0] - curve[0][0] < window:
         return False
     start = curve[-1][0] - window
-    before = [v for step, v, _ in curve if step <= start]
-    recent = [v for step, v, _ in curve if step > start]
-    return bool(before and recent) and min(recent) > (1 - tol) * min(before)
+    before = [c for c in curve if c[0] <= start]
+    recent = [c[1] for c in curve if c[0] > start]
+    if not (before and recent) or before[-1][3] >= lr0:
+        return False
+    return min(recent) > (1 - tol) * min(c[1] for c in before)
 
 
 def run_state(args: argparse.Namespace, run_dir: Path) -> tuple[int, str | None]:
@@ -245,8 +255,12 @@ def run_state(args: argparse.Namespace, run_dir: Path) -> tuple[int, str | None]
     done = int(read_checkpoint(last)["progress"]["step"])
     if done >= args.steps:
         return done, f"cap of {args.steps} steps"
-    if args.until_flat and flattened(learning_curve(run_dir), args.until_flat, args.flat_tol):
-        return done, f"flat (its last {args.until_flat} steps gained < {args.flat_tol:.0%})"
+    curve = learning_curve(run_dir) if args.until_flat else []
+    if curve and flattened(curve, args.until_flat, args.flat_tol, args.lr):
+        return done, (
+            f"flat (its last {args.until_flat} steps, at a lowered learning rate, gained "
+            f"< {args.flat_tol:.0%})"
+        )
     return done, None
 
 
@@ -274,11 +288,17 @@ def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
     print(f"[seed {seed}] {name}: done at step {done}: {why}", flush=True)
 
 
-def learning_curve(run_dir: Path) -> list[tuple[int, float, float]]:
-    """(step, validation loss, all-zero validation loss) after every epoch of a run."""
+def learning_curve(run_dir: Path) -> list[tuple[int, float, float, float]]:
+    """(step, validation loss, all-zero validation loss, learning rate) after every epoch
+    of a run; empty before its first epoch."""
+    if not (run_dir / "train_log.csv").exists():
+        return []
     with open(run_dir / "train_log.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
-    return [(int(r["step"]), float(r["val_loss"]), float(r["val_loss_zero"])) for r in rows]
+    return [
+        (int(r["step"]), float(r["val_loss"]), float(r["val_loss_zero"]), float(r["lr"]))
+        for r in rows
+    ]
 
 
 def evaluate_variant(args, run_dir: Path, synth) -> dict[str, np.ndarray] | None:
@@ -313,7 +333,7 @@ def report(args, synth) -> str:
             key: np.concatenate([m[key] for m in metrics]) for key, _, _ in TABLE_METRICS
         }
         curves[name] = [
-            " ".join(f"{v:.0f}" for _, v, _ in learning_curve(r))
+            " ".join(f"{c[1]:.0f}" for c in learning_curve(r))
             + " (best checkpoint at step {}; stopped at step {}: {})".format(
                 int(read_checkpoint(r / "best.pt")["progress"]["step"]), *run_state(args, r)
             )
@@ -362,7 +382,7 @@ def plot_curves(args: argparse.Namespace, path: Path) -> Path | None:
     for k, name in enumerate(args.variants):
         for seed, style in zip(args.seed, ("-", "--", ":", "-."), strict=False):
             run = args.out / f"seed{seed}" / name
-            curve = learning_curve(run) if (run / "train_log.csv").exists() else []
+            curve = learning_curve(run)
             if not curve:
                 continue
             ax.plot(
@@ -410,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch_size}, lr {args.lr:g}, up to {args.steps} steps, epochs of "
         f"{args.epoch_samples} redrawn samples"
         + (
-            f", until flat (the last {args.until_flat} steps gain < {args.flat_tol:.0%})"
+            f", until flat (the last {args.until_flat} steps, at a lowered learning rate, "
+            f"gain < {args.flat_tol:.0%})"
             if args.until_flat
             else ""
         )

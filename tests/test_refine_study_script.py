@@ -59,31 +59,48 @@ def test_tiny_study_runs_resumes_and_reports(study, tmp_path, capsys):
 
 
 def test_flattened_compares_the_window_with_the_rest(study):
-    curve = [(500, 300.0, 314.0), (1000, 250.0, 314.0), (1500, 200.0, 314.0)]
+    lr0 = 1e-3
+    curve = [(500, 300.0, 314.0, lr0), (1000, 250.0, 314.0, lr0), (1500, 200.0, 314.0, lr0 / 2)]
     # Too short: the curve spans 1,000 steps, the window is 1,000.
-    assert not study.flattened(curve[:2], window=1000, tol=0.02)
+    assert not study.flattened(curve[:2], window=1000, tol=0.02, lr0=lr0)
     # Last 1,000 steps (epochs at 1,000 and 1,500) gained 20% over the best before: not flat.
-    assert not study.flattened(curve, window=1000, tol=0.02)
-    flat = [*curve, (2000, 199.0, 314.0), (2500, 201.0, 314.0)]
-    # Window 1,000: best 199 against 200 before it, a 0.5% gain: flat at 2%, not at 0.1%.
-    assert study.flattened(flat, window=1000, tol=0.02)
-    assert not study.flattened(flat, window=1000, tol=0.001)
+    assert not study.flattened(curve, window=1000, tol=0.02, lr0=lr0)
+    flat = [*curve, (2000, 199.0, 314.0, lr0 / 2), (2500, 201.0, 314.0, lr0 / 2)]
+    # Window 1,000 (steps 2,000 and 2,500, the rate halved at 1,500): best 199 against 200
+    # before it, a 0.5% gain: flat at 2%, not at 0.1%.
+    assert study.flattened(flat, window=1000, tol=0.02, lr0=lr0)
+    assert not study.flattened(flat, window=1000, tol=0.001, lr0=lr0)
     # A window that reaches back into the steep part is not flat.
-    assert not study.flattened(flat, window=2000, tol=0.02)
+    assert not study.flattened(flat, window=2000, tol=0.02, lr0=lr0)
+    # The same losses at the first learning rate throughout: a plateau the schedule has not
+    # answered yet, so not flat.
+    at_lr0 = [(step, v, zero, lr0) for step, v, zero, _ in flat]
+    assert not study.flattened(at_lr0, window=1000, tol=0.02, lr0=lr0)
 
 
-def test_until_flat_trains_in_chunks_and_reports_why_it_stopped(study, tmp_path, capsys):
+def test_until_flat_trains_in_chunks_and_reports_why_it_stopped(
+    study, tmp_path, capsys, monkeypatch
+):
     argv = [*tiny_argv(tmp_path), "--variants", "literal", "--chunk", "2", "--until-flat", "4"]
-    # Epochs of 2 steps. A tolerance of 99% makes any window flat once the curve spans
-    # 4 steps: the curve has epochs at steps 2, 4, 6, so the run stops at step 6.
+    # Epochs of 2 steps; a stand-in criterion (the real one is tested above) calls a curve
+    # flat once it spans the window: epochs at steps 2, 4, 6, so the run stops at step 6.
+    calls = []
+
+    def spans_window(curve, window, tol, lr0):
+        calls.append((window, tol, lr0))
+        return curve[-1][0] - curve[0][0] >= window
+
+    monkeypatch.setattr(study, "flattened", spans_window)
     assert study.main([*argv, "--out", str(tmp_path / "s"), "--flat-tol", "0.99"]) == 0
+    assert calls[0] == (4, 0.99, 1e-3)
     out = capsys.readouterr().out
     assert "literal: resuming at step 2" in out and "resuming at step 4" in out
     assert "literal: done at step 6: flat" in out
     assert "stopped at step 6: flat" in (tmp_path / "s" / "study.md").read_text()
     assert (tmp_path / "s" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # A run that has not flattened is done at the cap (no training: the run has 6 steps).
-    tight = [*argv, "--out", str(tmp_path / "s"), "--flat-tol", "1e-6", "--steps", "6"]
+    monkeypatch.setattr(study, "flattened", lambda *args: False)
+    tight = [*argv, "--out", str(tmp_path / "s"), "--steps", "6"]
     assert study.main([*tight, "--report-only"]) == 0
     assert "stopped at step 6: cap of 6 steps" in (tmp_path / "s" / "study.md").read_text()
     with pytest.raises(SystemExit):
