@@ -378,7 +378,7 @@ def plot_curves(args: argparse.Namespace, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    zero = None
+    zeros: dict[int, float] = {}  # seed -> validation loss of the all-zero estimate
     for k, name in enumerate(args.variants):
         for seed, style in zip(args.seed, ("-", "--", ":", "-."), strict=False):
             run = args.out / f"seed{seed}" / name
@@ -392,11 +392,13 @@ def plot_curves(args: argparse.Namespace, path: Path) -> Path | None:
                 color=f"C{k % 10}",
                 label=f"{name}, seed {seed}",
             )
-            zero = curve[0][2]
-    if zero is None:
+            zeros[seed] = curve[0][2]
+    if not zeros:
         plt.close(fig)
         return None
-    ax.axhline(zero, color="grey", lw=0.8, ls=":", label="all-zero estimate")
+    for seed, zero in zeros.items():
+        ax.axhline(zero, color="grey", lw=0.8, ls=":")
+        ax.annotate(f"all-zero estimate, seed {seed}", (0, zero), fontsize=6, color="grey")
     ax.set(
         title=f"{DATASET} {SNR_DB:g}/{args.n_sources}/{args.n_rings}, paper protocol, "
         f"T = {args.n_times}, preset {args.preset!r}",
