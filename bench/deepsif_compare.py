@@ -40,7 +40,6 @@ Run (installed package)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import time
@@ -55,7 +54,7 @@ from fairesi.io import atomic_path
 from fairesi.models.registry import stored_hyper
 from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 from fairesi.train import TrainConfig, read_checkpoint, train
-from refine_study import parse_choices, study_recipe  # bench/, beside this script
+from refine_study import log_rows, parse_choices, study_recipe  # bench/, beside this script
 
 #: network -> (registry name, size preset of the study, size preset of a dry run)
 NETWORKS: dict[str, tuple[str, str, str]] = {
@@ -127,23 +126,6 @@ def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainC
         max_steps=args.max_steps,
         out_dir=str(run_dir(args, dataset, seed, network, lr)),
     )
-
-
-def log_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a run's ``train_log.csv`` (none before it starts), with ``wall_s`` made
-    cumulative: the log restarts it at each resume, so the segments are summed."""
-    if not (path / "train_log.csv").exists():
-        return []
-    with open(path / "train_log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    offset = previous = 0.0
-    for row in rows:
-        wall = float(row["wall_s"])
-        if wall < previous:
-            offset += previous
-        previous = wall
-        row["wall_s"] = str(offset + wall)
-    return rows
 
 
 def trained_minutes(path: Path) -> float:

@@ -288,16 +288,30 @@ def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
     print(f"[seed {seed}] {name}: done at step {done}: {why}", flush=True)
 
 
+def log_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``train_log.csv`` (none before it starts), with ``wall_s`` made
+    cumulative: the log restarts it at each resume, so the segments are summed."""
+    if not (path / "train_log.csv").exists():
+        return []
+    with open(path / "train_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    offset = previous = 0.0
+    for row in rows:
+        wall = float(row["wall_s"])
+        if wall < previous:
+            offset += previous
+        previous = wall
+        row["wall_s"] = str(offset + wall)
+    return rows
+
+
 def learning_curve(run_dir: Path) -> list[tuple[int, float, float, float]]:
     """(step, validation loss, all-zero validation loss, learning rate) after every epoch
     of a run; empty before its first epoch."""
-    if not (run_dir / "train_log.csv").exists():
-        return []
-    with open(run_dir / "train_log.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
     return [
         (int(r["step"]), float(r["val_loss"]), float(r["val_loss_zero"]), float(r["lr"]))
-        for r in rows
+        for r in log_rows(run_dir)
+        if r["kind"] == "epoch"
     ]
 
 
