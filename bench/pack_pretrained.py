@@ -54,6 +54,50 @@ LIMITS = (
 )
 
 
+#: Recall above precision by this many points (paper protocol) counts as an over-wide map.
+WIDE_MAP_POINTS = 10.0
+
+
+def wide_map_limit(metrics: list[dict[str, Any]], points: float = WIDE_MAP_POINTS) -> str | None:
+    """The known-limits line for maps wider than the simulated sources, from measured rows.
+
+    Under the paper protocol a map that also covers regions around the true patch keeps
+    its recall and loses precision, so precision far below recall on a row says the model
+    over-extends its sources there (``bench/rule_scale_probe.py`` counts the regions).
+
+    Parameters
+    ----------
+    metrics : list of dict
+        The card's metrics rows: ``configuration``, ``protocol`` and ``precision`` /
+        ``recall`` as (mean, std) in percent.
+    points : float
+        The smallest recall - precision gap, in percentage points, that counts.
+
+    Returns
+    -------
+    line : str or None
+        One sentence naming every such paper-protocol row with its precision and recall,
+        or None when no row has the gap.
+    """
+    wide = [
+        row
+        for row in metrics
+        if row["protocol"] == "paper" and row["recall"][0] - row["precision"][0] >= points
+    ]
+    if not wide:
+        return None
+    rows = "; ".join(
+        f"{row['configuration']}: {row['precision'][0]:.1f}% against {row['recall'][0]:.1f}%"
+        for row in wide
+    )
+    return (
+        "Its maps are wider than the simulated sources: under the paper protocol its "
+        f"precision is {points:g} or more points below its recall on {len(wide)} of the "
+        f"{sum(row['protocol'] == 'paper' for row in metrics)} configurations ({rows}), "
+        "so it also reconstructs regions around the true patch."
+    )
+
+
 def training_budget(run_dir: Path, threads: int) -> dict[str, Any]:
     """Wall time, CPU hours, steps and samples of a run, from its ``train_log.csv``.
 
@@ -276,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"{k} {entry[k][0]:.2f}" for k, _, _ in TABLE_METRICS),
                     flush=True,
                 )
+    if (line := wide_map_limit(card["metrics"])) is not None:
+        card["limits"].append(line)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.card_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out_dir / f"{args.name}.pt") as tmp_path:

@@ -234,3 +234,25 @@ def test_evaluate_pretrained_against_an_earlier_evaluation(shipped, monkeypatch,
     assert "Paired difference on the same samples" in out and "+0.00 ± 0.00" in out
     assert "Paired difference" in (tmp_path / "b" / "metrics.md").read_text()
     assert main([*args, str(tmp_path / "c"), "--n", "2", "--against", str(tmp_path / "a")]) == 2
+
+
+def test_the_card_names_rows_whose_maps_are_too_wide(bench_script):
+    """A paper-protocol row with recall 10 or more points above precision gets a known
+    limit; strict rows and narrower gaps do not."""
+    pack = bench_script("pack_pretrained")
+
+    def row(configuration, protocol, precision, recall):
+        return {"configuration": configuration, "protocol": protocol,
+                "precision": (precision, 5.0), "recall": (recall, 5.0)}  # fmt: skip
+
+    metrics = [
+        row("5/1/2", "paper", 57.42, 92.93),
+        row("5/1/2", "strict", 60.0, 97.0),
+        row("5/2/3", "paper", 64.8, 62.58),
+        row("5/3/2", "paper", 80.0, 89.99),
+    ]
+    line = pack.wide_map_limit(metrics)
+    assert "5/1/2: 57.4% against 92.9%" in line and "on 1 of the 3 configurations" in line
+    assert "5/2/3" not in line and "5/3/2" not in line
+    assert pack.wide_map_limit(metrics[1:]) is None
+    assert "5/3/2" in pack.wide_map_limit(metrics, points=9.9)
