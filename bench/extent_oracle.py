@@ -1,0 +1,188 @@
+"""How much precision the paper protocol's random patch growth leaves to any network.
+
+Under ``protocol='paper'`` a patch keeps its centre and first ring whole and grows every
+outer ring at random, region by region (``Synthesizer._grow_partial_rings``, after
+DeepSIF's ``forward/generate_sythetic_source.m``), drawn afresh for every sample. Which
+outer-ring regions were grown is a fine detail of the cortex that the sensors barely see,
+and a network trained with a squared error then learns to spread its estimate over every
+region that *might* belong to the patch. This script measures what that costs.
+
+For the first ``--n`` test samples of each row it builds the **growth oracle**: the true
+centres, waveforms, amplitudes and fall-off (everything the sample has), but in place of
+the grown membership its probability given the centre, estimated from ``--draws`` fresh
+growths of the same centres. That is the best squared-error estimate of a network that
+knows everything except the growth. Its metrics under the row's protocol are a ceiling
+for any network that cannot read the growth from the sensors; the true source (the
+``truth`` line) scores precision 1 by construction. With ``checkpoint`` given, the
+network's metrics on the same samples are printed beside them.
+
+Run (installed package; a few seconds per row)::
+
+    python bench/extent_oracle.py --checkpoint runs/cmp90/SimMEG/seed1/fair_esi-lr0.001/best.pt \\
+        --rows=5/1/2,-5/1/2,15/1/2,5/1/3,5/2/2 --n 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairesi.data import SimConfig
+from fairesi.data.rng import M32
+from fairesi.data.synth import Synthesizer
+from fairesi.evaluate import rule_of
+from fairesi.experiment import synthesizer
+from fairesi.metrics import localization_metrics, reconstructed_regions
+from fairesi.train import load_checkpoint
+
+METRICS = (("precision", 100.0), ("recall", 100.0), ("le_mm", 1.0))
+
+
+def membership_probability(synth: Synthesizer, centres: torch.Tensor, draws: int) -> torch.Tensor:
+    """Probability that each member of the patch table is grown, given the centres.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        A synthesizer of one row.
+    centres : torch.Tensor, shape (B, N_s), int64
+        Centre regions.
+    draws : int
+        Fresh growths averaged (paper protocol only).
+
+    Returns
+    -------
+    p : torch.Tensor, shape (B, N_s, M), float64
+        Over ``synth``'s patch table of each centre (``_patch_regions[centres]``): 1 for
+        the centre and ring 1, the growth frequency for outer rings, 0 for padding; under
+        the strict protocol, full rings: 1 for every member.
+    """
+    valid = synth._patch_valid[centres]
+    if synth.config.protocol != "paper":
+        return valid.double()
+    gen = torch.Generator().manual_seed(0x0AC1E)
+    total = torch.zeros(valid.shape, dtype=torch.float64)
+    first = 4 * centres.shape[1] + 1
+    for _ in range(draws):
+        keys = torch.randint(0, M32 + 1, (centres.shape[0], 1), generator=gen)
+        total += synth._grow_partial_rings(keys, centres, first).double()
+    return total / draws
+
+
+def full_weights(synth: Synthesizer, index: torch.Tensor) -> torch.Tensor:
+    """Fall-off weights (B, N_s, M) of every member of the samples' whole patches: the
+    samples' own draws with the growth replaced by full rings."""
+    whole = copy.copy(synth)
+    whole._grow_partial_rings = lambda keys, centres, first: synth._patch_valid[centres]
+    return whole._draw("test", index, 0)["patch_weights"].double()
+
+
+def growth_oracle(synth: Synthesizer, index: torch.Tensor, target: torch.Tensor,
+                  centres: torch.Tensor, draws: int) -> torch.Tensor:  # fmt: skip
+    """The growth oracle's estimate (B, R, T) of test samples ``index``.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        A synthesizer of one row.
+    index : torch.Tensor, shape (B,), int64
+        Test sample indices.
+    target : torch.Tensor, shape (B, R, T)
+        Their normalised targets (``synth.batch('test', index).target``).
+    centres : torch.Tensor, shape (B, N_s), int64
+        Their centre regions.
+    draws : int
+        Growths averaged for the membership probability.
+
+    Returns
+    -------
+    estimate : torch.Tensor, shape (B, R, T), float64
+        Each member region of each patch carries its source's normalised time course (the
+        target at the centre, whose weight is 1) times its fall-off weight times its
+        membership probability; other regions are 0.
+    """
+    n, n_s = centres.shape
+    weight = full_weights(synth, index) * membership_probability(synth, centres, draws)
+    regions = synth._patch_regions[centres]  # (B, N_s, M), -1 padding
+    course = target.double()[torch.arange(n)[:, None], centres]  # (B, N_s, T)
+    activity = weight[..., None] * course[:, :, None, :]  # (B, N_s, M, T)
+    estimate = torch.zeros(target.shape, dtype=torch.float64)
+    valid = regions >= 0
+    b = torch.arange(n)[:, None, None].expand_as(regions)
+    estimate.index_put_((b[valid], regions[valid]), activity[valid], accumulate=True)
+    return estimate
+
+
+def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
+              protocol: str | None) -> list[str]:  # fmt: skip
+    """Table lines (truth, growth oracle, network) of one row on its first ``n`` test
+    samples."""
+    data = SimConfig.from_dict(dict(checkpoint.config["data"])).with_row(row)
+    if protocol is not None:
+        data = data.with_protocol(protocol)
+    train = checkpoint.config["train"]
+    synth = synthesizer(
+        data, head_model=checkpoint.head_model, bank=train["bank"], seed=int(train["seed"])
+    )
+    n = min(n, synth.split_size("test"))
+    index = torch.arange(n, dtype=torch.int64)
+    batch = synth.batch("test", index)
+    with torch.no_grad():
+        network = checkpoint.model(batch.x).double()
+    estimates = {
+        "truth": batch.target.double(),
+        "growth oracle": growth_oracle(synth, index, batch.target, batch.centres, draws),
+        "network": network,
+    }
+    centroids = np.asarray(synth.head_model.region_centroids_mm)
+    rule = rule_of(data.protocol)
+    lines = []
+    for name, estimate in estimates.items():
+        m = localization_metrics(
+            estimate.numpy(), batch.target.numpy(), batch.source_mask.numpy(), centroids, rule=rule
+        )
+        drawn = reconstructed_regions(estimate.numpy(), rule=rule).sum()
+        cells = [f"{np.nanmean(m[k]) * f:.2f} ± {np.nanstd(m[k]) * f:.2f}" for k, f in METRICS]
+        snr, n_s, n_n = row
+        lines.append(
+            f"| {snr:g}/{n_s}/{n_n} | {data.protocol} ({n}) | {name} | {' | '.join(cells)} | "
+            f"{drawn / n:.1f} | {batch.source_mask.numpy().sum() / n:.1f} |"
+        )
+    return lines
+
+
+def parse_row(text: str) -> tuple[float, int, int]:
+    """'5/1/2' -> (5.0, 1, 2)."""
+    snr, n_s, n_n = text.split("/")
+    return float(snr), int(n_s), int(n_n)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the truth / growth-oracle / network table of every row."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a run's best.pt: its data and network")
+    parser.add_argument("--rows", default="5/1/2", help="comma-separated r/N_s/N_n rows")
+    parser.add_argument("--n", type=int, default=256, help="test samples per row (256)")
+    parser.add_argument("--draws", type=int, default=256, help="growths averaged (256)")
+    parser.add_argument("--protocol", choices=("paper", "strict"), default=None,
+                        help="the checkpoint's protocol unless given")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoint = load_checkpoint(args.checkpoint)
+    print(f"checkpoint: {args.checkpoint}")
+    print("| row | protocol (samples) | estimate | Precision (%) | Recall (%) | LE (mm) "
+          "| regions drawn | true regions |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for text in args.rows.split(","):
+        for line in row_lines(checkpoint, parse_row(text), args.n, args.draws, args.protocol):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

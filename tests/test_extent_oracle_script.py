@@ -1,0 +1,65 @@
+"""bench/extent_oracle.py: the growth oracle is the target where the growth is known, and
+the membership frequency of the paper protocol's random outer rings otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fairesi.data import SimConfig
+from fairesi.experiment import synthesizer
+
+pytestmark = pytest.mark.filterwarnings("ignore:using the analytic stand-in")
+
+
+@pytest.fixture(scope="module")
+def script(bench_script):
+    return bench_script("extent_oracle")
+
+
+def toy_synth(protocol):
+    data = SimConfig(modality="meg", n_times=64, n_sources=1, n_rings=2, n_samples=96,
+                     protocol=protocol)  # fmt: skip
+    return synthesizer(data, head_model="toy", bank="synthetic", seed=3)
+
+
+def test_strict_full_rings_make_the_oracle_the_target(script):
+    synth = toy_synth("strict")
+    index = torch.arange(6)
+    batch = synth.batch("test", index)
+    oracle = script.growth_oracle(synth, index, batch.target, batch.centres, draws=4)
+    torch.testing.assert_close(oracle, batch.target.double(), rtol=1e-6, atol=1e-7)
+
+
+def test_paper_growth_is_replaced_by_its_frequency(script):
+    synth = toy_synth("paper")
+    index = torch.arange(6)
+    batch = synth.batch("test", index)
+    p = script.membership_probability(synth, batch.centres, draws=400)
+    ring, valid = synth._patch_ring[batch.centres], synth._patch_valid[batch.centres]
+    # Centre and ring 1 always; every ring-2 region touches ring 1 and is kept with
+    # probability 1/2; padding never.
+    assert (p[valid & (ring <= 1)] == 1).all() and (p[~valid] == 0).all()
+    assert p[valid & (ring == 2)].sub(0.5).abs().max() < 0.1
+    oracle = script.growth_oracle(synth, index, batch.target, batch.centres, draws=400)
+    # Where the sample has a region, the oracle has it scaled by its frequency; the centre
+    # (frequency 1) is the target itself; no region outside the whole patch is active.
+    regions = torch.where(valid, synth._patch_regions[batch.centres], 0)
+    target, b = batch.target.double(), torch.arange(6)[:, None, None]
+    kept = batch.source_mask[b, regions] & valid
+    expected = target[b, regions] * p[..., None]
+    torch.testing.assert_close(oracle[b, regions][kept], expected[kept], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(oracle[torch.arange(6), batch.centres[:, 0]],
+                               target[torch.arange(6), batch.centres[:, 0]])  # fmt: skip
+    whole = torch.zeros(batch.source_mask.shape, dtype=torch.bool)
+    whole[b.expand_as(regions)[valid], regions[valid]] = True
+    assert (oracle[~whole] == 0).all() and (oracle[whole & ~batch.source_mask].abs() > 0).any()
+
+
+def test_dry_run_prints_truth_oracle_and_network(script, tiny_run, capsys):
+    script.main(["--checkpoint", str(tiny_run / "last.pt"), "--rows", "5/1/2", "--n", "4",
+                 "--draws", "8", "--protocol", "paper"])  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    body = [line for line in lines if line.startswith("| 5/1/2 |")]
+    assert [line.split("|")[3].strip() for line in body] == ["truth", "growth oracle", "network"]
+    assert "| 100.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 |" in body[0]
