@@ -1,37 +1,43 @@
-"""How much precision the paper protocol's random patch growth leaves to any network.
+"""How much precision a protocol's patch growth leaves to any network.
 
-Under ``protocol='paper'`` a patch keeps its centre and first ring whole and grows every
-outer ring at random, region by region (``Synthesizer._grow_partial_rings``, after
-DeepSIF's ``forward/generate_sythetic_source.m``), drawn afresh for every sample. Which
-outer-ring regions were grown is a fine detail of the cortex that the sensors barely see,
-and a network trained with a squared error then learns to spread its estimate over every
-region that *might* belong to the patch. This script measures what that costs.
+Under the paper protocol a patch is not the full neighbour rings of its centre: its
+outer rings are grown at random (``SimConfig.patch_growth``). With 'random' (the paper
+protocol before 'candidates') the growth is drawn afresh for every sample, region by
+region; with 'candidates' (DeepSIF's way, :mod:`fairesi.data.growth`) each sample takes
+one of a fixed set of grown patches of its centre. Which regions were grown is a fine
+detail of the cortex that the sensors barely see, and a network trained with a squared
+error then spreads its estimate over every region that *might* belong to the patch. This
+script measures what that costs.
 
 For the first ``--n`` test samples of each row it builds the **growth oracle**: the true
 centres, waveforms, amplitudes and fall-off (everything the sample has), but in place of
-the grown membership its probability given the centre, estimated from ``--draws`` fresh
-growths of the same centres. That is the best squared-error estimate of a network that
-knows everything except the growth. Its metrics under the row's protocol are a ceiling
-for any network that cannot read the growth from the sensors; the true source (the
-``truth`` line) scores precision 1 by construction. With ``checkpoint`` given, the
-network's metrics on the same samples are printed beside them.
+the grown membership its probability given the centre: over the centre's candidates
+('candidates'), or over ``--draws`` fresh growths ('random'). That is the best
+squared-error estimate of a network that knows everything except which growth the
+sample has. Its metrics under the row's protocol bound any network that cannot read the
+growth from the sensors; with few, distinct candidates per centre the sensors may tell
+them apart, and a network can then pass it. The true source (``truth``) scores
+precision 1 by construction; the network of ``--checkpoint`` is scored on the same
+samples.
 
 Run (installed package; a few seconds per row)::
 
     python bench/extent_oracle.py --checkpoint runs/cmp90/SimMEG/seed1/fair_esi-lr0.001/best.pt \\
-        --rows=5/1/2,-5/1/2,15/1/2,5/1/3,5/2/2 --n 256
+        --rows=5/1/2,-5/1/2,15/1/2 --n 256 [--patch-growth candidates]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
 from fairesi.data import SimConfig
+from fairesi.data.config import PATCH_GROWTHS
 from fairesi.data.rng import M32
 from fairesi.data.synth import Synthesizer
 from fairesi.evaluate import rule_of
@@ -52,17 +58,22 @@ def membership_probability(synth: Synthesizer, centres: torch.Tensor, draws: int
     centres : torch.Tensor, shape (B, N_s), int64
         Centre regions.
     draws : int
-        Fresh growths averaged (paper protocol only).
+        Fresh growths averaged (``patch_growth='random'`` only).
 
     Returns
     -------
     p : torch.Tensor, shape (B, N_s, M), float64
-        Over ``synth``'s patch table of each centre (``_patch_regions[centres]``): 1 for
-        the centre and ring 1, the growth frequency for outer rings, 0 for padding; under
-        the strict protocol, full rings: 1 for every member.
+        Over ``synth``'s patch table of each centre (``_patch_regions[centres]``), 0 for
+        padding. 'rings': 1 for every member. 'candidates': the fraction of the centre's
+        DeepSIF candidates that hold the member (each is equally likely). 'random': the
+        growth frequency over ``draws`` fresh growths.
     """
     valid = synth._patch_valid[centres]
-    if synth.config.protocol != "paper":
+    growth = synth.config.patch_growth
+    if growth == "candidates":
+        member = synth._candidates[centres].double()  # (B, N_s, K, M)
+        return member.sum(2) / synth._candidate_count[centres][..., None]
+    if growth != "random":
         return valid.double()
     gen = torch.Generator().manual_seed(0x0AC1E)
     total = torch.zeros(valid.shape, dtype=torch.float64)
@@ -77,7 +88,7 @@ def full_weights(synth: Synthesizer, index: torch.Tensor) -> torch.Tensor:
     """Fall-off weights (B, N_s, M) of every member of the samples' whole patches: the
     samples' own draws with the growth replaced by full rings."""
     whole = copy.copy(synth)
-    whole._grow_partial_rings = lambda keys, centres, first: synth._patch_valid[centres]
+    whole.config = dataclasses.replace(synth.config, patch_growth="rings")
     return whole._draw("test", index, 0)["patch_weights"].double()
 
 
@@ -118,12 +129,14 @@ def growth_oracle(synth: Synthesizer, index: torch.Tensor, target: torch.Tensor,
 
 
 def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
-              protocol: str | None) -> list[str]:  # fmt: skip
+              protocol: str | None, growth: str | None = None) -> list[str]:  # fmt: skip
     """Table lines (truth, growth oracle, network) of one row on its first ``n`` test
     samples."""
     data = SimConfig.from_dict(dict(checkpoint.config["data"])).with_row(row)
     if protocol is not None:
         data = data.with_protocol(protocol)
+    if growth is not None:
+        data = dataclasses.replace(data, patch_growth=growth)
     train = checkpoint.config["train"]
     synth = synthesizer(
         data, head_model=checkpoint.head_model, bank=train["bank"], seed=int(train["seed"])
@@ -149,7 +162,7 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
         cells = [f"{np.nanmean(m[k]) * f:.2f} ± {np.nanstd(m[k]) * f:.2f}" for k, f in METRICS]
         snr, n_s, n_n = row
         lines.append(
-            f"| {snr:g}/{n_s}/{n_n} | {data.protocol} ({n}) | {name} | {' | '.join(cells)} | "
+            f"| {snr:g}/{n_s}/{n_n} | {data.protocol}, {data.patch_growth} ({n}) | {name} | {' | '.join(cells)} | "
             f"{drawn / n:.1f} | {batch.source_mask.numpy().sum() / n:.1f} |"
         )
     return lines
@@ -170,17 +183,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=256, help="growths averaged (256)")
     parser.add_argument("--protocol", choices=("paper", "strict"), default=None,
                         help="the checkpoint's protocol unless given")  # fmt: skip
+    parser.add_argument("--patch-growth", choices=PATCH_GROWTHS, default=None,
+                        help="the protocol's growth unless given")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint = load_checkpoint(args.checkpoint)
     print(f"checkpoint: {args.checkpoint}")
-    print("| row | protocol (samples) | estimate | Precision (%) | Recall (%) | LE (mm) "
+    print("| row | protocol, growth (samples) | estimate | Precision (%) | Recall (%) | LE (mm) "
           "| regions drawn | true regions |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for text in args.rows.split(","):
-        for line in row_lines(checkpoint, parse_row(text), args.n, args.draws, args.protocol):
+        row = parse_row(text)
+        for line in row_lines(
+            checkpoint, row, args.n, args.draws, args.protocol, args.patch_growth
+        ):
             print(line, flush=True)
 
 

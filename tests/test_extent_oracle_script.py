@@ -17,9 +17,9 @@ def script(bench_script):
     return bench_script("extent_oracle")
 
 
-def toy_synth(protocol):
+def toy_synth(protocol, growth=None):
     data = SimConfig(modality="meg", n_times=64, n_sources=1, n_rings=2, n_samples=96,
-                     protocol=protocol)  # fmt: skip
+                     protocol=protocol, patch_growth=growth)  # fmt: skip
     return synthesizer(data, head_model="toy", bank="synthetic", seed=3)
 
 
@@ -31,8 +31,22 @@ def test_strict_full_rings_make_the_oracle_the_target(script):
     torch.testing.assert_close(oracle, batch.target.double(), rtol=1e-6, atol=1e-7)
 
 
-def test_paper_growth_is_replaced_by_its_frequency(script):
+def test_candidates_are_replaced_by_their_frequency(script):
     synth = toy_synth("paper")
+    index = torch.arange(6)
+    batch = synth.batch("test", index)
+    p = script.membership_probability(synth, batch.centres, draws=1)
+    # By hand: the fraction of the centre's candidates holding each table entry.
+    for k in range(6):
+        centre = int(batch.centres[k, 0])
+        count = int(synth._candidate_count[centre])
+        expected = synth._candidates[centre, :count].double().mean(0)
+        torch.testing.assert_close(p[k, 0], expected)
+    assert (p[..., 0] == 1).all() and ((p > 0) & (p < 1)).any()
+
+
+def test_random_growth_is_replaced_by_its_frequency(script):
+    synth = toy_synth("paper", "random")
     index = torch.arange(6)
     batch = synth.batch("test", index)
     p = script.membership_probability(synth, batch.centres, draws=400)

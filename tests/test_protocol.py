@@ -37,6 +37,20 @@ def test_paper_preset_defaults_and_validation() -> None:
     old = SimConfig.preset("SimMEG").to_dict()
     del old["protocol"]
     assert SimConfig.from_dict(old).protocol == "strict"
+    # The paper protocol grows DeepSIF's candidates; records from before the field had
+    # the random growth and keep it; the strict protocol keeps full rings.
+    assert (
+        paper.patch_growth == "candidates" and paper.with_protocol("strict").patch_growth == "rings"
+    )
+    before = paper.to_dict()
+    del before["patch_growth"]
+    assert SimConfig.from_dict(before).patch_growth == "random"
+    assert SimConfig.from_dict(paper.to_dict()) == paper
+    with pytest.raises(ValueError, match="patch_growth must be one of"):
+        SimConfig.preset("SimMEG", patch_growth="grown")
+    with pytest.raises(ValueError, match="at most 3 rings"):
+        SimConfig.preset("SimMEG", protocol="paper", n_rings=4)
+    assert SimConfig.preset("SimMEG", protocol="paper", n_rings=4, patch_growth="random")
 
 
 def _measured_snr_db(synth: Synthesizer) -> float:
@@ -58,8 +72,8 @@ def test_noise_power_definitions(head_model) -> None:
     assert paper - strict == pytest.approx(10 * math.log10(2), abs=1e-6)
 
 
-def test_paper_patches_grow_partial_connected_rings(head_model) -> None:
-    synth = _synth(head_model, n_rings=3, protocol="paper")
+def test_random_growth_keeps_partial_connected_rings(head_model) -> None:
+    synth = _synth(head_model, n_rings=3, protocol="paper", patch_growth="random")
     strict = _synth(head_model, n_rings=3)
     hop = head_model.hop_distance
     batch = synth.batch("train", torch.arange(200))

@@ -388,6 +388,7 @@ def test_checkpoint_of_format_1_loads_and_evaluates_the_same(tmp_path):
     assert config.data.to_dict() == {
         **old["config"]["data"],
         "protocol": "strict",
+        "patch_growth": "rings",
         "view": None,
         "mixture": [],
     }

@@ -59,6 +59,15 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         "checkpoint, and evaluation uses its signed Otsu rule) (default: {default})",
     ),
     (
+        "--patch-growth",
+        "patch_growth",
+        str,
+        "how a source patch grows from its centre: 'rings' (its full neighbour rings; the "
+        "strict protocol's), 'candidates' (one of DeepSIF's fixed grown patches of the "
+        "centre; the paper protocol's) or 'random' (a fresh random growth per sample; the "
+        "paper protocol's before 'candidates') (default: the protocol's)",
+    ),
+    (
         "--n-times",
         "n_times",
         int,

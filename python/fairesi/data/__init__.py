@@ -3,6 +3,8 @@
 What lives here, one job per module (each imports only those above it)::
 
     config    SimConfig, SPLITS, PRESETS: what a simulated dataset is (no torch)
+    growth    DeepSIF's candidate source patches: a fixed set of grown patches per centre
+              (numpy only)
     rng       the counter-based random numbers: hash, uniforms, per-sample and per-draw
               keys, standard normals (torch on any device, fused numba on CPU)
     batch     Batch, RawBatch, normalise_input (DeepSIF normalisation) and

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "PAPER_PROTOCOL_DEFAULTS",
+    "PATCH_GROWTHS",
     "PRESETS",
     "PROTOCOLS",
     "SPLITS",
@@ -45,7 +46,11 @@ PROTOCOLS = ("strict", "paper")
 PAPER_PROTOCOL_DEFAULTS: dict[str, Any] = {
     "disjoint_centres": False,
     "peak_position": (0.0, 1.0),
+    "patch_growth": "candidates",
 }
+
+#: How a source patch is grown from its centre (``SimConfig.patch_growth``).
+PATCH_GROWTHS = ("rings", "random", "candidates")
 
 
 def check_split(split: str) -> None:
@@ -134,11 +139,20 @@ class SimConfig:
         'strict' (default): sensor noise of power ``P_c * 10 ** (-snr_db / 10)``, patches
         of full neighbour rings. 'paper': DeepSIF's noise definition, half that power
         (``utils.py``, ``add_white_noise``, line 73: its nominal 5 dB is 8 dB by ours),
-        and DeepSIF's patch growth: the first ring whole, every further ring a random part
-        grown from the previous one (``forward/generate_sythetic_source.m``, lines 25-88,
-        where the outer rings are random, direction-biased selections). The paper's
-        shared centres and free peak position are the ``disjoint_centres`` and
+        and DeepSIF's patch growth (``patch_growth='candidates'``). The paper's shared
+        centres and free peak position are the ``disjoint_centres`` and
         ``peak_position`` defaults that :meth:`preset` gives this protocol.
+    patch_growth : {'rings', 'random', 'candidates'} or None
+        Which regions around a centre a patch holds. 'rings': every region within
+        ``n_rings`` hops (the strict protocol). 'candidates': one of a fixed set of
+        patches per centre, grown once as DeepSIF grows them (:mod:`fairesi.data.growth`;
+        the first ring whole, the outer rings direction-biased random parts) and shared by
+        every split and seed, as the paper's splits share DeepSIF's. 'random': a fresh random growth for every sample (the centre
+        and first ring whole, every further region next to a kept one kept with
+        probability 1/2; the paper protocol before; the sensors cannot tell these apart,
+        so it caps paper-protocol precision near 65%, ``bench/extent_oracle.py``). None
+        (default): 'candidates' under the paper protocol, 'rings' otherwise; a recorded
+        paper-protocol configuration without this field (older runs) reads as 'random'.
     view : {'eeg', 'meg'} or None
         Of a fused ('eeg+meg') configuration: give the network only this modality's
         channels of the same samples (the single-modality rows of the fusion benchmark:
@@ -165,6 +179,7 @@ class SimConfig:
     half_amplitude_rings: tuple[float, float] = (3.5, 5.0)
     peak_position: tuple[float, float] = (0.3, 0.7)
     protocol: str = "strict"
+    patch_growth: str | None = None
     view: str | None = None
     mixture: tuple[tuple[float, int, int], ...] = ()
 
@@ -173,6 +188,13 @@ class SimConfig:
         for name in ("split_ratio", "source_snr_db", "half_amplitude_rings", "peak_position"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "mixture", parse_mixture(self.mixture))
+        if self.patch_growth is None:
+            growth = "candidates" if self.protocol == "paper" else "rings"
+            object.__setattr__(self, "patch_growth", growth)
+        if self.patch_growth not in PATCH_GROWTHS:
+            raise ValueError(
+                f"patch_growth must be one of {list(PATCH_GROWTHS)}, got {self.patch_growth!r}"
+            )
         self.rows()  # validates every row
         if self.modality not in SIM_MODALITIES:
             raise ValueError(
@@ -195,6 +217,11 @@ class SimConfig:
             raise ValueError(f"n_sources must be an integer >= 1, got {self.n_sources!r}")
         if int(self.n_rings) != self.n_rings or self.n_rings < 0:
             raise ValueError(f"n_rings must be an integer >= 0, got {self.n_rings!r}")
+        if self.patch_growth == "candidates" and self.n_rings > 3:
+            raise ValueError(
+                f"patch_growth='candidates' grows DeepSIF's patches of at most 3 rings, got "
+                f"n_rings={self.n_rings}; use patch_growth='rings' or 'random'"
+            )
         if len(self.split_ratio) != 3 or min(self.split_ratio) < 1:
             raise ValueError(
                 f"split_ratio must be 3 positive integers (train, val, test), got {self.split_ratio!r}"
@@ -251,8 +278,8 @@ class SimConfig:
 
     def with_protocol(self, protocol: str) -> SimConfig:
         """This configuration under another protocol, with that protocol's defaults of
-        ``disjoint_centres`` and ``peak_position`` (:data:`PAPER_PROTOCOL_DEFAULTS`, or the
-        field defaults for 'strict')."""
+        ``disjoint_centres``, ``peak_position`` and ``patch_growth``
+        (:data:`PAPER_PROTOCOL_DEFAULTS`, or the field defaults for 'strict')."""
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
         fields = {f.name: f.default for f in dataclasses.fields(self)}
@@ -283,7 +310,10 @@ class SimConfig:
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> SimConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`. A paper-protocol record without ``patch_growth``
+        (written before the field existed) reads as ``'random'``, the growth it had."""
+        if fields.get("protocol") == "paper" and "patch_growth" not in fields:
+            fields = {**fields, "patch_growth": "random"}
         return cls(**fields)
 
     def split_sizes(self) -> dict[str, int]:

@@ -10,7 +10,9 @@ as docs/protocols.md describes (strict protocol), mirroring DeepSIF's loader (``
 2. **Sources.** ``n_sources`` centre regions are drawn from the split's centre pool such
    that their patches neither overlap nor touch (centres at least ``2 * n_rings + 2``
    graph hops apart). Each patch is the centre plus its neighbour rings 1..``n_rings``
-   (:meth:`HeadModel.rings`). Inside a patch the background is replaced, as in DeepSIF,
+   (:meth:`HeadModel.rings`), or under ``SimConfig.patch_growth`` a part of them: one of
+   the centre's fixed DeepSIF candidates ('candidates', :mod:`fairesi.data.growth`) or a
+   fresh random growth ('random'). Inside a patch the background is replaced, as in DeepSIF,
    by the source waveform times a Gaussian weight over ring distance,
    ``w = 2 ** (-(ring / h) ** 2)``, with ``h`` (the ring at which the amplitude halves)
    drawn per source from ``SimConfig.half_amplitude_rings``. DeepSIF's weights fall to
@@ -86,6 +88,7 @@ from fairesi.data.batch import (
     scatter_regions,
 )
 from fairesi.data.config import SPLITS, SimConfig, check_split
+from fairesi.data.growth import candidate_table, deepsif_candidates
 from fairesi.data.rng import (
     M32,
     STREAM_CENTRES,
@@ -197,6 +200,8 @@ class Synthesizer:
         self._snr_half_window = round(_SNR_HALF_WINDOW_S * float(bank.sfreq))
 
         hop = np.asarray(head_model.hop_distance).astype(np.int64)
+        #: DeepSIF candidate tables by n_rings, shared with the mixture rows.
+        self._candidate_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._build_patches(hop)
         self._build_pools(hop)
 
@@ -261,15 +266,27 @@ class Synthesizer:
         self._patch_regions = torch.from_numpy(np.where(valid, order, -1))  # (R, M)
         self._patch_ring = torch.from_numpy(ring.astype(np.float64))  # (R, M)
         self._patch_valid = torch.from_numpy(valid)  # (R, M)
-        # Neighbourhood of the members of each region's patch (R, M, M): the partial ring
-        # growth of the paper's protocol keeps a region only next to a kept one.
-        if self.config.protocol == "paper":
+        # Neighbourhood of the members of each region's patch (R, M, M): the random ring
+        # growth keeps a region only next to a kept one.
+        if self.config.patch_growth == "random":
             safe = np.where(valid, order, 0)
             self._patch_adjacent = torch.from_numpy(
                 (hop[safe[:, :, None], safe[:, None, :]] == 1)
                 & valid[:, :, None]
                 & valid[:, None, :]
             )
+        # DeepSIF's candidates as masks over the table (R, K, M) and their counts (R,).
+        if self.config.patch_growth == "candidates":
+            if n_rings not in self._candidate_cache:
+                candidates = deepsif_candidates(
+                    hop, np.asarray(self.head_model.region_centroids_mm), n_rings
+                )
+                member, count, _ = candidate_table(candidates, np.where(valid, order, -1))
+                self._candidate_cache[n_rings] = (
+                    torch.from_numpy(member),
+                    torch.from_numpy(count),
+                )
+            self._candidates, self._candidate_count = self._candidate_cache[n_rings]
         # Patches neither overlap nor touch: centres >= 2 * n_rings + 2 hops apart
         # (negative hop = different connected component = far).
         self._min_centre_hops = 2 * n_rings + 2
@@ -389,8 +406,10 @@ class Synthesizer:
 
         ring = self._patch_ring[centres]  # (B, N_s, M)
         member = self._patch_valid[centres]
-        if cfg.protocol == "paper":
+        if cfg.patch_growth == "random":
             member = self._grow_partial_rings(keys, centres, 4 * n_s + 1)
+        elif cfg.patch_growth == "candidates":
+            member = self._pick_candidates(keys, centres, 4 * n_s + 1)
         weights = torch.exp2(-((ring / half_rings[..., None]) ** 2)) * member
         return {
             "centres": centres,
@@ -403,14 +422,23 @@ class Synthesizer:
             "noise_keys": draw_keys(self.seed, split, index, STREAM_NOISE, draw),
         }
 
+    def _pick_candidates(
+        self, keys: torch.Tensor, centres: torch.Tensor, first_counter: int
+    ) -> torch.Tensor:
+        """Patch members (B, N_s, M) bool of ``patch_growth='candidates'``: each source
+        takes one of its centre's DeepSIF candidates (:mod:`fairesi.data.growth`),
+        uniformly, as DeepSIF's test samples do (``randi`` over the candidates)."""
+        count = self._candidate_count[centres]  # (B, N_s)
+        u = uniform(keys, first_counter + torch.arange(centres.shape[1])[None, :])
+        pick = torch.minimum((u * count).long(), count - 1)
+        return self._candidates[centres, pick]
+
     def _grow_partial_rings(
         self, keys: torch.Tensor, centres: torch.Tensor, first_counter: int
     ) -> torch.Tensor:
-        """Patch members (B, N_s, M) bool under the paper's protocol: the centre and ring 1
-        whole, then ring by ring every region adjacent to a kept region of the previous
-        ring is kept with probability 1/2 (DeepSIF grows its outer rings as random,
-        direction-biased parts of the next ring; ``forward/generate_sythetic_source.m``,
-        lines 25-88; we keep its random partial growth, not its direction bias)."""
+        """Patch members (B, N_s, M) bool of ``patch_growth='random'``: the centre and
+        ring 1 whole, then ring by ring every region adjacent to a kept region of the
+        previous ring is kept with probability 1/2, afresh for every sample."""
         valid = self._patch_valid[centres]  # (B, N_s, M)
         ring = self._patch_ring[centres]
         n_members = valid.shape[-1]
