@@ -45,6 +45,10 @@ def test_paper_preset_defaults_and_validation() -> None:
     before = paper.to_dict()
     del before["patch_growth"]
     assert SimConfig.from_dict(before).patch_growth == "random"
+    # Converting keeps a record's own protocol as it is, and gives another its defaults.
+    old_paper = SimConfig.from_dict(before)
+    assert old_paper.with_protocol("paper") is old_paper
+    assert old_paper.with_protocol("strict").with_protocol("paper") == paper
     assert SimConfig.from_dict(paper.to_dict()) == paper
     with pytest.raises(ValueError, match="patch_growth must be one of"):
         SimConfig.preset("SimMEG", patch_growth="grown")

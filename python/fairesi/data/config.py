@@ -279,9 +279,13 @@ class SimConfig:
     def with_protocol(self, protocol: str) -> SimConfig:
         """This configuration under another protocol, with that protocol's defaults of
         ``disjoint_centres``, ``peak_position`` and ``patch_growth``
-        (:data:`PAPER_PROTOCOL_DEFAULTS`, or the field defaults for 'strict')."""
+        (:data:`PAPER_PROTOCOL_DEFAULTS`, or the field defaults for 'strict'). Under its
+        own protocol a configuration is returned as it is (a recorded paper-protocol run
+        keeps the growth it was trained on)."""
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+        if protocol == self.protocol:
+            return self
         fields = {f.name: f.default for f in dataclasses.fields(self)}
         defaults = (
             PAPER_PROTOCOL_DEFAULTS
