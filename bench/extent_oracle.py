@@ -130,8 +130,8 @@ def growth_oracle(synth: Synthesizer, index: torch.Tensor, target: torch.Tensor,
 
 def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
               protocol: str | None, growth: str | None = None) -> list[str]:  # fmt: skip
-    """Table lines (truth, growth oracle, network) of one row on its first ``n`` test
-    samples."""
+    """Table lines (truth, growth oracle, network, and the network's paired difference
+    from the oracle) of one row on its first ``n`` test samples."""
     data = SimConfig.from_dict(dict(checkpoint.config["data"])).with_row(row)
     if protocol is not None:
         data = data.with_protocol(protocol)
@@ -153,18 +153,26 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
     }
     centroids = np.asarray(synth.head_model.region_centroids_mm)
     rule = rule_of(data.protocol)
-    lines = []
+    snr, n_s, n_n = row
+    label = f"| {snr:g}/{n_s}/{n_n} | {data.protocol}, {data.patch_growth} ({n}) |"
+    lines, per_sample = [], {}
     for name, estimate in estimates.items():
         m = localization_metrics(
             estimate.numpy(), batch.target.numpy(), batch.source_mask.numpy(), centroids, rule=rule
         )
+        per_sample[name] = m
         drawn = reconstructed_regions(estimate.numpy(), rule=rule).sum()
         cells = [f"{np.nanmean(m[k]) * f:.2f} ± {np.nanstd(m[k]) * f:.2f}" for k, f in METRICS]
-        snr, n_s, n_n = row
         lines.append(
-            f"| {snr:g}/{n_s}/{n_n} | {data.protocol}, {data.patch_growth} ({n}) | {name} | {' | '.join(cells)} | "
-            f"{drawn / n:.1f} | {batch.source_mask.numpy().sum() / n:.1f} |"
+            f"{label} {name} | {' | '.join(cells)} | {drawn / n:.1f} | "
+            f"{batch.source_mask.numpy().sum() / n:.1f} |"
         )
+    cells = []
+    for k, f in METRICS:  # paired over the samples where both are defined
+        d = (per_sample["network"][k] - per_sample["growth oracle"][k]) * f
+        d = d[np.isfinite(d)]
+        cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(max(d.size, 1)):.2f}")
+    lines.append(f"{label} network − growth oracle (mean ± s.e.) | {' | '.join(cells)} | | |")
     return lines
 
 

@@ -75,5 +75,6 @@ def test_dry_run_prints_truth_oracle_and_network(script, tiny_run, capsys):
                  "--draws", "8", "--protocol", "paper"])  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
     body = [line for line in lines if line.startswith("| 5/1/2 |")]
-    assert [line.split("|")[3].strip() for line in body] == ["truth", "growth oracle", "network"]
+    names = [line.split("|")[3].strip() for line in body]
+    assert names == ["truth", "growth oracle", "network", "network − growth oracle (mean ± s.e.)"]
     assert "| 100.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 |" in body[0]
