@@ -146,12 +146,13 @@ class SimConfig:
         Which regions around a centre a patch holds. 'rings': every region within
         ``n_rings`` hops (the strict protocol). 'candidates': one of a fixed set of
         patches per centre, grown once as DeepSIF grows them (:mod:`fairesi.data.growth`;
-        the first ring whole, the outer rings direction-biased random parts) and shared by
-        every split and seed, as the paper's splits share DeepSIF's. 'random': a fresh random growth for every sample (the centre
-        and first ring whole, every further region next to a kept one kept with
-        probability 1/2; the paper protocol before; the sensors cannot tell these apart,
-        so it caps paper-protocol precision near 65%, ``bench/extent_oracle.py``). None
-        (default): 'candidates' under the paper protocol, 'rings' otherwise; a recorded
+        the first ring whole, the outer rings direction-biased random parts) and shared
+        by every split and seed, as the paper's splits share DeepSIF's. 'random': a fresh
+        random growth for every sample (the centre and first ring whole, every further
+        region next to a kept one kept with probability 1/2; the paper protocol before
+        'candidates'; the sensors cannot tell these growths apart, which caps
+        paper-protocol precision near 67%, ``bench/extent_oracle.py``). None (default):
+        'candidates' under the paper protocol, 'rings' otherwise; a recorded
         paper-protocol configuration without this field (older runs) reads as 'random'.
     view : {'eeg', 'meg'} or None
         Of a fused ('eeg+meg') configuration: give the network only this modality's
