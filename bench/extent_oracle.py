@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.data import SimConfig
+from fairesi.data import SimConfig, parse_mixture
 from fairesi.data.config import PATCH_GROWTHS
 from fairesi.data.rng import M32
 from fairesi.data.synth import Synthesizer
@@ -176,12 +176,6 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
     return lines
 
 
-def parse_row(text: str) -> tuple[float, int, int]:
-    """'5/1/2' -> (5.0, 1, 2)."""
-    snr, n_s, n_n = text.split("/")
-    return float(snr), int(n_s), int(n_n)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print the truth / growth-oracle / network table of every row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -195,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="the protocol's growth unless given")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
+    try:
+        rows = parse_mixture(args.rows)
+    except ValueError as err:
+        parser.error(f"--rows: {err}")
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint = load_checkpoint(args.checkpoint)
@@ -202,8 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| row | protocol, growth (samples) | estimate | Precision (%) | Recall (%) | LE (mm) "
           "| regions drawn | true regions |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    for text in args.rows.split(","):
-        row = parse_row(text)
+    for row in rows:
         for line in row_lines(
             checkpoint, row, args.n, args.draws, args.protocol, args.patch_growth
         ):

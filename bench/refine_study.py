@@ -45,7 +45,8 @@ against 'literal' decide the ranking. Runs for several ``--seed`` values go into
 With ``--until-flat W`` a run trains in chunks of ``--chunk`` steps until its validation
 loss has flattened, :func:`flattened`: the learning rate was halved before its last ``W``
 steps and their best validation loss is less than ``--flat-tol`` (relative) below the best
-before them; ``--steps`` is then only a cap. The report gives the step at which each run stopped and why.
+before them; ``--steps`` is then only a cap. The report gives the step at which each run
+stopped and why.
 
 Run (installed package)::
 

@@ -78,3 +78,9 @@ def test_dry_run_prints_truth_oracle_and_network(script, tiny_run, capsys):
     names = [line.split("|")[3].strip() for line in body]
     assert names == ["truth", "growth oracle", "network", "network − growth oracle (mean ± s.e.)"]
     assert "| 100.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 |" in body[0]
+
+
+def test_a_bad_row_is_one_clear_error(script, tiny_run, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--checkpoint", str(tiny_run / "last.pt"), "--rows", "5/1"])
+    assert "--rows:" in capsys.readouterr().err

@@ -123,9 +123,9 @@ def deepsif_candidates(
         raise ValueError(
             f"DeepSIF grows patches of 2 or 3 rings; n_rings must be 0-3, got {n_rings}"
         )
-    rings = [np.flatnonzero((hop[c] >= 0) & (hop[c] <= n_rings)) for c in range(n_regions)]
     if n_rings <= 1:
-        return [[np.concatenate([[c], r[r != c]])] for c, r in enumerate(rings)]
+        whole = [np.flatnonzero((hop[c] > 0) & (hop[c] <= n_rings)) for c in range(n_regions)]
+        return [[np.concatenate([[c], r])] for c, r in enumerate(whole)]
     rng = np.random.default_rng(seed)
     adjacent = [np.flatnonzero(hop[r] == 1) for r in range(n_regions)]
     neighbours = [frozenset(a.tolist()) for a in adjacent]
