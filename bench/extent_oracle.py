@@ -16,9 +16,12 @@ the grown membership its probability given the centre: over the centre's candida
 squared-error estimate of a network that knows everything except which growth the
 sample has. Its metrics under the row's protocol bound any network that cannot read the
 growth from the sensors; with few, distinct candidates per centre the sensors may tell
-them apart, and a network can then pass it. The true source (``truth``) scores
-precision 1 by construction; the network of ``--checkpoint`` is scored on the same
-samples.
+them apart, and a network can then pass it. How far, the **sensor oracle** measures
+('candidates', one source): it also knows the sample's noise level, weighs each of the
+centre's candidates by its likelihood of the observed sensors, and averages their
+targets with those weights, the best a network can do by recognising the candidate
+(:func:`sensor_oracle`). The true source (``truth``) scores precision 1 by
+construction; the network of ``--checkpoint`` is scored on the same samples.
 
 Run (installed package; a few seconds per row)::
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -128,10 +132,86 @@ def growth_oracle(synth: Synthesizer, index: torch.Tensor, target: torch.Tensor,
     return estimate
 
 
+SENSOR_ORACLES = ("sensor oracle", "sensor oracle, unknown background")
+
+
+def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
+                  chunk: int = 64) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """The sensor oracles' estimates (B, R, T) of test samples ``index``, each with
+    whether its most probable candidate is the sample's own (B,) bool.
+
+    For ``patch_growth='candidates'`` with one source. Both oracles know everything of a
+    sample but which of its centre's candidates it took. They compose every candidate
+    ``k`` with the sample's own draws (centre, waveform, peak, source SNR, fall-off,
+    background), weigh it by its likelihood of the observed sensors ``y = clean + noise``
+    (B, C, T) under a uniform prior over the centre's candidates, and average the
+    candidates' normalised targets with the posterior: the best squared-error estimate of
+    a network that reads the candidate from the sensors.
+
+    - ``'sensor oracle'`` also knows the background activity at the sensors; the
+      likelihood is the synthesizer's white Gaussian noise of the composition's
+      per-channel std ``sigma_k`` (B, C)::
+
+          log p(y | k) = -sum_c [ sum_t (y - clean_k)_ct^2 / (2 sigma_k,c^2) + T log sigma_k,c ]
+
+      An upper bound on what recognising the candidate can reach.
+    - ``'sensor oracle, unknown background'`` knows only the background's power per
+      channel ``v_k,c`` (its mean square over time): it compares ``y`` with the patch's
+      share ``G_patch @ s_k`` alone, under white noise of variance ``sigma_k,c^2 + v_k,c``.
+      It ignores the background's correlations, so a network could do better; it shows
+      what a matched filter that knows the source's time course reaches.
+    """
+    cfg = synth.config
+    if cfg.patch_growth != "candidates" or cfg.n_sources != 1:
+        raise ValueError("the sensor oracle needs patch_growth='candidates' and one source")
+    out: dict[str, tuple[list, list]] = {name: ([], []) for name in SENSOR_ORACLES}
+    tiny = torch.finfo(torch.float64).tiny
+    for part in index.split(chunk):
+        own = synth._compose("test", part)
+        y = (own.sensor_clean + own.noise).double()
+        centres = own.params["centres"].cpu()  # (b, 1)
+        count = synth._candidate_count[centres[:, 0]]  # (b,)
+        n_k = int(count.max())
+        log_l = torch.full((len(SENSOR_ORACLES), part.numel(), n_k), -math.inf,
+                           dtype=torch.float64)  # fmt: skip
+        targets = []
+        for k in range(n_k):
+            pick = torch.minimum(torch.full_like(count, k), count - 1)
+            forced = copy.copy(synth)
+            forced._pick_candidates = lambda keys, c, first, pick=pick: synth._candidates[
+                c, pick[:, None]
+            ]
+            composed = forced._compose("test", part)
+            valid = composed.regions >= 0  # (b, K)
+            gain = synth._gain_t[composed.regions.clamp(min=0)] * valid[..., None]  # (b, K, C)
+            patch = torch.einsum("bkc,bkt->bct", gain.double(), composed.patch_activity.double())
+            background = composed.sensor_clean.double() - patch
+            noise_var = composed.noise_std.double().square().clamp_min(tiny)  # (b, C)
+            for j, (reference, var) in enumerate(
+                (
+                    (composed.sensor_clean.double(), noise_var),
+                    (patch, noise_var + background.square().mean(-1)),
+                )
+            ):
+                resid = (y - reference).square() / var[..., None]
+                ll = -0.5 * (resid.sum((1, 2)) + cfg.n_times * var.log().sum(1))
+                log_l[j, :, k] = torch.where(k < count, ll.cpu(), -math.inf)
+            targets.append(synth._target_and_mask(composed)[0].cpu().double())
+        stacked = torch.stack(targets)  # (K, b, R, T)
+        mine = own.params["patch_regions"][:, 0].cpu() >= 0  # (b, M)
+        for j, name in enumerate(SENSOR_ORACLES):
+            posterior = torch.softmax(log_l[j], dim=1)  # (b, K)
+            best = synth._candidates[centres[:, 0], posterior.argmax(1)]  # (b, M)
+            out[name][0].append(torch.einsum("bk,kbrt->brt", posterior, stacked))
+            out[name][1].append((best == mine).all(-1))
+    return {name: (torch.cat(e), torch.cat(i)) for name, (e, i) in out.items()}
+
+
 def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
               protocol: str | None, growth: str | None = None) -> list[str]:  # fmt: skip
-    """Table lines (truth, growth oracle, network, and the network's paired difference
-    from the oracle) of one row on its first ``n`` test samples."""
+    """Table lines of one row on its first ``n`` test samples: truth, growth oracle,
+    network, the sensor oracle (candidates, one source), the network's paired differences
+    from the oracles, and how often the sensor oracle names the sample's candidate."""
     data = SimConfig.from_dict(dict(checkpoint.config["data"])).with_row(row)
     if protocol is not None:
         data = data.with_protocol(protocol)
@@ -151,6 +231,10 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
         "growth oracle": growth_oracle(synth, index, batch.target, batch.centres, draws),
         "network": network,
     }
+    identified = {}
+    if data.patch_growth == "candidates" and data.n_sources == 1:
+        for name, (estimate, hit) in sensor_oracle(synth, index).items():
+            estimates[name], identified[name] = estimate, hit
     centroids = np.asarray(synth.head_model.region_centroids_mm)
     rule = rule_of(data.protocol)
     snr, n_s, n_n = row
@@ -167,12 +251,18 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
             f"{label} {name} | {' | '.join(cells)} | {drawn / n:.1f} | "
             f"{batch.source_mask.numpy().sum() / n:.1f} |"
         )
-    cells = []
-    for k, f in METRICS:  # paired over the samples where both are defined
-        d = (per_sample["network"][k] - per_sample["growth oracle"][k]) * f
-        d = d[np.isfinite(d)]
-        cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(max(d.size, 1)):.2f}")
-    lines.append(f"{label} network − growth oracle (mean ± s.e.) | {' | '.join(cells)} | | |")
+    for oracle in ("growth oracle", *identified):
+        cells = []
+        for k, f in METRICS:  # paired over the samples where both are defined
+            d = (per_sample["network"][k] - per_sample[oracle][k]) * f
+            d = d[np.isfinite(d)]
+            cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(max(d.size, 1)):.2f}")
+        lines.append(f"{label} network − {oracle} (mean ± s.e.) | {' | '.join(cells)} | | |")
+    for oracle, hit in identified.items():
+        lines.append(
+            f"{label} {oracle}: most probable candidate is the sample's own | "
+            f"{hit.double().mean() * 100:.1f}% of the samples | | | | |"
+        )
     return lines
 
 

@@ -3,6 +3,8 @@ the membership frequency of the paper protocol's random outer rings otherwise.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -76,7 +78,13 @@ def test_dry_run_prints_truth_oracle_and_network(script, tiny_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     body = [line for line in lines if line.startswith("| 5/1/2 |")]
     names = [line.split("|")[3].strip() for line in body]
-    assert names == ["truth", "growth oracle", "network", "network − growth oracle (mean ± s.e.)"]
+    oracles = ["sensor oracle", "sensor oracle, unknown background"]
+    assert names == [
+        "truth", "growth oracle", "network", *oracles,
+        "network − growth oracle (mean ± s.e.)",
+        *(f"network − {o} (mean ± s.e.)" for o in oracles),
+        *(f"{o}: most probable candidate is the sample's own" for o in oracles),
+    ]  # fmt: skip
     assert "| 100.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 |" in body[0]
 
 
@@ -84,3 +92,30 @@ def test_a_bad_row_is_one_clear_error(script, tiny_run, capsys):
     with pytest.raises(SystemExit):
         script.main(["--checkpoint", str(tiny_run / "last.pt"), "--rows", "5/1"])
     assert "--rows:" in capsys.readouterr().err
+
+
+def test_sensor_oracle_reads_the_candidate_when_the_noise_is_low(script):
+    synth = toy_synth("paper")
+    loud = synthesizer(dataclasses.replace(synth.config, snr_db=40.0), head_model="toy",
+                       bank="synthetic", seed=3)  # fmt: skip
+    index = torch.arange(6)
+    for s in (synth, loud):
+        batch = s.batch("test", index)
+        oracles = script.sensor_oracle(s, index, chunk=4)
+        assert set(oracles) == set(script.SENSOR_ORACLES)
+        rows, centres = torch.arange(6), batch.centres[:, 0]
+        for estimate, _ in oracles.values():
+            # Every candidate holds the centre at weight 1, so its normalised time course
+            # is the same whichever candidate the posterior favours.
+            torch.testing.assert_close(
+                estimate[rows, centres], batch.target.double()[rows, centres]
+            )
+    # At 40 dB the candidate is plain: both oracles name it and the estimate is the target.
+    for estimate, identified in oracles.values():
+        assert identified.all()
+        torch.testing.assert_close(estimate, batch.target.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_sensor_oracle_needs_candidates_and_one_source(script):
+    with pytest.raises(ValueError, match="candidates"):
+        script.sensor_oracle(toy_synth("paper", "random"), torch.arange(2))

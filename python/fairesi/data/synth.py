@@ -528,7 +528,7 @@ class Synthesizer:
             (scale[..., None] * p["patch_weights"])[..., None] * waveform[:, :, None, :]
         ).reshape(n, -1, n_t)
         p["source_scale"] = scale.float()
-        return _Composed(p, regions, patch_activity, sensor_clean, noise, window)
+        return _Composed(p, regions, patch_activity, sensor_clean, noise, noise_std, window)
 
     def normalised_input(self, y: torch.Tensor) -> torch.Tensor:
         """The network input of sensor data ``y`` (B, C_sensors, T): DeepSIF's input
@@ -640,4 +640,5 @@ class _Composed:
     patch_activity: torch.Tensor  # (B, K, T) float32, mV
     sensor_clean: torch.Tensor  # (B, C, T)
     noise: torch.Tensor  # (B, C, T)
+    noise_std: torch.Tensor  # (B, C) the noise's standard deviation per channel
     window: torch.Tensor  # (B, T) int64 background samples
