@@ -132,7 +132,11 @@ def growth_oracle(synth: Synthesizer, index: torch.Tensor, target: torch.Tensor,
     return estimate
 
 
-SENSOR_ORACLES = ("sensor oracle", "sensor oracle, unknown background")
+SENSOR_ORACLES = (
+    "sensor oracle",
+    "sensor oracle, unknown background",
+    "sensor oracle, unknown background and time course",
+)
 
 
 def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
@@ -160,6 +164,11 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
       share ``G_patch @ s_k`` alone, under white noise of variance ``sigma_k,c^2 + v_k,c``.
       It ignores the background's correlations, so a network could do better; it shows
       what a matched filter that knows the source's time course reaches.
+    - ``'sensor oracle, unknown background and time course'`` knows, besides the
+      background's power, only the centre and the fall-off: for each candidate it fits
+      the time course (T,) of the candidate's topography ``g_k`` (C,) to the whitened
+      sensors by least squares and scores the residual (the likelihood profiled over the
+      time course, which has the same T parameters for every candidate).
     """
     cfg = synth.config
     if cfg.patch_growth != "candidates" or cfg.n_sources != 1:
@@ -187,13 +196,23 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
             patch = torch.einsum("bkc,bkt->bct", gain.double(), composed.patch_activity.double())
             background = composed.sensor_clean.double() - patch
             noise_var = composed.noise_std.double().square().clamp_min(tiny)  # (b, C)
-            for j, (reference, var) in enumerate(
-                (
-                    (composed.sensor_clean.double(), noise_var),
-                    (patch, noise_var + background.square().mean(-1)),
-                )
+            wide_var = noise_var + background.square().mean(-1)
+            # The patch's topography (b, C): one waveform in every member, so its gain
+            # weighted by each member's activity norm; the time course is then fitted.
+            topo = torch.einsum(
+                "bkc,bk->bc", gain.double(), composed.patch_activity.norm(dim=-1).double()
+            )
+            topo = topo / wide_var.sqrt()
+            white = y / wide_var.sqrt()[..., None]
+            course = torch.einsum("bc,bct->bt", topo, white) / topo.square().sum(1)[:, None]
+            residuals = (
+                (y - composed.sensor_clean.double()).square() / noise_var[..., None],
+                (y - patch).square() / wide_var[..., None],
+                (white - topo[..., None] * course[:, None, :]).square(),
+            )
+            for j, (resid, var) in enumerate(
+                zip(residuals, (noise_var, wide_var, wide_var), strict=True)
             ):
-                resid = (y - reference).square() / var[..., None]
                 ll = -0.5 * (resid.sum((1, 2)) + cfg.n_times * var.log().sum(1))
                 log_l[j, :, k] = torch.where(k < count, ll.cpu(), -math.inf)
             targets.append(synth._target_and_mask(composed)[0].cpu().double())

@@ -78,7 +78,7 @@ def test_dry_run_prints_truth_oracle_and_network(script, tiny_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     body = [line for line in lines if line.startswith("| 5/1/2 |")]
     names = [line.split("|")[3].strip() for line in body]
-    oracles = ["sensor oracle", "sensor oracle, unknown background"]
+    oracles = list(script.SENSOR_ORACLES)
     assert names == [
         "truth", "growth oracle", "network", *oracles,
         "network − growth oracle (mean ± s.e.)",
