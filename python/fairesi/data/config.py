@@ -150,9 +150,9 @@ class SimConfig:
         by every split and seed, as the paper's splits share DeepSIF's. 'random': a fresh
         random growth for every sample (the centre and first ring whole, every further
         region next to a kept one kept with probability 1/2; the paper protocol before
-        'candidates'; the sensors cannot tell these growths apart, which caps
-        paper-protocol precision near 67%, ``bench/extent_oracle.py``). None (default):
-        'candidates' under the paper protocol, 'rings' otherwise; a recorded
+        'candidates'; a network that does not tell these growths apart from the
+        sensors is capped near 67% paper-protocol precision, ``bench/extent_oracle.py``).
+        None (default): 'candidates' under the paper protocol, 'rings' otherwise; a recorded
         paper-protocol configuration without this field (older runs) reads as 'random'.
     view : {'eeg', 'meg'} or None
         Of a fused ('eeg+meg') configuration: give the network only this modality's
