@@ -16,14 +16,16 @@ the grown membership its probability given the centre: over the centre's candida
 squared-error estimate of a network that knows everything except which growth the
 sample has. Its metrics under the row's protocol bound any network that cannot read the
 growth from the sensors; with few, distinct candidates per centre the sensors may tell
-them apart, and a network can then pass it. How far, the **sensor oracle** measures
-('candidates', one source): it also knows the sample's noise level, weighs each of the
-centre's candidates by its likelihood of the observed sensors, and averages their
-targets with those weights, the best a network can do by recognising the candidate
-(:func:`sensor_oracle`). The true source (``truth``) scores precision 1 by
+them apart, and a network can then pass it. How far, the three **sensor oracles**
+measure ('candidates', one source): each weighs every candidate of the centre by its
+likelihood of the observed sensors and averages their targets with those weights, the
+best a network can do by recognising the candidate; they differ in what else they know
+(the background activity, or only its power, or besides only the centre and fall-off;
+:func:`sensor_oracle`), and each also reports how often its most probable candidate is
+the sample's own. The true source (``truth``) scores precision 1 by
 construction; the network of ``--checkpoint`` is scored on the same samples.
 
-Run (installed package; a few seconds per row)::
+Run (installed package; seconds per row, minutes with the sensor oracles)::
 
     python bench/extent_oracle.py --checkpoint runs/cmp90/SimMEG/seed1/fair_esi-lr0.001/best.pt \\
         --rows=5/1/2,-5/1/2,15/1/2 --n 256 [--patch-growth candidates]
@@ -144,8 +146,8 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
     """The sensor oracles' estimates (B, R, T) of test samples ``index``, each with
     whether its most probable candidate is the sample's own (B,) bool.
 
-    For ``patch_growth='candidates'`` with one source. Both oracles know everything of a
-    sample but which of its centre's candidates it took. They compose every candidate
+    For ``patch_growth='candidates'`` with one source. The oracles know at most everything
+    of a sample but which of its centre's candidates it took. They compose every candidate
     ``k`` with the sample's own draws (centre, waveform, peak, source SNR, fall-off,
     background), weigh it by its likelihood of the observed sensors ``y = clean + noise``
     (B, C, T) under a uniform prior over the centre's candidates, and average the
@@ -229,8 +231,8 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
 def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
               protocol: str | None, growth: str | None = None) -> list[str]:  # fmt: skip
     """Table lines of one row on its first ``n`` test samples: truth, growth oracle,
-    network, the sensor oracle (candidates, one source), the network's paired differences
-    from the oracles, and how often the sensor oracle names the sample's candidate."""
+    network, the sensor oracles (candidates, one source), the network's paired differences
+    from the oracles, and how often each sensor oracle names the sample's candidate."""
     data = SimConfig.from_dict(dict(checkpoint.config["data"])).with_row(row)
     if protocol is not None:
         data = data.with_protocol(protocol)
