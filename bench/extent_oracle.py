@@ -176,7 +176,6 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
     if cfg.patch_growth != "candidates" or cfg.n_sources != 1:
         raise ValueError("the sensor oracle needs patch_growth='candidates' and one source")
     out: dict[str, tuple[list, list]] = {name: ([], []) for name in SENSOR_ORACLES}
-    tiny = torch.finfo(torch.float64).tiny
     for part in index.split(chunk):
         own = synth._compose("test", part)
         y = (own.sensor_clean + own.noise).double()
@@ -193,30 +192,7 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
                 c, pick[:, None]
             ]
             composed = forced._compose("test", part)
-            valid = composed.regions >= 0  # (b, K)
-            gain = synth._gain_t[composed.regions.clamp(min=0)] * valid[..., None]  # (b, K, C)
-            patch = torch.einsum("bkc,bkt->bct", gain.double(), composed.patch_activity.double())
-            background = composed.sensor_clean.double() - patch
-            noise_var = composed.noise_std.double().square().clamp_min(tiny)  # (b, C)
-            wide_var = noise_var + background.square().mean(-1)
-            # The patch's topography (b, C): one waveform in every member, so its gain
-            # weighted by each member's activity norm; the time course is then fitted.
-            topo = torch.einsum(
-                "bkc,bk->bc", gain.double(), composed.patch_activity.norm(dim=-1).double()
-            )
-            topo = topo / wide_var.sqrt()
-            white = y / wide_var.sqrt()[..., None]
-            course = torch.einsum("bc,bct->bt", topo, white) / topo.square().sum(1)[:, None]
-            residuals = (
-                (y - composed.sensor_clean.double()).square() / noise_var[..., None],
-                (y - patch).square() / wide_var[..., None],
-                (white - topo[..., None] * course[:, None, :]).square(),
-            )
-            for j, (resid, var) in enumerate(
-                zip(residuals, (noise_var, wide_var, wide_var), strict=True)
-            ):
-                ll = -0.5 * (resid.sum((1, 2)) + cfg.n_times * var.log().sum(1))
-                log_l[j, :, k] = torch.where(k < count, ll.cpu(), -math.inf)
+            log_l[:, :, k] = torch.where(k < count, log_likelihoods(synth, y, composed), -math.inf)
             targets.append(synth._target_and_mask(composed)[0].cpu().double())
         stacked = torch.stack(targets)  # (K, b, R, T)
         mine = own.params["patch_regions"][:, 0].cpu() >= 0  # (b, M)
@@ -226,6 +202,80 @@ def sensor_oracle(synth: Synthesizer, index: torch.Tensor,
             out[name][0].append(torch.einsum("bk,kbrt->brt", posterior, stacked))
             out[name][1].append((best == mine).all(-1))
     return {name: (torch.cat(e), torch.cat(i)) for name, (e, i) in out.items()}
+
+
+def log_likelihoods(synth: Synthesizer, y: torch.Tensor, composed: Any) -> torch.Tensor:
+    """Log-likelihoods (3, B) float64 on the CPU of observed sensors ``y`` (B, C, T) under
+    a composition of one source per sample (``Synthesizer._compose``), for the three
+    :data:`SENSOR_ORACLES` in order (see :func:`sensor_oracle`)."""
+    tiny = torch.finfo(torch.float64).tiny
+    valid = composed.regions >= 0  # (B, K)
+    gain = synth._gain_t[composed.regions.clamp(min=0)] * valid[..., None]  # (B, K, C)
+    patch = torch.einsum("bkc,bkt->bct", gain.double(), composed.patch_activity.double())
+    background = composed.sensor_clean.double() - patch
+    noise_var = composed.noise_std.double().square().clamp_min(tiny)  # (B, C)
+    wide_var = noise_var + background.square().mean(-1)
+    # The patch's topography (B, C): one waveform in every member, so its gain weighted
+    # by each member's activity norm; the time course is then fitted.
+    topo = torch.einsum("bkc,bk->bc", gain.double(), composed.patch_activity.norm(dim=-1).double())
+    topo = topo / wide_var.sqrt()
+    white = y / wide_var.sqrt()[..., None]
+    course = torch.einsum("bc,bct->bt", topo, white) / topo.square().sum(1)[:, None]
+    residuals = (
+        (y - composed.sensor_clean.double()).square() / noise_var[..., None],
+        (y - patch).square() / wide_var[..., None],
+        (white - topo[..., None] * course[:, None, :]).square(),
+    )
+    n_t = y.shape[-1]
+    return torch.stack(
+        [
+            -0.5 * (resid.sum((1, 2)) + n_t * var.log().sum(1))
+            for resid, var in zip(residuals, (noise_var, wide_var, wide_var), strict=True)
+        ]
+    ).cpu()
+
+
+def growth_readout(synth: Synthesizer, index: torch.Tensor,
+                   chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Whether the sensors show the random growth region by region (a flip test).
+
+    For ``patch_growth='random'`` with one source. For every outer-ring region (ring 2
+    and beyond) of each sample's whole patch, the sample is composed again with that
+    region's membership flipped and the rest of its growth and draws as they are; the
+    region counts as read when the observed sensors are more likely under the true
+    membership than under the flipped one, by each of the three likelihoods of
+    :func:`sensor_oracle`. It knows the rest of the growth, so it says how visible one
+    region's growth is, not what a network could reach.
+
+    Returns
+    -------
+    read : torch.Tensor, shape (3, B, M), bool
+        Per oracle (:data:`SENSOR_ORACLES` order) and patch-table entry.
+    outer : torch.Tensor, shape (B, M), bool
+        The entries tested: members of the whole patch in ring 2 or beyond.
+    """
+    cfg = synth.config
+    if cfg.patch_growth != "random" or cfg.n_sources != 1:
+        raise ValueError("the growth readout needs patch_growth='random' and one source")
+    reads, outers = [], []
+    for part in index.split(chunk):
+        own = synth._compose("test", part)
+        y = (own.sensor_clean + own.noise).double()
+        centres = own.params["centres"].cpu()  # (b, 1)
+        member = own.params["patch_regions"].cpu() >= 0  # (b, 1, M)
+        outer = (synth._patch_valid[centres] & (synth._patch_ring[centres] >= 2))[:, 0]
+        truth = log_likelihoods(synth, y, own)  # (3, b)
+        read = torch.zeros((3, *outer.shape), dtype=torch.bool)
+        for m in torch.nonzero(outer.any(0)).flatten().tolist():
+            flipped = member.clone()
+            flipped[:, 0, m] ^= True
+            forced = copy.copy(synth)
+            forced._grow_partial_rings = lambda keys, c, first, f=flipped: f
+            other = log_likelihoods(synth, y, forced._compose("test", part))
+            read[:, :, m] = (truth > other) & outer[:, m]
+        reads.append(read)
+        outers.append(outer)
+    return torch.cat(reads, 1), torch.cat(outers)
 
 
 def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
@@ -252,10 +302,12 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
         "growth oracle": growth_oracle(synth, index, batch.target, batch.centres, draws),
         "network": network,
     }
-    identified = {}
+    identified, flips = {}, None
     if data.patch_growth == "candidates" and data.n_sources == 1:
         for name, (estimate, hit) in sensor_oracle(synth, index).items():
             estimates[name], identified[name] = estimate, hit
+    if data.patch_growth == "random" and data.n_sources == 1:
+        flips = growth_readout(synth, index)
     centroids = np.asarray(synth.head_model.region_centroids_mm)
     rule = rule_of(data.protocol)
     snr, n_s, n_n = row
@@ -284,6 +336,14 @@ def row_lines(checkpoint: Any, row: tuple[float, int, int], n: int, draws: int,
             f"{label} {oracle}: most probable candidate is the sample's own | "
             f"{hit.double().mean() * 100:.1f}% of the samples | | | | |"
         )
+    if flips is not None:
+        read, outer = flips
+        for name, hits in zip(SENSOR_ORACLES, read, strict=True):
+            lines.append(
+                f"{label} {name}, flip test: outer-ring regions whose true membership the "
+                f"sensors favour | {hits[outer].double().mean() * 100:.1f}% of "
+                f"{int(outer.sum())} | | | | |"
+            )
     return lines
 
 

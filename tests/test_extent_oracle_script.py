@@ -3,6 +3,7 @@ the membership frequency of the paper protocol's random outer rings otherwise.""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -119,3 +120,37 @@ def test_sensor_oracle_reads_the_candidate_when_the_noise_is_low(script):
 def test_sensor_oracle_needs_candidates_and_one_source(script):
     with pytest.raises(ValueError, match="candidates"):
         script.sensor_oracle(toy_synth("paper", "random"), torch.arange(2))
+
+
+def test_growth_readout_flips_one_outer_region_at_a_time(script):
+    synth = toy_synth("paper", "random")
+    loud = synthesizer(dataclasses.replace(synth.config, snr_db=40.0), head_model="toy",
+                       bank="synthetic", seed=3)  # fmt: skip
+    index = torch.arange(6)
+    batch = loud.batch("test", index)
+    read, outer = script.growth_readout(loud, index, chunk=4)
+    ring, valid = loud._patch_ring[batch.centres], loud._patch_valid[batch.centres]
+    assert torch.equal(outer, (valid & (ring >= 2))[:, 0]) and outer.any()
+    # At 40 dB every single region's membership is plain to the oracle that knows the
+    # background; the others take the background for noise, which 40 dB does not shrink.
+    assert read.shape == (3, *outer.shape) and not read[:, ~outer].any()
+    assert read[0, outer].all() and (read[1:, outer].double().mean(1) > 0.9).all()
+    # Composing the sample's own growth through the same forcing gives its own likelihood.
+    own = loud._compose("test", index)
+    forced = copy.copy(loud)
+    member = own.params["patch_regions"] >= 0
+    forced._grow_partial_rings = lambda keys, c, first: member
+    y = (own.sensor_clean + own.noise).double()
+    torch.testing.assert_close(script.log_likelihoods(loud, y, forced._compose("test", index)),
+                               script.log_likelihoods(loud, y, own))  # fmt: skip
+    with pytest.raises(ValueError, match="random"):
+        script.growth_readout(toy_synth("paper"), index)
+
+
+def test_dry_run_with_random_growth_prints_the_flip_test(script, tiny_run, capsys):
+    script.main(["--checkpoint", str(tiny_run / "last.pt"), "--rows", "5/1/2", "--n", "3",
+                 "--draws", "4", "--protocol", "paper", "--patch-growth", "random"])  # fmt: skip
+    body = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 5/1/2 |")]
+    flips = [line for line in body if "flip test" in line]
+    assert len(flips) == 3 and all("% of " in line for line in flips)
+    assert not any("sensor oracle |" in line for line in body)
