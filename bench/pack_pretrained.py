@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from fairesi.data import SimConfig
 from fairesi.evaluate import TABLE_METRICS, evaluate_pretrained, pretrained_rows
 from fairesi.io import atomic_path
 from fairesi.models import Pretrained, build_model, pretrained
@@ -49,9 +50,40 @@ LIMITS = (
     "normalised as in training; outputs are normalised source activity per region (no "
     "physical unit).",
     "Trained under the paper protocol (source centres in every region): its test samples "
-    "lie at locations seen in training, with unseen waveforms, extents and noise; the "
-    "strict rows below use our noise definition and full rings, not unseen locations.",
+    "lie at locations seen in training, with unseen waveforms and noise; the strict rows "
+    "below use our noise definition and full rings, not unseen locations.",
 )
+
+
+def growth_limit(data: dict[str, Any]) -> str:
+    """The known-limits line on the patch shapes the model was trained and scored on.
+
+    Parameters
+    ----------
+    data : dict
+        The model's recorded data configuration (``config["data"]``); a paper-protocol
+        record without ``patch_growth`` (trained before the field) reads as 'random'.
+
+    Returns
+    -------
+    line : str
+        One sentence naming the growth its paper-protocol rows use.
+    """
+    growth = SimConfig.from_dict(dict(data)).patch_growth
+    if growth == "candidates":
+        return (
+            "Its paper-protocol rows use DeepSIF's candidate patches (about 15 fixed shapes "
+            "per centre, `patch_growth='candidates'`), as it was trained: test extents are "
+            "shapes it met in training at the same centre."
+        )
+    if growth == "random":
+        return (
+            "Its paper-protocol rows use the patch growth it was trained with, each "
+            "sample's outer ring grown afresh at random (`patch_growth='random'`, the "
+            "paper protocol before 2026-12-01), not DeepSIF's fixed candidate patches that "
+            "the paper protocol now draws; on those its paper-protocol figures differ."
+        )
+    return "Its patches are the full neighbour rings of their centre (`patch_growth='rings'`)."
 
 
 #: Recall above precision by this many points (paper protocol) counts as an over-wide map.
@@ -278,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_eval": args.n,
         "eval_seed": int(run_cfg["seed"]) + 1000,
         "metrics": [],
-        "limits": list(LIMITS),
+        "limits": [*LIMITS, growth_limit(config["data"])],
     }
     card["data"]["dataset"] = {"meg": "SimMEG", "eeg": "SimEEG"}.get(
         config["data"]["modality"], config["data"]["modality"]

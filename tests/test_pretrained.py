@@ -256,3 +256,16 @@ def test_the_card_names_rows_whose_maps_are_too_wide(bench_script):
     assert "5/2/3" not in line and "5/3/2" not in line
     assert pack.wide_map_limit(metrics[1:]) is None
     assert "5/3/2" in pack.wide_map_limit(metrics, points=9.9)
+
+
+def test_the_card_names_the_patch_growth_of_its_paper_rows(bench_script):
+    """A record from before ``patch_growth`` (the shipped models') reads as the random
+    growth, and the card says its paper rows are not on the candidates."""
+    pack = bench_script("pack_pretrained")
+    shipped = pretrained("meg").config["data"]
+    assert "patch_growth" not in shipped
+    assert "'random'" in pack.growth_limit(shipped) and "candidate" in pack.growth_limit(shipped)
+    fresh = {**shipped, "patch_growth": "candidates"}
+    assert "'candidates'" in pack.growth_limit(fresh)
+    strict = {**shipped, "protocol": "strict", "disjoint_centres": True}
+    assert "'rings'" in pack.growth_limit(strict)
