@@ -20,6 +20,11 @@ Learning rate: on the first dataset and the first seed each network trains once 
 ``--lrs`` value (the paper's 1e-4 and our 1e-3); the value with the lower best validation
 loss is then used for that network's other runs, and the report says which.
 
+``--hyper KEY=VALUE`` sets FAIR-ESI hyper-parameters over its preset (for a size study,
+e.g. ``--hyper gru_hidden=256``: its output is a linear map of ``2 * gru_hidden`` BiGRU
+features to the regions, so of rank at most that, ``bench/rank_probe.py``); the report
+names them, and the runs need an ``--out`` of their own.
+
 The best checkpoint (by validation loss) of every run is scored on the first ``--n-eval``
 test samples under both protocols (its own, 'paper', with DeepSIF's signed Otsu rule,
 and 'strict', ours; ``fairesi.evaluate.evaluate_checkpoint``), cached in
@@ -40,6 +45,7 @@ Run (installed package)::
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import platform
 import time
@@ -84,6 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-val", type=int, default=256, help="validation samples (256)")
     parser.add_argument("--n-eval", type=int, default=256, help="test samples per seed (256)")
     parser.add_argument("--tiny", action="store_true", help="'tiny' presets (a dry run)")
+    parser.add_argument(
+        "--hyper",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a FAIR-ESI hyper-parameter over its preset (repeatable; VALUE a Python literal, "
+        "e.g. --hyper gru_hidden=256); DeepSIF keeps its preset",
+    )
     parser.add_argument("--bank", default="default", help="'default', a file, or 'synthetic'")
     parser.add_argument("--head-model", default="default", help="'default', 'toy' or a file")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -100,6 +114,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.lrs or min(args.lrs) <= 0:
         parser.error("--lrs: expected positive learning rates")
     args.seed = args.seed or [0]
+    hyper = {}
+    for item in args.hyper:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--hyper expects KEY=VALUE, got {item!r}")
+        try:
+            hyper[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parser.error(f"--hyper {item!r}: VALUE must be a Python literal")
+    args.hyper = hyper
     return args
 
 
@@ -115,7 +139,10 @@ def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainC
     return study_recipe(
         args,
         model=name,
-        model_hyper={"preset": tiny if args.tiny else preset},
+        model_hyper={
+            "preset": tiny if args.tiny else preset,
+            **(args.hyper if network == "fair_esi" else {}),
+        },
         dataset=dataset,
         snr_db=SNR_DB,
         n_sources=N_SOURCES,
@@ -448,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         f"FAIR-ESI vs DeepSIF: r={SNR_DB:g} dB, N_s={N_SOURCES}, N_n={N_RINGS}, paper "
         f"protocol, n_times={args.n_times}, presets "
         + ", ".join(f"{n} {'tiny' if args.tiny else NETWORKS[n][1]!r}" for n in args.networks)
+        + (f" (FAIR-ESI with {args.hyper})" if args.hyper else "")
         + f", batch {args.batch_size}, {args.minutes:g} wall minutes per run, learning rate "
         f"chosen from {args.lrs}; torch {torch.__version__}, {torch.get_num_threads()} "
         f"thread(s), {platform.machine()}; wall {time.monotonic() - started:.0f} s (this "
