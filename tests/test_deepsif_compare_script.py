@@ -32,6 +32,17 @@ def test_runs_differ_only_in_network_and_lr(compare):
             compare.parse_args(bad)
 
 
+def test_hyper_widens_fair_esi_only(compare):
+    args = compare.parse_args(["--hyper", "gru_hidden=256", "--hyper", "norm='all'"])
+    fair = compare.run_config(args, "SimMEG", 0, "fair_esi", 1e-3)
+    sif = compare.run_config(args, "SimMEG", 0, "deepsif", 1e-3)
+    assert fair.model_hyper == {"preset": "cpu", "gru_hidden": 256, "norm": "all"}
+    assert sif.model_hyper == {"preset": "matched"}
+    for bad in (["--hyper", "gru_hidden"], ["--hyper", "=3"], ["--hyper", "gru_hidden=wide"]):
+        with pytest.raises(SystemExit):
+            compare.parse_args(bad)
+
+
 def test_trained_minutes_sums_resumed_segments(compare, tmp_path):
     rows = ["epoch,step,kind,loss,val_loss,lr,samples_per_s,wall_s,val_loss_zero"]
     rows += [f"0,{i},train,1,,0.001,1,{w}," for i, w in enumerate([30, 60, 90, 20, 50])]
