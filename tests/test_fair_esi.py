@@ -76,6 +76,22 @@ def test_wrong_channel_count_is_an_error() -> None:
         tiny()(torch.randn(2, 11, 40))
 
 
+def test_output_rank_is_capped_by_the_bigru() -> None:
+    # The head is linear in the BiGRU's 2 * gru_hidden features: every output map, minus
+    # the head's bias, lies in the span of its weight (the cap bench/rank_probe.py scores).
+    config = FairEsiConfig.preset("tiny", n_channels=12, n_regions=40, n_times=32, gru_hidden=3)
+    model = FairEsi(config).eval()
+    with torch.no_grad():
+        out = model(torch.randn(8, 12, 32))  # (B, R, T)
+    maps = (out - model.reconstruction.head.bias[:, None]).transpose(0, 1).reshape(40, -1)
+    assert torch.linalg.matrix_rank(maps.double(), rtol=1e-5) == 6
+    wide = FairEsi(FairEsiConfig.preset("tiny", n_channels=12, n_regions=40, n_times=32,
+                                        gru_hidden=24)).eval()  # fmt: skip
+    with torch.no_grad():
+        out = wide(torch.randn(8, 12, 32)) - wide.reconstruction.head.bias[:, None]
+    assert torch.linalg.matrix_rank(out.transpose(0, 1).reshape(40, -1).double()) == 40
+
+
 def test_patching_covers_every_sample() -> None:
     # T = 20, L = 16, S = 8: patches start at 0 and 8; the second one runs to sample 23,
     # so samples 20..23 are zero padding.

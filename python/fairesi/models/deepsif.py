@@ -59,7 +59,11 @@ class DeepSifConfig(PresetConfig):
     lstm_hidden: int | None = None
 
     #: 'tiny' for tests and smoke runs; 'cpu' keeps the paper's depth with a narrower
-    #: LSTM; 'paper' is DeepSIF's published size.
+    #: LSTM; 'paper' is DeepSIF's published size. A narrower LSTM's output is a linear map
+    #: of its ``lstm_hidden`` units, so of rank <= lstm_hidden over the regions, and that
+    #: caps its maps: 'matched' (rank 100) draws at best ~57% paper-protocol precision on
+    #: SimMEG 5/1/2 under the random growth (``bench/rank_probe.py``, bench/RESULTS.md
+    #: § accuracy); 'paper' is full rank.
     MODEL_LABEL: ClassVar[str] = "DeepSIF"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(spatial_hidden=32, lstm_layers=3, lstm_hidden=16),

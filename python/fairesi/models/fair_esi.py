@@ -187,9 +187,14 @@ class FairEsiConfig(PresetConfig):
     #: Size presets (the field defaults are the 'cpu' preset). 'tiny' trains in about a
     #: minute on 2 CPU cores (tests, demo). 'cpu' fits a ~60-minute 2-core training of
     #: SimMEG (306 ch, 994 regions, 500 samples): about 14 samples per CPU-second on one
-    #: core for a training step; its output is rank <= 2 * gru_hidden = 256 over the
-    #: regions, which is enough for patch-sized sources. 'paper' sums Eq. 5 in region space
-    #: with a region-wide BiGRU; the paper gives no widths, these follow DeepSIF's sizes.
+    #: core for a training step. Its output is of rank <= 2 * gru_hidden = 256 over the
+    #: regions (a linear head of the BiGRU's features), and that caps its maps: the true
+    #: sources of SimMEG 5/1/2 projected onto the best 256-dimensional subspace score about
+    #: 80% precision and 1.8 mm LE under the paper protocol, 384 dimensions 89% and 0.9 mm,
+    #: 512 dimensions 95% (``bench/rank_probe.py``, bench/RESULTS.md § accuracy), so
+    #: ``gru_hidden >= 192`` is needed for the paper's Table II row. 'paper' sums Eq. 5 in
+    #: region space with a region-wide BiGRU (full rank); the paper gives no widths, these
+    #: follow DeepSIF's sizes.
     MODEL_LABEL: ClassVar[str] = "FAIR-ESI"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(
