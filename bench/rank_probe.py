@@ -11,8 +11,9 @@ best rank-``k`` squared-error fit of the training targets), projects the first `
 test samples' true sources onto it and scores the projections with the protocol's
 rule. That **rank oracle** knows the true source and loses only what the rank loses; it
 is the MSE-optimal subspace, not the precision-optimal one, so it is an estimate of the
-cap, not a proof of it. With ``--checkpoint`` the subspace of that network's own output
-head is scored as well (the true source projected onto the span of its head's weight).
+cap, not a proof of it. With ``--checkpoint`` that network is scored on the same samples,
+and so is the subspace of its own output head (the true source projected onto the span
+of its head's weight); give the row, protocol and ``--seed`` it was trained with.
 
 Run (installed package; about a minute per row and protocol)::
 
@@ -82,8 +83,8 @@ def scores(
 
 
 def row_lines(args: argparse.Namespace, row: tuple[float, int, int], network) -> list[str]:
-    """Table lines of one row: the truth, the rank oracle at each rank, and the truth
-    projected onto the network's head (when given)."""
+    """Table lines of one row: the truth, the rank oracle at each rank and, when a network
+    is given, the network and the truth projected onto the network's head."""
     snr, n_s, n_n = row
     data = SimConfig.preset(
         args.dataset,
@@ -106,6 +107,8 @@ def row_lines(args: argparse.Namespace, row: tuple[float, int, int], network) ->
         basis = top_subspace(moment, min(k, moment.shape[0]))
         estimates[f"rank oracle, k = {k}"] = torch.einsum("rk,qk,bqt->brt", basis, basis, truth)
     if network is not None:
+        with torch.no_grad():
+            estimates["network"] = torch.cat([network(x).double() for x in batch.x.split(64)])
         basis = head_subspace(network)
         estimates[f"truth on the network's head (k = {basis.shape[1]})"] = torch.einsum(
             "rk,qk,bqt->brt", basis, basis, truth
@@ -153,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     network = load_checkpoint(args.checkpoint).model if args.checkpoint else None
+    if network is not None and network.config.n_times != args.n_times:
+        parser.error(
+            f"--checkpoint takes {network.config.n_times} samples per trial; "
+            f"give --n-times {network.config.n_times}"
+        )
     print(
         "| row | protocol, growth (samples) | estimate | Precision (%) | Recall (%) | LE (mm) "
         "| regions drawn | true regions | relative squared error |"

@@ -3,6 +3,8 @@ subspace of the training targets, and a network's head bounds the rank of its ou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -53,3 +55,14 @@ def test_full_rank_reproduces_the_truth_and_low_rank_loses_precision(script, cap
 def test_bad_ranks_are_refused(script):
     with pytest.raises(SystemExit):
         script.main(["--ranks", "0"])
+
+
+def test_a_checkpoint_is_scored_beside_its_head_subspace(script, capsys):
+    ckpt = str(Path(__file__).parent / "data" / "checkpoint_v1_tiny.pt")
+    base = ["--head-model", "toy", "--bank", "synthetic", "--protocol", "strict", "--n", "8",
+            "--n-fit", "32", "--ranks", "4", "--threads", "1", "--checkpoint", ckpt]  # fmt: skip
+    script.main([*base, "--n-times", "64"])
+    out = capsys.readouterr().out
+    assert "| network |" in out and "truth on the network's head (k = " in out
+    with pytest.raises(SystemExit):  # the checkpoint takes 64 samples per trial
+        script.main([*base, "--n-times", "32"])
