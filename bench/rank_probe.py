@@ -59,6 +59,12 @@ def top_subspace(moment: torch.Tensor, k: int) -> torch.Tensor:
     return vectors[:, -k:]
 
 
+def project(basis: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """``U U^T S``: sources (B, R, T) projected onto the span of an orthonormal basis U
+    (R, k)."""
+    return torch.einsum("rk,qk,bqt->brt", basis, basis, sources)
+
+
 def head_subspace(model: torch.nn.Module) -> torch.Tensor:
     """Orthonormal basis (R, k) of the span of a network's last linear layer's weight
     (R, k); the layer is the last ``nn.Linear`` whose output size is the network's
@@ -103,19 +109,18 @@ def row_lines(args: argparse.Namespace, row: tuple[float, int, int], network) ->
     n = min(args.n, synth.split_size("test"))
     batch = synth.batch("test", torch.arange(n, dtype=torch.int64))
     truth = batch.target.double()
-    moment = second_moment(synth, args.n_fit)
+    # All eigenvectors once, ascending: each rank's subspace is their last k columns.
+    vectors = top_subspace(second_moment(synth, args.n_fit), synth.head_model.n_regions)
     estimates = {"truth": truth}
     for k in args.ranks:
-        basis = top_subspace(moment, min(k, moment.shape[0]))
-        estimates[f"rank oracle, k = {k}"] = torch.einsum("rk,qk,bqt->brt", basis, basis, truth)
+        estimates[f"rank oracle, k = {k}"] = project(vectors[:, -k:], truth)
     if network is not None:
         with torch.no_grad():
             estimates["network"] = torch.cat([network(x).double() for x in batch.x.split(64)])
         basis = head_subspace(network)
-        estimates[f"truth on the network's head (k = {basis.shape[1]})"] = torch.einsum(
-            "rk,qk,bqt->brt", basis, basis, truth
-        )
+        estimates[f"truth on the network's head (k = {basis.shape[1]})"] = project(basis, truth)
     label = f"| {args.dataset} {snr:g}/{n_s}/{n_n} | {data.protocol}, {data.patch_growth} ({n}) |"
+    true_regions = batch.source_mask.numpy().reshape(n, -1).sum(1).mean()
     lines = []
     for name, estimate in estimates.items():
         m = scores(estimate, batch, centroids, rule)
@@ -125,7 +130,7 @@ def row_lines(args: argparse.Namespace, row: tuple[float, int, int], network) ->
         residual = ((estimate - truth) ** 2).sum() / (truth**2).sum()
         lines.append(
             f"{label} {name} | {' | '.join(cells)} | {m['drawn'].mean():.1f} | "
-            f"{batch.source_mask.numpy().reshape(n, -1).sum(1).mean():.1f} | {residual:.3f} |"
+            f"{true_regions:.1f} | {residual:.3f} |"
         )
     return lines
 
