@@ -1,10 +1,17 @@
 """FAIR-ESI against DeepSIF at equal size and equal CPU time (the accuracy issue, item 3).
 
-The two networks, each at the size preset that makes their parameter counts agree within
-10% (``tests/test_baselines.py`` checks it)::
+The networks, at the size presets of ``--size`` (``tests/test_baselines.py`` checks that
+FAIR-ESI's and DeepSIF's parameter counts agree within 10%)::
 
-    fair_esi    FAIR-ESI, preset 'cpu', the default reading of the refinement
-    deepsif     DeepSIF, preset 'matched'
+    --size        cpu        wide
+    fair_esi      'cpu'      'wide'          FAIR-ESI, the default reading of the refinement
+    deepsif       'matched'  'wide-matched'  DeepSIF, FAIR-ESI's parameter count
+    deepsif_rank  -          'wide-rank'     DeepSIF, FAIR-ESI's output rank (512)
+
+An output made by a linear map of H features has rank <= H over the regions, and the rank
+caps the precision (``bench/rank_probe.py``): at equal parameters DeepSIF's 3-layer LSTM
+gets far less rank than FAIR-ESI's BiGRU (190 vs 512 at 'wide'), so 'wide' adds the
+equal-rank row, which in turn has ~5x FAIR-ESI's parameters.
 
 Each run trains for ``--minutes`` of wall-clock time on one thread (run the two networks
 as two processes at once, ``--networks fair_esi`` and ``--networks deepsif``, so that both
@@ -40,6 +47,11 @@ Run (installed package)::
     python bench/deepsif_compare.py --networks fair_esi --seed 0 --seed 1 --threads 1 &
     python bench/deepsif_compare.py --networks deepsif --seed 0 --seed 1 --threads 1 &
     wait; python bench/deepsif_compare.py --seed 0 --seed 1 --report-only
+
+At the 'wide' size, one process per network and seed (the runs of bench/RESULTS.md)::
+
+    python bench/deepsif_compare.py --size wide --networks deepsif --lrs 1e-3 --seed 0 \
+        --minutes 90 --threads 1 --out runs/cmp90cand_r512 &
 """
 
 from __future__ import annotations
@@ -62,12 +74,14 @@ from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
 from fairesi.train import TrainConfig, read_checkpoint, train
 from refine_study import log_rows, parse_choices, study_recipe  # bench/, beside this script
 
-#: network -> (registry name, size preset of the study, size preset of a dry run)
-NETWORKS: dict[str, tuple[str, str, str]] = {
-    "fair_esi": ("fair_esi", "cpu", "tiny"),
-    "deepsif": ("deepsif", "matched", "tiny"),
+#: network -> registry name
+NETWORKS: dict[str, str] = {"fair_esi": "fair_esi", "deepsif": "deepsif", "deepsif_rank": "deepsif"}
+#: --size -> network -> size preset (a dry run, ``--tiny``, uses 'tiny' for every network)
+SIZES: dict[str, dict[str, str]] = {
+    "cpu": {"fair_esi": "cpu", "deepsif": "matched"},
+    "wide": {"fair_esi": "wide", "deepsif": "wide-matched", "deepsif_rank": "wide-rank"},
 }
-LABELS = {"fair_esi": "FAIR-ESI", "deepsif": "DeepSIF"}
+LABELS = {"fair_esi": "FAIR-ESI", "deepsif": "DeepSIF", "deepsif_rank": "DeepSIF (equal rank)"}
 SNR_DB, N_SOURCES, N_RINGS = 5.0, 1, 2
 PROTOCOLS = ("paper", "strict")
 
@@ -78,7 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train FAIR-ESI and DeepSIF at equal size and equal CPU time on SimMEG "
         "and SimEEG 5/1/2 (paper protocol) and compare them on the same test samples.",
     )
-    parser.add_argument("--networks", default="fair_esi,deepsif", help="comma-separated")
+    parser.add_argument(
+        "--networks",
+        default=None,
+        help="comma-separated, of fair_esi, deepsif, deepsif_rank (default: all of --size)",
+    )
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="cpu", help="the presets' pairing (cpu)"
+    )
     parser.add_argument("--datasets", default="SimMEG,SimEEG", help="comma-separated")
     parser.add_argument("--seed", type=int, action="append", help="seed(s) (default: 0)")
     parser.add_argument("--lrs", default="1e-3,1e-4", help="learning rates to choose from")
@@ -105,7 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="train nothing; report")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    args.networks = parse_choices(parser, "--networks", args.networks, list(NETWORKS))
+    sizes = SIZES[args.size]
+    args.networks = parse_choices(
+        parser, "--networks", args.networks or ",".join(sizes), list(sizes)
+    )
     args.datasets = parse_choices(parser, "--datasets", args.datasets, ["SimMEG", "SimEEG"])
     try:
         args.lrs = [float(v) for v in args.lrs.split(",") if v.strip()]
@@ -135,12 +159,11 @@ def run_dir(args: argparse.Namespace, dataset: str, seed: int, network: str, lr:
 def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainConfig:
     """One run's training configuration (the refinement study's recipe); only the network
     and its preset (and the learning rate) differ between the runs of one dataset and seed."""
-    name, preset, tiny = NETWORKS[network]
     return study_recipe(
         args,
-        model=name,
+        model=NETWORKS[network],
         model_hyper={
-            "preset": tiny if args.tiny else preset,
+            "preset": "tiny" if args.tiny else SIZES[args.size][network],
             **(args.hyper if network == "fair_esi" else {}),
         },
         dataset=dataset,
@@ -388,16 +411,20 @@ def report(args) -> str:
             f"({args.n_eval} per seed, seeds {seeds}: those every network has finished), "
             "mean ± std\n\n" + "\n".join(lines)
         )
-        for protocol in PROTOCOLS:
-            if ("fair_esi", protocol) in by_seed and ("deepsif", protocol) in by_seed:
-                fair, sif = by_seed["fair_esi", protocol], by_seed["deepsif", protocol]
-                rows = {f"FAIR-ESI − DeepSIF, {protocol}": _pool(fair)}
+        for baseline in ("deepsif", "deepsif_rank"):
+            for protocol in PROTOCOLS:
+                if ("fair_esi", protocol) not in by_seed or (baseline, protocol) not in by_seed:
+                    continue
+                fair, sif = by_seed["fair_esi", protocol], by_seed[baseline, protocol]
+                rows = {f"FAIR-ESI − {LABELS[baseline]}, {protocol}": _pool(fair)}
                 bases = {}  # each seed's row pairs with that seed's DeepSIF samples
                 for seed, base, other in zip(seeds, sif, fair, strict=True):
                     if len(seeds) > 1:
                         rows[f"seed {seed} alone"] = other
                         bases[f"seed {seed} alone"] = base
-                table = format_paired_table(_pool(sif), rows, base_label="DeepSIF", row_bases=bases)
+                table = format_paired_table(
+                    _pool(sif), rows, base_label=LABELS[baseline], row_bases=bases
+                )
                 out.append(
                     f"Paired difference on the same {n} samples ({dataset}, "
                     f"{protocol} protocol), mean ± s.e.:\n\n" + table.rstrip()
@@ -422,7 +449,7 @@ def plot_curves(args, path: Path) -> Path | None:
     drawn = False
     for ax, dataset in zip(axes, args.datasets, strict=True):
         zeros: dict[int, float] = {}  # seed -> validation loss of the all-zero estimate
-        for network, colour in zip(NETWORKS, ("C0", "C1"), strict=True):
+        for network, colour in zip(args.networks, ("C0", "C1", "C2"), strict=False):
             for lr in args.lrs:
                 for seed, style in zip(args.seed, ("-", "--", ":", "-."), strict=False):
                     curve = learning_curve(run_dir(args, dataset, seed, network, lr))
@@ -474,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     intro = (
         f"FAIR-ESI vs DeepSIF: r={SNR_DB:g} dB, N_s={N_SOURCES}, N_n={N_RINGS}, paper "
         f"protocol, n_times={args.n_times}, presets "
-        + ", ".join(f"{n} {'tiny' if args.tiny else NETWORKS[n][1]!r}" for n in args.networks)
+        + ", ".join(f"{n} {'tiny' if args.tiny else SIZES[args.size][n]!r}" for n in args.networks)
         + (f" (FAIR-ESI with {args.hyper})" if args.hyper else "")
         + f", batch {args.batch_size}, {args.minutes:g} wall minutes per run, learning rate "
         f"chosen from {args.lrs}; torch {torch.__version__}, {torch.get_num_threads()} "

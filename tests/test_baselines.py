@@ -201,10 +201,14 @@ def test_registered_and_trained_by_the_pipeline(toy_head_model, tmp_path, name):
         assert checkpoint.model(x).shape == (2, checkpoint.head_model.n_regions, 64)
 
 
+@pytest.mark.parametrize(("fair", "sif"), [("cpu", "matched"), ("wide", "wide-matched")])
 @pytest.mark.parametrize(("modality", "n_times"), [("meg", 500), ("eeg", 260)])
-def test_matched_deepsif_preset_has_fair_esi_cpu_size(modality: str, n_times: int) -> None:
-    """DeepSIF 'matched' and FAIR-ESI 'cpu' have parameter counts within 10% of each other
-    on SimMEG and SimEEG of the default head model (the equal-size comparison)."""
+def test_matched_deepsif_preset_has_fair_esi_size(
+    modality: str, n_times: int, fair: str, sif: str
+) -> None:
+    """DeepSIF 'matched' / 'wide-matched' and FAIR-ESI 'cpu' / 'wide' have parameter counts
+    within 10% of each other on SimMEG and SimEEG of the default head model (the
+    equal-size comparison)."""
     from fairesi.headmodel import HeadModel
     from fairesi.models import build_model
 
@@ -214,5 +218,17 @@ def test_matched_deepsif_preset_has_fair_esi_cpu_size(modality: str, n_times: in
         model = build_model(name, head, modality, n_times, preset=preset)
         return sum(p.numel() for p in model.parameters())
 
-    ratio = size("deepsif", "matched") / size("fair_esi", "cpu")
+    ratio = size("deepsif", sif) / size("fair_esi", fair)
     assert 0.9 <= ratio <= 1.1, ratio
+
+
+def test_wide_rank_deepsif_has_fair_esi_wide_output_rank() -> None:
+    """DeepSIF 'wide-rank' maps as many features to the regions as FAIR-ESI 'wide' (the
+    equal-rank comparison): LSTM units = 2 x BiGRU units; 'wide-matched' has fewer."""
+    from fairesi.models import FairEsiConfig
+
+    sizes = dict(n_channels=306, n_regions=994, n_times=128)
+    wide = FairEsiConfig.preset("wide", **sizes)
+    assert DeepSifConfig.preset("wide-rank", **sizes).lstm_hidden == 2 * wide.gru_hidden == 512
+    assert DeepSifConfig.preset("wide-matched", **sizes).lstm_hidden < 2 * wide.gru_hidden
+    assert wide == FairEsiConfig.preset("cpu", **sizes, gru_hidden=256)

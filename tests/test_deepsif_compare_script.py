@@ -43,6 +43,21 @@ def test_hyper_widens_fair_esi_only(compare):
             compare.parse_args(bad)
 
 
+def test_size_wide_pairs_fair_esi_with_equal_size_and_equal_rank_deepsif(compare):
+    args = compare.parse_args(["--size", "wide"])
+    assert args.networks == ["fair_esi", "deepsif", "deepsif_rank"]
+    hyper = {n: compare.run_config(args, "SimEEG", 1, n, 1e-3).model_hyper for n in args.networks}
+    assert hyper == {
+        "fair_esi": {"preset": "wide"},
+        "deepsif": {"preset": "wide-matched"},
+        "deepsif_rank": {"preset": "wide-rank"},
+    }
+    assert compare.run_config(args, "SimEEG", 1, "deepsif_rank", 1e-3).model == "deepsif"
+    assert compare.parse_args([]).networks == ["fair_esi", "deepsif"]
+    with pytest.raises(SystemExit):  # no equal-rank DeepSIF at the 'cpu' size
+        compare.parse_args(["--networks", "deepsif_rank"])
+
+
 def test_trained_minutes_sums_resumed_segments(compare, tmp_path):
     rows = ["epoch,step,kind,loss,val_loss,lr,samples_per_s,wall_s,val_loss_zero"]
     rows += [f"0,{i},train,1,,0.001,1,{w}," for i, w in enumerate([30, 60, 90, 20, 50])]
@@ -96,3 +111,21 @@ def test_tiny_comparison_chooses_lr_trains_and_reports(compare, tmp_path, capsys
     report = (tmp_path / "c" / "compare.md").read_text()
     assert "### SimEEG 5/1/2: 8 test samples (8 per seed, seeds [0]" in report
     assert "### SimMEG 5/1/2: 16 test samples" in report and report.count("seed 1 alone") == 2
+
+
+def test_tiny_wide_comparison_reports_both_deepsif_rows(compare, tmp_path):
+    head = tmp_path / "toy120.h5"
+    HeadModel.toy(n_regions=120).save(head)
+    argv = [
+        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32", "--tiny",
+        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
+        "--threads", "1", "--seed", "0", "--no-progress", "--size", "wide",
+        "--datasets", "SimMEG", "--lrs", "1e-3", "--minutes", "5", "--max-steps", "2",
+        "--out", str(tmp_path / "c"),
+    ]  # fmt: skip
+    assert compare.main(argv) == 0
+    report = (tmp_path / "c" / "compare.md").read_text()
+    for row in ("DeepSIF, paper", "DeepSIF (equal rank), paper", "DeepSIF (equal rank), strict"):
+        assert f"FAIR-ESI − {row}" in report
+    assert "| DeepSIF (equal rank) (ours, 0.001) | paper |" in report
+    assert (tmp_path / "c" / "SimMEG" / "seed0" / "deepsif_rank-lr0.001" / "best.pt").exists()

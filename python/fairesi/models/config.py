@@ -29,7 +29,7 @@ class PresetConfig:
         Parameters
         ----------
         name : str
-            A key of ``PRESETS`` (``'tiny'``, ``'cpu'``, ``'paper'``).
+            A key of ``PRESETS`` (e.g. ``'tiny'``, ``'cpu'``, ``'paper'``).
         n_channels, n_regions, n_times : int
             Data sizes: sensor channels C, source regions R, samples per window T.
         **overrides

@@ -63,7 +63,9 @@ class DeepSifConfig(PresetConfig):
     #: of its ``lstm_hidden`` units, so of rank <= lstm_hidden over the regions, and that
     #: caps its maps: 'matched' (rank 100) draws at best ~57% paper-protocol precision on
     #: SimMEG 5/1/2 under the random growth (``bench/rank_probe.py``, bench/RESULTS.md
-    #: § accuracy); 'paper' is full rank.
+    #: § accuracy); 'paper' is full rank. Beside FAIR-ESI 'wide' (rank 512): 'wide-matched'
+    #: has its parameter count (rank 190), 'wide-rank' its output rank (512; ~5x the
+    #: parameters).
     MODEL_LABEL: ClassVar[str] = "DeepSIF"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(spatial_hidden=32, lstm_layers=3, lstm_hidden=16),
@@ -71,6 +73,10 @@ class DeepSifConfig(PresetConfig):
         # Within 4% of the parameters of FAIR-ESI's 'cpu' preset on SimMEG and SimEEG
         # (default head model): the equal-size comparison of the two networks.
         "matched": dict(spatial_hidden=128, lstm_layers=3, lstm_hidden=100),
+        # Within 3% of the parameters of FAIR-ESI's 'wide' preset (SimMEG and SimEEG).
+        "wide-matched": dict(spatial_hidden=128, lstm_layers=3, lstm_hidden=190),
+        # FAIR-ESI 'wide''s output rank (512): the equal-rank comparison.
+        "wide-rank": dict(spatial_hidden=128, lstm_layers=3, lstm_hidden=512),
         "paper": dict(spatial_hidden=500, lstm_layers=3, lstm_hidden=None),
     }
 
