@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.cli.train import _parse_hyper
+from fairesi.cli.train import parse_hyper
 from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
 from fairesi.experiment import synthesizer
 from fairesi.io import atomic_path
@@ -193,7 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "batch_size", "n_times", "n_eval", "eval_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    hyper = _parse_hyper(args.hyper)
+    hyper = parse_hyper(args.hyper)
     switches = sorted({"spectral", "temporal", "patchwise", "preset"} & set(hyper))
     if switches:
         parser.error(f"--hyper {switches}: set per variant / by --preset, not as overrides")

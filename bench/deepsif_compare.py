@@ -57,7 +57,6 @@ At the 'wide' size, one process per network and seed (the runs of bench/RESULTS.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import platform
 import time
@@ -67,6 +66,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fairesi.cli import FairesiUserError
+from fairesi.cli.train import parse_hyper
 from fairesi.evaluate import TABLE_METRICS, evaluate_checkpoint, format_paired_table
 from fairesi.io import atomic_path
 from fairesi.models.registry import stored_hyper
@@ -138,16 +139,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.lrs or min(args.lrs) <= 0:
         parser.error("--lrs: expected positive learning rates")
     args.seed = args.seed or [0]
-    hyper = {}
-    for item in args.hyper:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--hyper expects KEY=VALUE, got {item!r}")
-        try:
-            hyper[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            parser.error(f"--hyper {item!r}: VALUE must be a Python literal")
-    args.hyper = hyper
+    try:
+        args.hyper = parse_hyper(args.hyper, literal_only=True)
+    except FairesiUserError as err:
+        parser.error(str(err))
     return args
 
 

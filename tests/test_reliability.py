@@ -769,3 +769,18 @@ def test_a_bank_with_damaged_metadata_is_one_line(tmp_path, capsys):
     assert fairesi.cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is damaged: it cannot be read" in err[0], err
+
+
+def test_hyper_values_are_literals_or_kept_as_strings():
+    """`--hyper norm=all` keeps the bare word; `literal_only` (the bench scripts) refuses it."""
+    from fairesi.cli import FairesiUserError
+    from fairesi.cli.train import parse_hyper
+
+    items = ["gru_hidden=256", "norm=all", "latent=None", "gru_hidden=192"]
+    assert parse_hyper(items) == {"gru_hidden": 192, "norm": "all", "latent": None}
+    assert parse_hyper(["norm='all'"], literal_only=True) == {"norm": "all"}
+    with pytest.raises(FairesiUserError, match="must be a Python literal"):
+        parse_hyper(["norm=all"], literal_only=True)
+    for bad in ("gru_hidden", "=3"):
+        with pytest.raises(FairesiUserError, match="expects KEY=VALUE"):
+            parse_hyper([bad])

@@ -256,7 +256,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run, output_kinds={"out_dir": "folder"})
 
 
-def _parse_hyper(items: list[str]) -> dict[str, Any]:
+def parse_hyper(items: list[str], *, literal_only: bool = False) -> dict[str, Any]:
+    """``--hyper KEY=VALUE`` items as a dict of model hyper-parameters.
+
+    Parameters
+    ----------
+    items : list of str
+        ``KEY=VALUE`` strings; VALUE is read as a Python literal (``256``, ``'all'``,
+        ``None``).
+    literal_only : bool
+        Refuse a VALUE that is not a literal; by default such a VALUE is kept as the
+        string it is (``--hyper norm=all``).
+
+    Returns
+    -------
+    hyper : dict
+        KEY -> value, later items winning.
+
+    Raises
+    ------
+    FairesiUserError
+        An item without ``=`` or without a key, or (``literal_only``) a non-literal VALUE.
+    """
     hyper: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -265,6 +286,10 @@ def _parse_hyper(items: list[str]) -> dict[str, Any]:
         try:
             hyper[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
+            if literal_only:
+                raise FairesiUserError(
+                    f"--hyper {item!r}: VALUE must be a Python literal"
+                ) from None
             hyper[key] = text
     return hyper
 
@@ -301,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
     given = vars(args)
     overrides = {name: given[name] for name in TrainConfig.flat_keys() if name in given}
     if "hyper" in given:
-        overrides["model_hyper"] = _parse_hyper(given["hyper"])
+        overrides["model_hyper"] = parse_hyper(given["hyper"])
     if args.resume is not None:
         defining = sorted(set(overrides) - TrainConfig.RUN_CONTROL)
         defining += [k for k in ("preset", "config") if k in given]
