@@ -593,3 +593,19 @@ def test_train_instants_is_refused_where_it_does_not_apply(tmp_path):
         train(small_config(tmp_path, train_instants=8))
     argv = ["train", "--preset", "tiny", "--train-instants", "8", "--max-steps", "1"]
     assert main([*argv, "--no-progress", "--out", str(tmp_path / "cli")]) == 2
+
+
+def test_wide_preset_is_cpu_with_fair_esi_wide_size():
+    """`--preset wide` differs from 'cpu' only in FAIR-ESI's size preset (rank 512); a
+    model without a 'wide' size is refused by name."""
+    from fairesi.headmodel import HeadModel
+    from fairesi.models import build_model
+
+    wide, cpu = TrainConfig.from_sources(preset="wide"), TrainConfig.from_sources(preset="cpu")
+    assert wide.model_hyper == {"preset": "wide"}
+    assert wide.replace(model_hyper={"preset": "cpu"}) == cpu
+    head = HeadModel.toy(n_regions=60)
+    model = build_model("fair_esi", head, "meg", 64, **wide.model_hyper)
+    assert model.config.gru_hidden == 256
+    with pytest.raises(ValueError, match="'wide'"):
+        build_model("convdip", head, "meg", 64, **wide.model_hyper)

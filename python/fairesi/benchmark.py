@@ -487,7 +487,7 @@ def run_benchmark(
         Learned (``fairesi.models.MODELS``) and classical (``fairesi.inverse.INVERSE_METHODS``)
         method names.
     preset : str
-        ``fairesi train`` preset ('tiny', 'cpu', 'paper') that defines the head model, the
+        ``fairesi train`` preset ('tiny', 'cpu', 'wide', 'paper') that defines the head model, the
         waveform bank, the data sizes and, for ``train_missing``, the training.
     checkpoints : mapping of str to str, optional
         Learned method -> checkpoint path pattern with ``{config}`` (a row's label, e.g.

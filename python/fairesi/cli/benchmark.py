@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset",
         default="cpu",
-        help="training preset (tiny, cpu, paper) that defines head model, waveform bank and "
+        help="training preset (tiny, cpu, wide, paper) that defines head model, waveform bank and "
         "data sizes, and trains missing networks (default: cpu)",
     )
     parser.add_argument(

@@ -180,7 +180,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         default=argparse.SUPPRESS,
         help="starting configuration: 'tiny' (toy head model and synthetic bank, about a "
-        "minute on 2 CPU cores), 'cpu' (SimMEG model sized for a CPU), 'paper' (paper settings)",
+        "minute on 2 CPU cores), 'cpu' (SimMEG model sized for a CPU), 'wide' ('cpu' with "
+        "FAIR-ESI's rank-512 size, for accuracy), 'paper' (paper settings)",
     )
     parser.add_argument(
         "--config",
