@@ -609,3 +609,33 @@ def test_wide_preset_is_cpu_with_fair_esi_wide_size():
     assert model.config.gru_hidden == 256
     with pytest.raises(ValueError, match="'wide'"):
         build_model("convdip", head, "meg", 64, **wide.model_hyper)
+
+
+def test_anneal_steps_decays_the_lr_to_zero_and_resumes_exactly(tmp_path, monkeypatch):
+    """The last `anneal_steps` steps before max_steps decay the LR linearly to zero from
+    its value when the decay begins; a run interrupted inside the decay resumes exactly."""
+    real_step = Trainer.train_step
+    lrs: list[float] = []
+
+    def recording_step(self, batch):
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        if len(lrs) == 19:  # the 9th step of the second run: inside its decay
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    controls = dict(max_steps=10, anneal_steps=4, lr=1e-3, lr_patience=100)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(small_config(whole, **controls))
+    assert lrs == pytest.approx([1e-3] * 6 + [1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rel=1e-12)
+    assert read_checkpoint(whole / "last.pt")["progress"]["anneal_base_lr"] == 1e-3
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(split, **controls))
+    assert read_checkpoint(split / "last.pt")["progress"]["step"] == 8
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    train(resume=split / "last.pt")
+    assert_same_training_state(
+        read_checkpoint(split / "last.pt"), read_checkpoint(whole / "last.pt")
+    )
+    with pytest.raises(ValueError, match="anneal_steps needs max_steps"):
+        small_config(tmp_path / "bad", anneal_steps=3)

@@ -147,6 +147,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ),
     ("--max-steps", "max_steps", int, "stop (resumably) after this many optimizer steps in all"),
     (
+        "--anneal-steps",
+        "anneal_steps",
+        int,
+        "decay the learning rate linearly to zero over the last N steps before --max-steps "
+        "(also on --resume)",
+    ),
+    (
         "--max-minutes",
         "max_minutes",
         float,

@@ -144,6 +144,11 @@ class RunConfig:
         Write ``last.pt`` every so many optimizer steps (and at every epoch end).
     max_steps : int or None
         Stop (resumably) once this many optimizer steps have been taken in total.
+    anneal_steps : int or None
+        Spend the last ``anneal_steps`` steps before ``max_steps`` decaying the learning
+        rate linearly to zero, from its value when the decay begins (the plateau schedule
+        is suspended from then on). Needs ``max_steps``; may be set on resume, to end a
+        run with a decay.
     max_minutes : float or None
         Stop (resumably) after this much wall time in this invocation.
     out_dir : str
@@ -163,6 +168,7 @@ class RunConfig:
 
     checkpoint_every: int = 200
     max_steps: int | None = None
+    anneal_steps: int | None = None
     max_minutes: float | None = None
     out_dir: str = "runs/train"
     device: str = "cpu"
@@ -174,6 +180,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_positive_int("checkpoint_every", self.checkpoint_every)
         check_positive_int("max_steps", self.max_steps, allow_none=True)
+        check_positive_int("anneal_steps", self.anneal_steps, allow_none=True)
+        if self.anneal_steps is not None and self.max_steps is None:
+            raise ValueError("anneal_steps needs max_steps: the decay ends at max_steps")
         check_positive_int("threads", self.threads, allow_none=True)
         if self.max_minutes is not None and not (
             isinstance(self.max_minutes, int | float) and self.max_minutes > 0

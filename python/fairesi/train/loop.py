@@ -152,6 +152,8 @@ class _Progress:
     best_val_loss: float = math.inf
     bad_epochs: int = 0
     finished: bool = False
+    #: Learning rate when the final linear decay (``RunConfig.anneal_steps``) began.
+    anneal_base_lr: float | None = None
 
 
 class Trainer:
@@ -477,6 +479,7 @@ class Trainer:
                 stop_now = None
                 for batch in self.batches("train", progress.epoch, progress.batch):
                     rng_before_step = rng_state(self.device)
+                    self._anneal_lr()
                     loss = self.train_step(batch)
                     n_seen = batch.x.shape[0] * self.dist.world_size
                     progress.batch += 1
@@ -528,6 +531,26 @@ class Trainer:
             sigterm.restore()
         return {**self.metrics, "stopped": stopped}
 
+    def _anneal_lr(self) -> None:
+        """Set the learning rate of the next step during the final linear decay: from the
+        rate when the decay began down to ``base / anneal_steps`` at the last step."""
+        run, progress = self.config.run, self.progress
+        if run.anneal_steps is None or run.max_steps is None:
+            return
+        left = run.max_steps - progress.step  # steps still to take, this one included
+        if left > run.anneal_steps or left <= 0:
+            return
+        if progress.anneal_base_lr is None:
+            progress.anneal_base_lr = float(self.optimizer.param_groups[0]["lr"])
+            logger.info(
+                "step %d: the learning rate decays linearly from %.3g to zero by step %d",
+                progress.step,
+                progress.anneal_base_lr,
+                run.max_steps,
+            )
+        for group in self.optimizer.param_groups:
+            group["lr"] = progress.anneal_base_lr * left / run.anneal_steps
+
     def _budget_exhausted(self, started: float) -> str | None:
         run, step = self.config.run, self.progress.step
         if run.max_steps is not None and step >= run.max_steps:
@@ -551,7 +574,8 @@ class Trainer:
     def _commit_epoch(self, val_loss: float, val_loss_zero: float, started: float) -> bool:
         progress = self.progress
         train_loss = progress.epoch_loss_sum / max(progress.epoch_samples, 1)
-        self.scheduler.step(val_loss)
+        if progress.anneal_base_lr is None:  # the final decay replaces the plateau schedule
+            self.scheduler.step(val_loss)
         improved = val_loss < progress.best_val_loss
         if improved:
             progress.best_val_loss = val_loss
