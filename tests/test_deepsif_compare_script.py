@@ -58,6 +58,18 @@ def test_size_wide_pairs_fair_esi_with_equal_size_and_equal_rank_deepsif(compare
         compare.parse_args(["--networks", "deepsif_rank"])
 
 
+def tiny_argv(tmp_path, *options: str) -> list[str]:
+    """A dry run's options (toy head model of 120 regions, tiny presets, a few steps)."""
+    head = tmp_path / "toy120.h5"
+    HeadModel.toy(n_regions=120).save(head)
+    return [
+        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32", "--tiny",
+        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
+        "--threads", "1", "--no-progress", "--minutes", "5", "--out", str(tmp_path / "c"),
+        *options,
+    ]  # fmt: skip
+
+
 def test_trained_minutes_sums_resumed_segments(compare, tmp_path):
     rows = ["epoch,step,kind,loss,val_loss,lr,samples_per_s,wall_s,val_loss_zero"]
     rows += [f"0,{i},train,1,,0.001,1,{w}," for i, w in enumerate([30, 60, 90, 20, 50])]
@@ -67,14 +79,7 @@ def test_trained_minutes_sums_resumed_segments(compare, tmp_path):
 
 
 def test_tiny_comparison_chooses_lr_trains_and_reports(compare, tmp_path, capsys):
-    head = tmp_path / "toy120.h5"
-    HeadModel.toy(n_regions=120).save(head)
-    argv = [
-        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32", "--tiny",
-        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
-        "--threads", "1", "--seed", "0", "--seed", "1", "--no-progress",
-        "--minutes", "5", "--max-steps", "4", "--out", str(tmp_path / "c"),
-    ]  # fmt: skip
+    argv = tiny_argv(tmp_path, "--seed", "0", "--seed", "1", "--max-steps", "4")
     assert compare.main(argv) == 0
     out = capsys.readouterr().out
     # Both learning rates on the first dataset and seed, then only the chosen one.
@@ -114,15 +119,10 @@ def test_tiny_comparison_chooses_lr_trains_and_reports(compare, tmp_path, capsys
 
 
 def test_tiny_wide_comparison_reports_both_deepsif_rows(compare, tmp_path):
-    head = tmp_path / "toy120.h5"
-    HeadModel.toy(n_regions=120).save(head)
-    argv = [
-        "--head-model", str(head), "--bank", "synthetic", "--n-times", "32", "--tiny",
-        "--epoch-samples", "16", "--batch-size", "8", "--n-val", "8", "--n-eval", "8",
-        "--threads", "1", "--seed", "0", "--no-progress", "--size", "wide",
-        "--datasets", "SimMEG", "--lrs", "1e-3", "--minutes", "5", "--max-steps", "2",
-        "--out", str(tmp_path / "c"),
-    ]  # fmt: skip
+    argv = tiny_argv(
+        tmp_path, "--seed", "0", "--size", "wide", "--datasets", "SimMEG", "--lrs", "1e-3",
+        "--max-steps", "2",
+    )  # fmt: skip
     assert compare.main(argv) == 0
     report = (tmp_path / "c" / "compare.md").read_text()
     for row in ("DeepSIF, paper", "DeepSIF (equal rank), paper", "DeepSIF (equal rank), strict"):

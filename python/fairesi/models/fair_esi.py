@@ -215,14 +215,6 @@ class FairEsiConfig(PresetConfig):
             mlp_hidden=128,
             gru_hidden=128,
         ),
-        "wide": dict(
-            embed_dim=8,
-            conv_channels=8,
-            recon_features=2,
-            latent=128,
-            mlp_hidden=128,
-            gru_hidden=256,
-        ),
         "paper": dict(
             embed_dim=64,
             conv_channels=64,
@@ -232,6 +224,7 @@ class FairEsiConfig(PresetConfig):
             gru_hidden=None,
         ),
     }
+    PRESETS["wide"] = {**PRESETS["cpu"], "gru_hidden": 256}
 
     def __post_init__(self) -> None:
         for name in (
