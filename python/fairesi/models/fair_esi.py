@@ -193,8 +193,9 @@ class FairEsiConfig(PresetConfig):
     #: 80% precision and 1.8 mm LE under the paper protocol, 384 dimensions 89% and 0.9 mm,
     #: 512 dimensions 95% (``bench/rank_probe.py``, bench/RESULTS.md § accuracy), so
     #: ``gru_hidden >= 192`` is needed for the paper's Table II row. 'wide' is 'cpu' with
-    #: ``gru_hidden=256`` (rank 512, 1.28 M parameters on SimMEG, ~1.1x the 'cpu' step
-    #: time): the smallest CPU size whose cap (95%) clears the paper's row. 'paper' sums
+    #: ``gru_hidden=256`` (rank 512, 1.28 M parameters on SimMEG, ~1.7x the 'cpu' step
+    #: time on one thread, ``bench/step_cost.py``): a CPU size whose cap (95%) clears the
+    #: paper's row. 'paper' sums
     #: Eq. 5 in region space with a region-wide BiGRU (full rank); the paper gives no
     #: widths, these follow DeepSIF's sizes.
     MODEL_LABEL: ClassVar[str] = "FAIR-ESI"
