@@ -28,20 +28,17 @@ import torch
 from torch import nn
 
 
-def step_time(module: nn.Module, inputs: list[torch.Tensor], repeat: int) -> float:
-    """Median seconds of one optimizer step of ``module`` on ``inputs`` (the loss: the sum
-    of squares of its first output)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-3) if params else None
+def step_time(module: nn.Module, x: torch.Tensor, repeat: int) -> float:
+    """Median seconds of one optimizer step of ``module`` on the input ``x`` (the loss: the
+    sum of squares of its first output)."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
 
     def step() -> None:
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-        out = module(*inputs)
+        optimizer.zero_grad(set_to_none=True)
+        out = module(x)
         out = out[0] if isinstance(out, tuple) else out
         out.square().sum().backward()
-        if optimizer is not None:
-            optimizer.step()
+        optimizer.step()
 
     times = []
     for i in range(repeat + 2):
@@ -52,57 +49,69 @@ def step_time(module: nn.Module, inputs: list[torch.Tensor], repeat: int) -> flo
     return statistics.median(times)
 
 
-def rows(batch: int, n_times: int) -> list[tuple[str, Callable[[], nn.Module], list[tuple]]]:
-    """(label, module factory, input shapes) of every timed row."""
+#: (label, module factory, input shape, whether the input needs its gradient: a layer's
+#: does inside a network, where the layers before it learn; a network's data does not)
+Row = tuple[str, Callable[[], nn.Module], tuple[int, ...], bool]
+
+
+def rows(batch: int, n_times: int) -> list[Row]:
+    """Every timed row."""
     from fairesi.headmodel import HeadModel
     from fairesi.models import build_model
 
     head = HeadModel.default()
     n_channels, n_regions = head.lead_field("meg").n_channels, head.n_regions
-    x = [(batch, n_channels, n_times)]
+    x = (batch, n_channels, n_times)
 
     def net(name: str, **hyper) -> Callable[[], nn.Module]:
         return lambda: build_model(name, head, "meg", n_times, **hyper)
 
     seq = batch, n_times
     return [
-        ("DeepSIF 'wide-matched'", net("deepsif", preset="wide-matched"), x),
-        ("FAIR-ESI 'wide'", net("fair_esi", preset="wide"), x),
+        ("DeepSIF 'wide-matched'", net("deepsif", preset="wide-matched"), x, False),
+        ("FAIR-ESI 'wide'", net("fair_esi", preset="wide"), x, False),
         (
             "FAIR-ESI 'wide', no spectral/temporal view",
             net("fair_esi", preset="wide", spectral=False, temporal=False),
             x,
+            False,
         ),
         (
             "FAIR-ESI 'wide', no view",
             net("fair_esi", preset="wide", spectral=False, temporal=False, patchwise=False),
             x,
+            False,
         ),
-        ("FAIR-ESI 'cpu'", net("fair_esi", preset="cpu"), x),
+        ("FAIR-ESI 'cpu'", net("fair_esi", preset="cpu"), x, False),
         (
             "BiGRU 128 -> 2 x 256 (FAIR-ESI 'wide')",
             lambda: nn.GRU(128, 256, batch_first=True, bidirectional=True),
-            [(*seq, 128)],
+            (*seq, 128),
+            True,
         ),
         (
             "BiGRU 128 -> 2 x 128 (FAIR-ESI 'cpu')",
             lambda: nn.GRU(128, 128, batch_first=True, bidirectional=True),
-            [(*seq, 128)],
+            (*seq, 128),
+            True,
         ),
         (
             "LSTM 3 layers 128 -> 190 (DeepSIF 'wide-matched')",
             lambda: nn.LSTM(128, 190, num_layers=3, batch_first=True),
-            [(*seq, 128)],
+            (*seq, 128),
+            True,
         ),
         (
             f"head 512 -> {n_regions} (FAIR-ESI 'wide')",
             lambda: nn.Linear(512, n_regions),
-            [(*seq, 512)],
+            (*seq, 512),
+            True,
         ),
         (
             f"head 190 -> {n_regions} (DeepSIF 'wide-matched')",
             lambda: nn.Linear(190, n_regions),
-            [(*seq, 190)],
+            (*seq, 190),
+            True,
         ),
     ]
 
@@ -129,12 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| what | s / step | / DeepSIF step |\n|---|---|---|")
     reference = None
-    for label, factory, shapes in rows(args.batch_size, args.n_times):
-        module = factory()
-        # A layer's input needs its gradient inside a network (the layers before it learn).
-        layer = not label.startswith(("FAIR-ESI", "DeepSIF"))
-        inputs = [torch.randn(*shape, requires_grad=layer) for shape in shapes]
-        seconds = step_time(module, inputs, args.repeat)
+    for label, factory, shape, input_grad in rows(args.batch_size, args.n_times):
+        x = torch.randn(*shape, requires_grad=input_grad)
+        seconds = step_time(factory(), x, args.repeat)
         reference = reference or seconds
         print(f"| {label} | {seconds:.3f} | {seconds / reference:.2f} |", flush=True)
     return 0

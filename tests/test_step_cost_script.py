@@ -15,7 +15,7 @@ def script(bench_script):
 def test_step_time_takes_optimizer_steps(script):
     layer = nn.Linear(3, 2)
     before = layer.weight.detach().clone()
-    seconds = script.step_time(layer, [torch.ones(4, 3)], repeat=2)
+    seconds = script.step_time(layer, torch.ones(4, 3), repeat=2)
     assert seconds > 0 and not (layer.weight == before).any()  # 4 Adam steps moved it
 
 

@@ -195,9 +195,8 @@ class FairEsiConfig(PresetConfig):
     #: ``gru_hidden >= 192`` is needed for the paper's Table II row. 'wide' is 'cpu' with
     #: ``gru_hidden=256`` (rank 512, 1.28 M parameters on SimMEG, ~1.7x the 'cpu' step
     #: time on one thread, ``bench/step_cost.py``): a CPU size whose cap (95%) clears the
-    #: paper's row. 'paper' sums
-    #: Eq. 5 in region space with a region-wide BiGRU (full rank); the paper gives no
-    #: widths, these follow DeepSIF's sizes.
+    #: paper's row. 'paper' sums Eq. 5 in region space with a region-wide BiGRU (full
+    #: rank); the paper gives no widths, these follow DeepSIF's sizes.
     MODEL_LABEL: ClassVar[str] = "FAIR-ESI"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(

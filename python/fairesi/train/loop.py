@@ -535,7 +535,7 @@ class Trainer:
         """Set the learning rate of the next step during the final linear decay: from the
         rate when the decay began down to ``base / anneal_steps`` at the last step."""
         run, progress = self.config.run, self.progress
-        if run.anneal_steps is None or run.max_steps is None:
+        if run.anneal_steps is None:  # RunConfig requires max_steps with it
             return
         left = run.max_steps - progress.step  # steps still to take, this one included
         if left > run.anneal_steps or left <= 0:
