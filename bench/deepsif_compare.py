@@ -48,6 +48,9 @@ Run (installed package)::
     python bench/deepsif_compare.py --networks deepsif --seed 0 --seed 1 --threads 1 &
     wait; python bench/deepsif_compare.py --seed 0 --seed 1 --report-only
 
+``--bf16`` trains under bfloat16 CPU autocast (``fairesi train --bf16``: ~2x faster
+steps on CPUs with AVX512-BF16, ``bench/step_cost.py``).
+
 At the 'wide' size, one process per network and seed (the runs of bench/RESULTS.md)::
 
     python bench/deepsif_compare.py --size wide --networks deepsif --lrs 1e-3 --seed 0 \
@@ -123,6 +126,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bank", default="default", help="'default', a file, or 'synthetic'")
     parser.add_argument("--head-model", default="default", help="'default', 'toy' or a file")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train under bfloat16 CPU autocast (fairesi train --bf16); use an --out of its own",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/deepsif_compare"))
     parser.add_argument("--report-only", action="store_true", help="train nothing; report")
     parser.add_argument("--no-progress", action="store_true")
@@ -169,6 +177,7 @@ def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainC
         lr=lr,
         max_minutes=args.minutes,
         max_steps=args.max_steps,
+        cpu_bf16=args.bf16,
         out_dir=str(run_dir(args, dataset, seed, network, lr)),
     )
 
@@ -498,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         f"protocol, n_times={args.n_times}, presets "
         + ", ".join(f"{n} {'tiny' if args.tiny else SIZES[args.size][n]!r}" for n in args.networks)
         + (f" (FAIR-ESI with {args.hyper})" if args.hyper else "")
-        + f", batch {args.batch_size}, {args.minutes:g} wall minutes per run, learning rate "
+        + f", batch {args.batch_size}, {args.minutes:g} wall minutes per run"
+        + (", bfloat16 CPU autocast" if args.bf16 else ", float32")
+        + ", learning rate "
         f"chosen from {args.lrs}; torch {torch.__version__}, {torch.get_num_threads()} "
         f"thread(s), {platform.machine()}; wall {time.monotonic() - started:.0f} s (this "
         "invocation)."

@@ -4,14 +4,17 @@ At equal CPU time the two networks of ``bench/deepsif_compare.py --size wide`` d
 equal steps (bench/RESULTS.md § accuracy). This script times one optimizer step (forward,
 squared-error loss, backward, Adam) on one random batch for
 
-* the networks: FAIR-ESI 'wide' with all views, without the spectral-temporal views,
-  without any view, and 'cpu'; DeepSIF 'wide-matched';
+* the networks: FAIR-ESI 'wide' (its BiGRU run by the fused op, and by ``nn.GRU``) with all
+  views, without the spectral-temporal views, without any view, and 'cpu'; DeepSIF
+  'wide-matched';
 * the recurrent layers and heads alone, at the shapes those networks give them (their
-  input's gradient included): FAIR-ESI's BiGRU (latent 128 -> 2 x 256), DeepSIF's
-  3-layer LSTM (128 -> 190), and the linear heads to the regions (512 and 190 features).
+  input's gradient included): FAIR-ESI's BiGRU (latent 128 -> 2 x 256) by ``nn.GRU`` and by
+  the fused op (``fairesi.ops.bigru``), DeepSIF's 3-layer LSTM (128 -> 190), and the linear
+  heads to the regions (512 and 190 features);
 
-Each row is the median of ``--repeat`` steps after two warm-up steps, on ``--threads``
-threads, in the same process; the ratio column divides by DeepSIF's step. Run::
+each in float32 and under bfloat16 CPU autocast (``fairesi train --bf16``). Each figure is
+the median of ``--repeat`` steps after two warm-up steps, on ``--threads`` threads, in the
+same process; the ratio columns divide by DeepSIF's float32 step. Run::
 
     python bench/step_cost.py --threads 1
 """
@@ -28,16 +31,18 @@ import torch
 from torch import nn
 
 
-def step_time(module: nn.Module, x: torch.Tensor, repeat: int) -> float:
+def step_time(module: nn.Module, x: torch.Tensor, repeat: int, bf16: bool = False) -> float:
     """Median seconds of one optimizer step of ``module`` on the input ``x`` (the loss: the
-    sum of squares of its first output)."""
+    sum of squares of its first output), with the forward under bfloat16 CPU autocast if
+    ``bf16``."""
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        out = module(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = module(x)
         out = out[0] if isinstance(out, tuple) else out
-        out.square().sum().backward()
+        out.float().square().sum().backward()
         optimizer.step()
 
     times = []
@@ -47,6 +52,20 @@ def step_time(module: nn.Module, x: torch.Tensor, repeat: int) -> float:
         if i >= 2:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class FusedBiGru(nn.Module):
+    """A bidirectional ``nn.GRU`` (B, T, I) -> (B, T, 2H) run by ``fairesi.ops.bigru``."""
+
+    def __init__(self, n_in: int, hidden: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(n_in, hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, I) -> (B, T, 2H)."""
+        from fairesi.ops import bigru
+
+        return bigru(self.gru, x)
 
 
 #: (label, module factory, input shape, whether the input needs its gradient: a layer's
@@ -70,6 +89,7 @@ def rows(batch: int, n_times: int) -> list[Row]:
     return [
         ("DeepSIF 'wide-matched'", net("deepsif", preset="wide-matched"), x, False),
         ("FAIR-ESI 'wide'", net("fair_esi", preset="wide"), x, False),
+        ("FAIR-ESI 'wide', nn.GRU", net("fair_esi", preset="wide", fused_gru=False), x, False),
         (
             "FAIR-ESI 'wide', no spectral/temporal view",
             net("fair_esi", preset="wide", spectral=False, temporal=False),
@@ -84,8 +104,14 @@ def rows(batch: int, n_times: int) -> list[Row]:
         ),
         ("FAIR-ESI 'cpu'", net("fair_esi", preset="cpu"), x, False),
         (
-            "BiGRU 128 -> 2 x 256 (FAIR-ESI 'wide')",
+            "BiGRU 128 -> 2 x 256 (FAIR-ESI 'wide'), nn.GRU",
             lambda: nn.GRU(128, 256, batch_first=True, bidirectional=True),
+            (*seq, 128),
+            True,
+        ),
+        (
+            "BiGRU 128 -> 2 x 256 (FAIR-ESI 'wide'), fused op",
+            lambda: FusedBiGru(128, 256),
             (*seq, 128),
             True,
         ),
@@ -136,13 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         f"(default head model); torch {torch.__version__}, {torch.get_num_threads()} "
         f"thread(s), {platform.machine()}; median of {args.repeat}.\n"
     )
-    print("| what | s / step | / DeepSIF step |\n|---|---|---|")
+    print(
+        "| what | float32 s / step | / DeepSIF | bfloat16 autocast s / step | / DeepSIF |\n"
+        "|---|---|---|---|---|"
+    )
     reference = None
     for label, factory, shape, input_grad in rows(args.batch_size, args.n_times):
         x = torch.randn(*shape, requires_grad=input_grad)
-        seconds = step_time(factory(), x, args.repeat)
-        reference = reference or seconds
-        print(f"| {label} | {seconds:.3f} | {seconds / reference:.2f} |", flush=True)
+        cells = []
+        for bf16 in (False, True):
+            seconds = step_time(factory(), x, args.repeat, bf16)
+            reference = reference or seconds
+            cells += [f"{seconds:.3f}", f"{seconds / reference:.2f}"]
+        print(f"| {label} | {' | '.join(cells)} |", flush=True)
     return 0
 
 

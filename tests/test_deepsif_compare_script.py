@@ -32,6 +32,15 @@ def test_runs_differ_only_in_network_and_lr(compare):
             compare.parse_args(bad)
 
 
+def test_bf16_trains_both_networks_under_bfloat16_autocast(compare):
+    args = compare.parse_args(["--bf16"])
+    for network in ("fair_esi", "deepsif"):
+        assert compare.run_config(args, "SimMEG", 0, network, 1e-3).run.cpu_bf16
+    assert not compare.run_config(
+        compare.parse_args([]), "SimMEG", 0, "fair_esi", 1e-3
+    ).run.cpu_bf16
+
+
 def test_hyper_widens_fair_esi_only(compare):
     args = compare.parse_args(["--hyper", "gru_hidden=256", "--hyper", "norm='all'"])
     fair = compare.run_config(args, "SimMEG", 0, "fair_esi", 1e-3)

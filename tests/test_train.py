@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import hashlib
+import math
 
 import pytest
 import torch
@@ -639,3 +640,23 @@ def test_anneal_steps_decays_the_lr_to_zero_and_resumes_exactly(tmp_path, monkey
     )
     with pytest.raises(ValueError, match="anneal_steps needs max_steps"):
         small_config(tmp_path / "bad", anneal_steps=3)
+
+
+def test_cpu_bf16_runs_the_forward_under_bfloat16_autocast(tmp_path):
+    seen = []
+
+    def record(module, args, output):
+        seen.append((torch.is_autocast_enabled("cpu"), output.dtype))
+
+    for bf16 in (False, True):
+        trainer = Trainer(small_config(tmp_path / str(bf16), cpu_bf16=bf16)).setup()
+        try:
+            hook = trainer.model.register_forward_hook(record)
+            batch = next(trainer.batches("train", 0, 0))
+            loss = trainer.train_step(batch)
+            hook.remove()
+            assert math.isfinite(loss)
+            assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+        finally:
+            trainer.cleanup()
+    assert seen == [(False, torch.float32), (True, torch.bfloat16)]

@@ -223,6 +223,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="disable mixed precision on CUDA (it is always off on CPU)",
     )
     parser.add_argument(
+        "--bf16",
+        dest="cpu_bf16",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="CPU: autocast matrix products and convolutions to bfloat16 (weights, loss and "
+        "optimizer stay float32); about 2x faster steps on CPUs with AVX512-BF16 or AMX "
+        "(also on --resume)",
+    )
+    parser.add_argument(
         "--shared-centres",
         dest="disjoint_centres",
         action="store_false",

@@ -4,7 +4,8 @@ The loop follows the paper's recipe (section III.B): the squared error between t
 estimated and the true normalised source map (:func:`source_loss`), Adam with weight decay,
 learning rate halved whenever the validation loss stops improving (``ReduceLROnPlateau``),
 and early stopping once it has not improved for ``early_stop_patience`` epochs. Mixed
-precision (autocast + ``GradScaler``) is used on CUDA only; on CPU it is a no-op.
+precision: float16 autocast + ``GradScaler`` on CUDA (``RunConfig.amp``), bfloat16 autocast
+on the CPU when asked for (``RunConfig.cpu_bf16``; no scaler needed).
 
 ``last.pt`` is written every ``checkpoint_every`` steps, at the end of every epoch, when a
 step or time budget runs out, on Ctrl-C and on SIGTERM (a batch scheduler's stop);
@@ -230,6 +231,13 @@ class Trainer:
         )
         self.use_amp = bool(run.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        cpu_bf16 = bool(run.cpu_bf16 and self.device.type == "cpu")
+        #: The forward's autocast: float16 on CUDA with amp, bfloat16 on the CPU with cpu_bf16.
+        self.autocast = {
+            "device_type": self.device.type,
+            "dtype": torch.bfloat16 if cpu_bf16 else None,
+            "enabled": self.use_amp or cpu_bf16,
+        }
         self.progress = _Progress()
         self.metrics: dict[str, Any] = {}
         if self._resume is not None:
@@ -372,7 +380,7 @@ class Trainer:
         x, target, scale = batch.x, batch.target, 1.0
         if instants is not None:
             x, target, scale = select_instants(x, target, instants)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with torch.autocast(**self.autocast):
             estimate = self.net(x)
         return source_loss(estimate.float(), target) * scale
 
