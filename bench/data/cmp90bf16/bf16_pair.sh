@@ -1,0 +1,7 @@
+#!/bin/bash
+# ./bf16_pair.sh SEED NETWORK MINUTES : one run of the 'wide' comparison under bfloat16 CPU
+# autocast (fused BiGRU for FAIR-ESI), one thread; run the two networks at once.
+cd /work/main/runs
+PYTHONPATH=snap_b:snap_b/bench ../.venv/bin/python snap_b/bench/deepsif_compare.py --size wide \
+  --networks "$2" --datasets SimMEG --lrs 1e-3 --seed "$1" --minutes "$3" --threads 1 --bf16 \
+  --out cmp90bf16 --no-progress
