@@ -13,7 +13,6 @@
 // is at time t = s (d = 0) or T - 1 - s (d = 1). hs (2, T + 1, B, H) and gates
 // (2, T, B, 4H) are indexed by step, not time.
 #include <ATen/Dispatch.h>
-#include <c10/util/BFloat16.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/baddbmm.h>
@@ -21,6 +20,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
