@@ -60,13 +60,13 @@ def _bigru_fake(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tenso
 def _bigru_backward_fake(
     grad: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    gates_width = w_hh.shape[1]
+    three_h = w_hh.shape[1]  # the gate rows, 3H
     return (
         x.new_empty(x.shape),
         w_ih.new_empty(w_ih.shape),
         w_hh.new_empty(w_hh.shape),
-        w_hh.new_empty(2, gates_width),
-        w_hh.new_empty(2, gates_width),
+        w_hh.new_empty(2, three_h),
+        w_hh.new_empty(2, three_h),
     )
 
 
