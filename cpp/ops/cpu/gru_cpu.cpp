@@ -90,92 +90,95 @@ void check_bias(const at::Tensor& bias, const char* name, const at::Tensor& x, i
               3 * H, "), got ", bias.sizes());
 }
 
-// sigmoid and tanh of kLanes values (tanh(a) = 2 sigmoid(2a) - 1: absolute error ~1e-7).
-FAIRESI_CPU_INLINE Lanes sigmoid(const Lanes& a) {
+// The arithmetic of one row runs on V: double for float64 (std::exp, std::tanh), and
+// Lanes for the other dtypes, kLanes hidden units at a time in float32 (a polynomial exp,
+// tanh(a) = 2 sigmoid(2a) - 1: absolute error ~1e-7).
+template <typename scalar_t>
+using vec_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, Lanes>;
+
+FAIRESI_CPU_INLINE double gate_sigmoid(double a) { return 1.0 / (1.0 + std::exp(-a)); }
+
+FAIRESI_CPU_INLINE Lanes gate_sigmoid(const Lanes& a) {
   return Lanes(1.0f) / (refine_exp(Lanes(0.0f) - a) + 1.0f);
 }
 
-FAIRESI_CPU_INLINE Lanes tanh(const Lanes& a) { return sigmoid(a * 2.0f) * 2.0f - 1.0f; }
+FAIRESI_CPU_INLINE double gate_tanh(double a) { return std::tanh(a); }
 
-// The gates and new state of one (direction, sample) row of H hidden units: float64 with
-// std::exp and std::tanh, the other dtypes kLanes units at a time in float32.
+FAIRESI_CPU_INLINE Lanes gate_tanh(const Lanes& a) {
+  return gate_sigmoid(a * 2.0f) * 2.0f - 1.0f;
+}
+
+// Load / store `count` units of a row as a V (a double takes one unit).
+template <typename V, typename T>
+FAIRESI_CPU_INLINE V load_v(const T* p, int count) {
+  if constexpr (std::is_same_v<V, double>) {
+    (void)count;
+    return static_cast<double>(*p);
+  } else {
+    return load_lanes(p, count);
+  }
+}
+
+template <typename V, typename T>
+FAIRESI_CPU_INLINE void store_v(const V& v, int count, T* p) {
+  if constexpr (std::is_same_v<V, double>) {
+    (void)count;
+    *p = static_cast<T>(v);
+  } else {
+    store_lanes(v, count, p);
+  }
+}
+
+// The gates and new state of one (direction, sample) row of H hidden units.
 template <typename scalar_t>
 FAIRESI_CPU_INLINE void forward_row(const scalar_t* gi, const scalar_t* gh,
                                     const acc_t<scalar_t>* h_prev, acc_t<scalar_t>* gate,
                                     acc_t<scalar_t>* h_next, scalar_t* h_mm, scalar_t* out,
                                     int64_t H) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
-    for (int64_t j = 0; j < H; ++j) {
-      const double r = 1.0 / (1.0 + std::exp(-(gi[j] + gh[j])));
-      const double z = 1.0 / (1.0 + std::exp(-(gi[H + j] + gh[H + j])));
-      const double n = std::tanh(gi[2 * H + j] + r * gh[2 * H + j]);
-      const double h = n + z * (h_prev[j] - n);
-      gate[j] = r;
-      gate[H + j] = z;
-      gate[2 * H + j] = n;
-      gate[3 * H + j] = gh[2 * H + j];
-      h_next[j] = h_mm[j] = out[j] = h;
-    }
-  } else {
-    for (int64_t j = 0; j < H; j += kLanes) {
-      const int c = static_cast<int>(std::min<int64_t>(kLanes, H - j));
-      const Lanes r = sigmoid(load_lanes(gi + j, c) + load_lanes(gh + j, c));
-      const Lanes z = sigmoid(load_lanes(gi + H + j, c) + load_lanes(gh + H + j, c));
-      const Lanes ghn = load_lanes(gh + 2 * H + j, c);
-      const Lanes n = tanh(load_lanes(gi + 2 * H + j, c) + r * ghn);
-      const Lanes h = n + z * (load_lanes(h_prev + j, c) - n);
-      store_lanes(r, c, gate + j);
-      store_lanes(z, c, gate + H + j);
-      store_lanes(n, c, gate + 2 * H + j);
-      store_lanes(ghn, c, gate + 3 * H + j);
-      store_lanes(h, c, h_next + j);
-      store_lanes(h, c, h_mm + j);
-      store_lanes(h, c, out + j);
-    }
+  using V = vec_t<scalar_t>;
+  constexpr int width = std::is_same_v<V, double> ? 1 : kLanes;
+  for (int64_t j = 0; j < H; j += width) {
+    const int c = static_cast<int>(std::min<int64_t>(width, H - j));
+    const V r = gate_sigmoid(load_v<V>(gi + j, c) + load_v<V>(gh + j, c));
+    const V z = gate_sigmoid(load_v<V>(gi + H + j, c) + load_v<V>(gh + H + j, c));
+    const V ghn = load_v<V>(gh + 2 * H + j, c);
+    const V n = gate_tanh(load_v<V>(gi + 2 * H + j, c) + r * ghn);
+    const V h = n + z * (load_v<V>(h_prev + j, c) - n);
+    store_v(r, c, gate + j);
+    store_v(z, c, gate + H + j);
+    store_v(n, c, gate + 2 * H + j);
+    store_v(ghn, c, gate + 3 * H + j);
+    store_v(h, c, h_next + j);
+    store_v(h, c, h_mm + j);
+    store_v(h, c, out + j);
   }
 }
 
-// One row of the backward step (see backward_step), same arithmetic split as forward_row.
+// One row of the backward step (see backward_step).
 template <typename scalar_t>
 FAIRESI_CPU_INLINE void backward_row(const scalar_t* grad, const scalar_t* dh_mm,
                                      const acc_t<scalar_t>* h_prev,
                                      const acc_t<scalar_t>* gate, acc_t<scalar_t>* dh,
                                      scalar_t* dgi, scalar_t* dgh, int64_t H) {
-  using acc = acc_t<scalar_t>;
-  using V = std::conditional_t<std::is_same_v<scalar_t, double>, double, Lanes>;
-  constexpr int width = std::is_same_v<scalar_t, double> ? 1 : kLanes;
-  const auto load = [](const auto* p, int c) -> V {
-    if constexpr (std::is_same_v<V, double>) {
-      (void)c;
-      return *p;
-    } else {
-      return load_lanes(p, c);
-    }
-  };
-  const auto store = [](const V& v, int c, auto* p) {
-    if constexpr (std::is_same_v<V, double>) {
-      (void)c;
-      *p = v;
-    } else {
-      store_lanes(v, c, p);
-    }
-  };
+  using V = vec_t<scalar_t>;
+  constexpr int width = std::is_same_v<V, double> ? 1 : kLanes;
+  const V one(acc_t<scalar_t>(1));
   for (int64_t j = 0; j < H; j += width) {
     const int c = static_cast<int>(std::min<int64_t>(width, H - j));
-    const V r = load(gate + j, c), z = load(gate + H + j, c), n = load(gate + 2 * H + j, c);
-    const V ghn = load(gate + 3 * H + j, c);
-    V g = load(dh + j, c) + load(grad + j, c);
-    if (dh_mm != nullptr) g = g + load(dh_mm + j, c);
-    const V dn = g * (V(acc(1)) - z) * (V(acc(1)) - n * n);
-    const V dz = g * (load(h_prev + j, c) - n) * z * (V(acc(1)) - z);
-    const V dr = dn * ghn * r * (V(acc(1)) - r);
-    store(dr, c, dgi + j);
-    store(dz, c, dgi + H + j);
-    store(dn, c, dgi + 2 * H + j);
-    store(dr, c, dgh + j);
-    store(dz, c, dgh + H + j);
-    store(dn * r, c, dgh + 2 * H + j);
-    store(g * z, c, dh + j);
+    const V r = load_v<V>(gate + j, c), z = load_v<V>(gate + H + j, c);
+    const V n = load_v<V>(gate + 2 * H + j, c), ghn = load_v<V>(gate + 3 * H + j, c);
+    V g = load_v<V>(dh + j, c) + load_v<V>(grad + j, c);
+    if (dh_mm != nullptr) g = g + load_v<V>(dh_mm + j, c);
+    const V dn = g * (one - z) * (one - n * n);
+    const V dz = g * (load_v<V>(h_prev + j, c) - n) * z * (one - z);
+    const V dr = dn * ghn * r * (one - r);
+    store_v(dr, c, dgi + j);
+    store_v(dz, c, dgi + H + j);
+    store_v(dn, c, dgi + 2 * H + j);
+    store_v(dr, c, dgh + j);
+    store_v(dz, c, dgh + H + j);
+    store_v(dn * r, c, dgh + 2 * H + j);
+    store_v(g * z, c, dh + j);
   }
 }
 
