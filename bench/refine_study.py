@@ -139,6 +139,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bank", default="default", help="'default', a file, or 'synthetic'")
     parser.add_argument("--head-model", default="default", help="'default', 'toy' or a file")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train under bfloat16 CPU autocast (fairesi train --bf16), also when resuming a "
+        "run that began in float32",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/refine_study"))
     parser.add_argument("--report-only", action="store_true", help="train nothing; report")
     parser.add_argument("--no-progress", action="store_true")
@@ -208,6 +214,7 @@ def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfi
         seed=seed,
         lr=args.lr,
         max_steps=args.steps,
+        cpu_bf16=args.bf16,
         out_dir=str(args.out / f"seed{seed}" / name),
     )
 
@@ -284,6 +291,7 @@ def train_variant(args: argparse.Namespace, name: str, seed: int) -> None:
                 max_steps=target,
                 threads=args.threads,
                 progress=not args.no_progress,
+                **({"cpu_bf16": True} if args.bf16 else {}),
             )
         done, why = run_state(args, run_dir)
     print(f"[seed {seed}] {name}: done at step {done}: {why}", flush=True)

@@ -105,3 +105,20 @@ def test_until_flat_trains_in_chunks_and_reports_why_it_stopped(
     assert "stopped at step 6: cap of 6 steps" in (tmp_path / "s" / "study.md").read_text()
     with pytest.raises(SystemExit):
         study.parse_args(["--flat-tol", "1.5"])
+
+
+def test_bf16_reaches_new_and_resumed_runs(study, tmp_path, monkeypatch):
+    args = study.parse_args([*tiny_argv(tmp_path), "--out", str(tmp_path / "s"), "--bf16"])
+    assert study.variant_config(args, "literal", 0).run.cpu_bf16
+    assert not study.variant_config(study.parse_args([]), "literal", 0).run.cpu_bf16
+    # Resuming a run that began in float32 switches it to bfloat16 (a checkpoint setting
+    # that may change on resume); without --bf16 the resumed run keeps its own.
+    calls = []
+    monkeypatch.setattr(study, "run_state", lambda a, d: (2, None) if not calls else (4, "cap"))
+    monkeypatch.setattr(study, "train", lambda config=None, **kw: calls.append(kw))
+    study.train_variant(args, "literal", 0)
+    assert calls[0]["cpu_bf16"] is True and calls[0]["max_steps"] == 3000
+    calls.clear()
+    args.bf16 = False
+    study.train_variant(args, "literal", 0)
+    assert "cpu_bf16" not in calls[0]
