@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-times", type=int, default=128, help="samples per trial (128)")
     parser.add_argument("--n-val", type=int, default=256, help="validation samples (256)")
+    parser.add_argument(
+        "--lr-patience",
+        type=int,
+        default=2,
+        help="epochs without a better validation loss before the learning rate is halved (2)",
+    )
     parser.add_argument("--n-eval", type=int, default=256, help="test samples per seed (256)")
     parser.add_argument("--tiny", action="store_true", help="'tiny' presets (a dry run)")
     parser.add_argument(
@@ -177,6 +183,7 @@ def run_config(args, dataset: str, seed: int, network: str, lr: float) -> TrainC
         lr=lr,
         max_minutes=args.minutes,
         max_steps=args.max_steps,
+        lr_patience=args.lr_patience,
         cpu_bf16=args.bf16,
         out_dir=str(run_dir(args, dataset, seed, network, lr)),
     )

@@ -177,28 +177,27 @@ def study_recipe(args: argparse.Namespace, **run: Any) -> TrainConfig:
     ``args.epoch_samples`` freshly redrawn samples with a validation pass on ``args.n_val``
     after each, batch ``args.batch_size``, learning rate halved after 2 flat epochs, no early
     stop, a checkpoint every 100 steps. ``run`` (flat ``TrainConfig`` keys) names the rest:
-    model and size, data row, seed, learning rate, budget and ``out_dir``.
+    model and size, data row, seed, learning rate, budget and ``out_dir``, and may override
+    the recipe (``lr_patience``).
     ``bench/deepsif_compare.py`` trains with it too.
     """
-    return TrainConfig.from_flat(
-        dict(
-            n_times=args.n_times,
-            protocol="paper",
-            n_train_samples=args.epoch_samples,
-            n_val_samples=args.n_val,
-            redraw=True,
-            head_model=args.head_model,
-            bank=args.bank,
-            batch_size=args.batch_size,
-            max_epochs=10_000,
-            lr_patience=2,
-            early_stop_patience=10_000,
-            checkpoint_every=100,
-            threads=args.threads,
-            progress=not args.no_progress,
-            **run,
-        )
+    recipe = dict(
+        n_times=args.n_times,
+        protocol="paper",
+        n_train_samples=args.epoch_samples,
+        n_val_samples=args.n_val,
+        redraw=True,
+        head_model=args.head_model,
+        bank=args.bank,
+        batch_size=args.batch_size,
+        max_epochs=10_000,
+        lr_patience=2,
+        early_stop_patience=10_000,
+        checkpoint_every=100,
+        threads=args.threads,
+        progress=not args.no_progress,
     )
+    return TrainConfig.from_flat({**recipe, **run})
 
 
 def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfig:

@@ -41,6 +41,16 @@ def test_bf16_trains_both_networks_under_bfloat16_autocast(compare):
     ).run.cpu_bf16
 
 
+def test_lr_patience_overrides_the_recipe_for_both_networks(compare):
+    assert (
+        compare.run_config(compare.parse_args([]), "SimMEG", 0, "deepsif", 1e-3).optim.lr_patience
+        == 2
+    )
+    args = compare.parse_args(["--lr-patience", "6"])
+    for network in ("fair_esi", "deepsif"):
+        assert compare.run_config(args, "SimMEG", 0, network, 1e-3).optim.lr_patience == 6
+
+
 def test_hyper_widens_fair_esi_only(compare):
     args = compare.parse_args(["--hyper", "gru_hidden=256", "--hyper", "norm='all'"])
     fair = compare.run_config(args, "SimMEG", 0, "fair_esi", 1e-3)
