@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fairesi.cli import main
+from fairesi.cli import build_parser, main
 from fairesi.experiment import synthesizer
 from fairesi.train import (
     NonFiniteError,
@@ -660,3 +660,16 @@ def test_cpu_bf16_runs_the_forward_under_bfloat16_autocast(tmp_path):
         finally:
             trainer.cleanup()
     assert seen == [(False, torch.float32), (True, torch.bfloat16)]
+
+
+def test_keep_heap_keeps_freed_memory_on_the_cpu(tmp_path, monkeypatch):
+    from fairesi.train import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append(1) or True)
+    for keep in (True, False):
+        Trainer(small_config(tmp_path / str(keep), keep_heap=keep)).setup().cleanup()
+    assert calls == [1]
+    assert RunConfig().keep_heap
+    args = build_parser().parse_args(["train", "--release-memory"])
+    assert args.keep_heap is False

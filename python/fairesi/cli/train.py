@@ -232,6 +232,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(also on --resume)",
     )
     parser.add_argument(
+        "--release-memory",
+        dest="keep_heap",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="CPU: let the C library return freed memory to the OS after each step (its "
+        "default) instead of keeping it for the next step; slower steps, smaller resident "
+        "memory between them (also on --resume)",
+    )
+    parser.add_argument(
         "--shared-centres",
         dest="disjoint_centres",
         action="store_false",

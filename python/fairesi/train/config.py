@@ -153,6 +153,13 @@ class RunConfig:
         and optimizer stay float32; FAIR-ESI's fused BiGRU runs in bfloat16 too). On a CPU
         with AVX512-BF16 a training step takes ~0.45x (DeepSIF) to ~0.5x (FAIR-ESI 'wide')
         of its float32 time (bench/step_cost.py). Off by default; ignored on CUDA.
+    keep_heap : bool
+        On the CPU under glibc, keep freed memory in the process heap for the next step
+        (``fairesi._heap.keep_freed_memory``: blocks up to 256 MiB from the heap, no
+        trimming) instead of handing large blocks back to the OS after every step and
+        page-faulting them in again; a 'wide' MEG step takes ~0.75x the CPU time. It is
+        process-wide and stays for the life of the process (resident memory stays near
+        its peak); False leaves the C library's defaults.
     progress : bool
         Show a tqdm progress bar.
     overwrite : bool
@@ -169,6 +176,7 @@ class RunConfig:
     threads: int | None = None
     amp: bool = True
     cpu_bf16: bool = False
+    keep_heap: bool = True
     progress: bool = True
     overwrite: bool = False
 

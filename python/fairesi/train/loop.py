@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fairesi._heap import keep_freed_memory
 from fairesi.data import DatasetSplits, iter_batches
 from fairesi.experiment import (
     check_head_model,
@@ -188,6 +189,8 @@ class Trainer:
         self.device = resolve_device(run.device, self.dist)
         if run.threads is not None:
             torch.set_num_threads(int(run.threads))
+        if run.keep_heap and self.device.type == "cpu":
+            keep_freed_memory()
         if config.model not in MODELS:
             raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)}")
         if optim.batch_size % self.dist.world_size:
