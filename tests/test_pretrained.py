@@ -259,13 +259,17 @@ def test_the_card_names_rows_whose_maps_are_too_wide(bench_script):
 
 
 def test_the_card_names_the_patch_growth_of_its_paper_rows(bench_script):
-    """A record from before ``patch_growth`` (the shipped models') reads as the random
-    growth, and the card says its paper rows are not on the candidates."""
+    """A record from before ``patch_growth`` (the first shipped models') reads as the random
+    growth, and the card says its paper rows are not on the candidates; each shipped card
+    names its own model's growth."""
     pack = bench_script("pack_pretrained")
-    shipped = pretrained("meg").config["data"]
-    assert "patch_growth" not in shipped
-    assert "'random'" in pack.growth_limit(shipped) and "candidate" in pack.growth_limit(shipped)
-    fresh = {**shipped, "patch_growth": "candidates"}
+    record = pretrained("meg").config["data"]
+    before = {k: v for k, v in record.items() if k != "patch_growth"}
+    assert "'random'" in pack.growth_limit(before) and "candidate" in pack.growth_limit(before)
+    fresh = {**before, "patch_growth": "candidates"}
     assert "'candidates'" in pack.growth_limit(fresh)
-    strict = {**shipped, "protocol": "strict", "disjoint_centres": True}
+    strict = {**before, "protocol": "strict", "disjoint_centres": True}
     assert "'rings'" in pack.growth_limit(strict)
+    for name in ("meg", "eeg"):
+        shipped = pretrained(name)
+        assert pack.growth_limit(shipped.config["data"]) in shipped.card["limits"]
