@@ -30,13 +30,12 @@ from fairesi.data import SimConfig, parse_mixture
 from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, pretrained_rows
 from fairesi.experiment import synthesizer
 from fairesi.metrics import paired_difference
-from fairesi.models import pretrained
+from fairesi.models import Pretrained, pretrained
 from fairesi.models.pretrained import PRETRAINED_DIR
 
 
 def score(
-    name: str,
-    directory: Path,
+    shipped: Pretrained,
     row: str,
     protocol: str,
     growth: str,
@@ -48,10 +47,8 @@ def score(
 
     Parameters
     ----------
-    name : str
-        'meg' or 'eeg'; the file is ``directory / (name + '.pt')``.
-    directory : Path
-        Where the model file is.
+    shipped : fairesi.models.Pretrained
+        The model, as ``fairesi.models.pretrained`` loads it.
     row : str
         The configuration ``"r/N_s/N_n"`` of the samples.
     protocol : {'paper', 'strict'}
@@ -71,7 +68,6 @@ def score(
     per_sample : dict of str to numpy.ndarray (n,)
         ``fairesi.metrics.localization_metrics`` per sample (fractions, mm, plain nMSE).
     """
-    shipped = pretrained(name, directory=directory)
     data = SimConfig.from_dict(dict(shipped.config["data"])).with_row(parse_mixture(row)[0])
     data = data.with_protocol(protocol)
     if protocol == "paper":
@@ -131,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = args.config or pretrained_rows(args.name, directory=args.new_dir)
+    # Both files are read once, first: a package reinstalled meanwhile changes nothing.
+    models = [pretrained(args.name, directory=d) for d in (args.old_dir, args.new_dir)]
     results = []
     for row in rows:
         for protocol in args.protocols.split(","):
             (old_data, old), (new_data, new) = (
-                score(args.name, d, row, protocol, args.growth, args.n, args.seed, args.bank)
-                for d in (args.old_dir, args.new_dir)
+                score(model, row, protocol, args.growth, args.n, args.seed, args.bank)
+                for model in models
             )
             if old_data != new_data:
                 parser.error(f"{row} {protocol}: the two models' test samples differ")
