@@ -74,20 +74,20 @@ def child(row: str, keep: bool, steps: int, warmup: int, batch: int, threads: in
         "keep_heap": False,  # this process decided above
         "threads": threads,
         "progress": False,
-        "out_dir": tempfile.mkdtemp(prefix="heap_cost-"),
     }
     if mixture:
         flat["mixture"] = mixture
-    trainer = Trainer(TrainConfig.from_flat(flat)).setup()
-    batches = trainer.batches("train", 0, 0)
-    for _ in range(warmup):
-        trainer.train_step(next(batches))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu, faults = time.process_time(), usage.ru_minflt
-    for _ in range(steps):
-        trainer.train_step(next(batches))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    trainer.cleanup()
+    with tempfile.TemporaryDirectory(prefix="heap_cost-") as out_dir:
+        trainer = Trainer(TrainConfig.from_flat({**flat, "out_dir": out_dir})).setup()
+        batches = trainer.batches("train", 0, 0)
+        for _ in range(warmup):
+            trainer.train_step(next(batches))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu, faults = time.process_time(), usage.ru_minflt
+        for _ in range(steps):
+            trainer.train_step(next(batches))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        trainer.cleanup()
     return {
         "cpu_s": (time.process_time() - cpu) / steps,
         "faults": (usage.ru_minflt - faults) / steps,
