@@ -26,10 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.data import SimConfig, parse_mixture
-from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, pretrained_rows
+from fairesi.data import SimConfig
+from fairesi.evaluate import (
+    TABLE_METRICS,
+    evaluate_estimator,
+    pretrained_rows,
+    pretrained_test_data,
+)
 from fairesi.experiment import synthesizer
-from fairesi.metrics import paired_difference
+from fairesi.metrics import paired_difference, summarize
 from fairesi.models import Pretrained, pretrained
 from fairesi.models.pretrained import PRETRAINED_DIR
 
@@ -68,8 +73,7 @@ def score(
     per_sample : dict of str to numpy.ndarray (n,)
         ``fairesi.metrics.localization_metrics`` per sample (fractions, mm, plain nMSE).
     """
-    data = SimConfig.from_dict(dict(shipped.config["data"])).with_row(parse_mixture(row)[0])
-    data = data.with_protocol(protocol)
+    data = pretrained_test_data(shipped, configuration=row, protocol=protocol)
     if protocol == "paper":
         data = dataclasses.replace(data, patch_growth=growth)
     synth = synthesizer(data, head_model=shipped.head_model, bank=bank, seed=seed)
@@ -83,13 +87,11 @@ def table(results: list[dict[str, Any]]) -> str:
     )
     lines = [head + " |", "|---" * (3 + len(TABLE_METRICS)) + "|"]
     for res in results:
+        old, new = summarize(res["old"]), summarize(res["new"])
         cells = {
-            "old": [_mean_std(res["old"][k] * f) for k, _, f in TABLE_METRICS],
-            "new": [_mean_std(res["new"][k] * f) for k, _, f in TABLE_METRICS],
-            "new − old": [
-                f"{res['diff'][k][0] * f:+.2f} ± {res['diff'][k][1] * f:.2f}"
-                for k, _, f in TABLE_METRICS
-            ],
+            "old": [_cell(*old[k], f, "") for k, _, f in TABLE_METRICS],
+            "new": [_cell(*new[k], f, "") for k, _, f in TABLE_METRICS],
+            "new − old": [_cell(*res["diff"][k][:2], f, "+") for k, _, f in TABLE_METRICS],
         }
         for model, row_cells in cells.items():
             lines.append(
@@ -98,10 +100,12 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _mean_std(values: np.ndarray) -> str:
-    """'mean ± std' of the defined values."""
-    values = values[~np.isnan(values)]
-    return f"{values.mean():.2f} ± {values.std():.2f}" if values.size else "-"
+def _cell(mean: float, spread: float, factor: float, sign: str) -> str:
+    """'mean ± spread' in table units (``sign`` '+' shows it on differences); '-' where
+    the metric is defined on no sample."""
+    if np.isnan(mean):
+        return "-"
+    return f"{mean * factor:{sign}.2f} ± {spread * factor:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,10 @@ import torch
 from fairesi.figures import brain_surface, plot_reconstruction
 from fairesi.io import atomic_path
 from fairesi.paper import paper_reference
+
+if TYPE_CHECKING:
+    from fairesi.data import SimConfig
+    from fairesi.models import Pretrained
 
 #: (key of localization_metrics, table label, factor from the metric's unit to the table's).
 TABLE_METRICS: tuple[tuple[str, str, float], ...] = (
@@ -308,11 +312,42 @@ def evaluate_pretrained(
     -------
     result : EvaluationResult
     """
-    from fairesi.data import SimConfig, parse_mixture
     from fairesi.experiment import synthesizer
     from fairesi.models import pretrained
 
     shipped = pretrained(name, directory=directory)
+    data = pretrained_test_data(shipped, configuration=configuration, protocol=protocol)
+    if seed is None:
+        seed = int(shipped.config["train"]["seed"]) + 1000
+    synth = synthesizer(data, head_model=shipped.head_model, bank=bank, seed=seed, device=device)
+    return evaluate_estimator(
+        shipped.model.to(device), synth, n=n, batch_size=batch_size, progress=progress
+    )
+
+
+def pretrained_test_data(
+    shipped: Pretrained,
+    *,
+    configuration: str | tuple[float, int, int] | None = None,
+    protocol: str | None = None,
+) -> SimConfig:
+    """The data configuration of a shipped model's fresh test samples.
+
+    Parameters
+    ----------
+    shipped : fairesi.models.Pretrained
+        The loaded model (``fairesi.models.pretrained``).
+    configuration, protocol
+        As for :func:`evaluate_pretrained`: one ``"r/N_s/N_n"`` row (None: the training
+        configuration) and 'strict' or 'paper' (None: the training protocol).
+
+    Returns
+    -------
+    data : SimConfig
+        The model's recorded data configuration with that row and protocol.
+    """
+    from fairesi.data import SimConfig, parse_mixture
+
     data = SimConfig.from_dict(dict(shipped.config["data"]))
     if configuration is not None:
         rows = parse_mixture([configuration] if isinstance(configuration, tuple) else configuration)
@@ -324,12 +359,7 @@ def evaluate_pretrained(
         data = data.with_row(rows[0])
     if protocol is not None:
         data = data.with_protocol(protocol)
-    if seed is None:
-        seed = int(shipped.config["train"]["seed"]) + 1000
-    synth = synthesizer(data, head_model=shipped.head_model, bank=bank, seed=seed, device=device)
-    return evaluate_estimator(
-        shipped.model.to(device), synth, n=n, batch_size=batch_size, progress=progress
-    )
+    return data
 
 
 def pretrained_rows(name: str, directory: str | os.PathLike | None = None) -> list[str]:
