@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 __all__ = ["keep_freed_memory", "mmapped_bytes"]
@@ -32,8 +33,20 @@ DEFAULT_MMAP_THRESHOLD = 256 * 2**20
 _applied: int | None = None
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library if it is glibc (has ``mallopt`` and ``mallinfo2``)."""
+    """The process's C library if it is glibc (has ``mallopt`` and ``mallinfo2``), loaded
+    once."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -42,6 +55,7 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     if not (hasattr(libc, "mallopt") and hasattr(libc, "mallinfo2")):
         return None  # musl and other C libraries: left as they are
+    libc.mallinfo2.restype = _Mallinfo2
     return libc
 
 
@@ -78,16 +92,6 @@ def keep_freed_memory(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
     return True
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
-
 def mmapped_bytes() -> int | None:
     """Bytes the C library holds in blocks mapped one by one (glibc's ``hblkhd``), or
     None where it is not glibc. A freshly allocated block above the mmap threshold adds
@@ -95,5 +99,4 @@ def mmapped_bytes() -> int | None:
     libc = _glibc()
     if libc is None:
         return None
-    libc.mallinfo2.restype = _Mallinfo2
     return int(libc.mallinfo2().hblkhd)
