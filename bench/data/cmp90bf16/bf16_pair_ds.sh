@@ -1,8 +1,0 @@
-#!/bin/bash
-# ./bf16_pair_ds.sh SEED NETWORK MINUTES DATASET : bf16_pair.sh with the dataset as a parameter
-# (one run of the 'wide' comparison under bfloat16 CPU autocast, one thread; run the two
-# networks at once). Snapshot snap_b (commit 43c0176), as the SimMEG seed-0 pair.
-cd /work/main/runs
-PYTHONPATH=snap_b:snap_b/bench ../.venv/bin/python snap_b/bench/deepsif_compare.py --size wide \
-  --networks "$2" --datasets "$4" --lrs 1e-3 --seed "$1" --minutes "$3" --threads 1 --bf16 \
-  --out cmp90bf16 --no-progress
