@@ -7,6 +7,8 @@ import csv
 import numpy as np
 import pytest
 
+from fairesi.train.runtime import LOG_FIELDS
+
 KEYS = ("precision", "recall", "le_mm", "sd_mm", "nmse")
 
 
@@ -24,22 +26,20 @@ def write_log(run, epochs):
     """A train_log.csv with one epoch row per (step, validation loss, learning rate)."""
     run.mkdir(parents=True, exist_ok=True)
     with open(run / "train_log.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "epoch",
-                "step",
-                "kind",
-                "loss",
-                "val_loss",
-                "lr",
-                "samples_per_s",
-                "wall_s",
-                "val_loss_zero",
-            ]
-        )
+        writer = csv.DictWriter(f, LOG_FIELDS, restval="")
+        writer.writeheader()
         for i, (step, val, lr) in enumerate(epochs):
-            writer.writerow([i, step, "epoch", val, val, lr, 1.0, step / 10, 300.0])
+            writer.writerow(
+                {
+                    "epoch": i,
+                    "step": step,
+                    "kind": "epoch",
+                    "val_loss": val,
+                    "lr": lr,
+                    "wall_s": step / 10,
+                    "val_loss_zero": 300.0,
+                }
+            )
 
 
 def test_rows_pool_seeds_and_pair_with_the_no_view_row(bench_script, tmp_path):
