@@ -46,7 +46,10 @@ With ``--until-flat W`` a run trains in chunks of ``--chunk`` steps until its va
 loss has flattened, :func:`flattened`: the learning rate was halved before its last ``W``
 steps and their best validation loss is less than ``--flat-tol`` (relative) below the best
 before them; ``--steps`` is then only a cap. The report gives the step at which each run
-stopped and why.
+stopped and why. Where the plateau schedule halves the rate differs from run to run, and
+so does the step at which a run counts as flat; ``--anneal-steps N`` instead fixes the
+schedule for every variant: the rate stays at ``--lr`` and decays linearly to zero over
+the last ``N`` of exactly ``--steps`` steps.
 
 Run (installed package)::
 
@@ -125,6 +128,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--flat-tol", type=float, default=0.02, help="relative gain of a flat window (0.02)"
     )
     parser.add_argument(
+        "--anneal-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a fixed schedule instead of the plateau one: the learning rate stays at --lr "
+        "and decays linearly to zero over the last N of --steps steps, so every variant "
+        "trains exactly --steps steps at the same rates (not with --until-flat)",
+    )
+    parser.add_argument(
         "--chunk", type=int, default=1000, help="steps between flatness checks (1000)"
     )
     parser.add_argument("--epoch-samples", type=int, default=8000, help="samples per epoch")
@@ -151,12 +163,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.variants = parse_choices(parser, "--variants", args.variants, list(VARIANTS))
     args.seed = args.seed or [0]
-    for flag in ("until_flat", "chunk"):
+    for flag in ("until_flat", "chunk", "anneal_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if not 0 < args.flat_tol < 1:
         parser.error(f"--flat-tol must be in (0, 1), got {args.flat_tol}")
+    if args.anneal_steps is not None:
+        if args.until_flat is not None:
+            parser.error("--anneal-steps fixes the schedule; it excludes --until-flat")
+        if args.anneal_steps > args.steps:
+            parser.error(f"--anneal-steps {args.anneal_steps} exceeds --steps {args.steps}")
     return args
 
 
@@ -201,7 +218,10 @@ def study_recipe(args: argparse.Namespace, **run: Any) -> TrainConfig:
 
 
 def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfig:
-    """The training run of one variant and seed; only ``model_hyper`` differs by variant."""
+    """The training run of one variant and seed; only ``model_hyper`` differs by variant.
+    With ``--anneal-steps`` the plateau halving is off (patience beyond any run) and the
+    last ``anneal_steps`` steps decay the rate linearly to zero."""
+    fixed = {"lr_patience": 10_000, "anneal_steps": args.anneal_steps} if args.anneal_steps else {}
     return study_recipe(
         args,
         model="fair_esi",
@@ -215,6 +235,7 @@ def variant_config(args: argparse.Namespace, name: str, seed: int) -> TrainConfi
         max_steps=args.steps,
         cpu_bf16=args.bf16,
         out_dir=str(args.out / f"seed{seed}" / name),
+        **fixed,
     )
 
 
@@ -457,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
             f", until flat (the last {args.until_flat} steps, at a lowered learning rate, "
             f"gain < {args.flat_tol:.0%})"
             if args.until_flat
+            else ""
+        )
+        + (
+            f", fixed schedule (no halving; linear decay to zero over the last "
+            f"{args.anneal_steps} steps)"
+            if args.anneal_steps
             else ""
         )
         + f"; torch {torch.__version__}, "

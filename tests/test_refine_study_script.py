@@ -122,3 +122,25 @@ def test_bf16_reaches_new_and_resumed_runs(study, tmp_path, monkeypatch):
     args.bf16 = False
     study.train_variant(args, "literal", 0)
     assert "cpu_bf16" not in calls[0]
+
+
+def test_anneal_steps_fix_the_schedule_of_every_variant(study, tmp_path):
+    args = study.parse_args(["--out", "x", "--steps", "24000", "--anneal-steps", "8000"])
+    for name in ("literal", "t4-none"):
+        config = study.variant_config(args, name, 1)
+        assert config.run.anneal_steps == 8000 and config.run.max_steps == 24000
+        assert config.optim.lr_patience > 24000 // 500  # no halving within the run
+    plateau = study.variant_config(study.parse_args(["--out", "x"]), "literal", 1)
+    assert plateau.run.anneal_steps is None and plateau.optim.lr_patience == 2
+    for bad in (["--until-flat", "3000"], ["--steps", "100"]):
+        with pytest.raises(SystemExit):
+            study.parse_args(["--anneal-steps", "8000", *bad])
+
+
+def test_tiny_fixed_schedule_ends_at_a_zero_rate(study, tmp_path):
+    argv = [*tiny_argv(tmp_path), "--variants", "literal", "--out", str(tmp_path / "s")]
+    assert study.main([*argv, "--steps", "6", "--anneal-steps", "4"]) == 0
+    rows = study.log_rows(tmp_path / "s" / "seed0" / "literal")
+    rates = [float(r["lr"]) for r in rows if r["kind"] == "epoch"]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] < rates[1] < 1e-3
+    assert "fixed schedule" in (tmp_path / "s" / "study.md").read_text()
