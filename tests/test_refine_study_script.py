@@ -124,7 +124,7 @@ def test_bf16_reaches_new_and_resumed_runs(study, tmp_path, monkeypatch):
     assert "cpu_bf16" not in calls[0]
 
 
-def test_anneal_steps_fix_the_schedule_of_every_variant(study, tmp_path):
+def test_anneal_steps_fix_the_schedule_of_every_variant(study):
     args = study.parse_args(["--out", "x", "--steps", "24000", "--anneal-steps", "8000"])
     for name in ("literal", "t4-none"):
         config = study.variant_config(args, name, 1)
@@ -137,7 +137,7 @@ def test_anneal_steps_fix_the_schedule_of_every_variant(study, tmp_path):
             study.parse_args(["--anneal-steps", "8000", *bad])
 
 
-def test_tiny_fixed_schedule_ends_at_a_zero_rate(study, tmp_path):
+def test_tiny_fixed_schedule_decays_the_rate(study, tmp_path):
     argv = [*tiny_argv(tmp_path), "--variants", "literal", "--out", str(tmp_path / "s")]
     assert study.main([*argv, "--steps", "6", "--anneal-steps", "4"]) == 0
     rows = study.log_rows(tmp_path / "s" / "seed0" / "literal")
