@@ -33,6 +33,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -214,9 +215,14 @@ def summary(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print (and optionally write) the report; 0 on success."""
+    """Print (and optionally write) the report; 0 on success, 2 (one line on stderr) when an
+    evaluation cannot be read or does not pair."""
     args = parse_args(argv)
-    text = summary(args)
+    try:
+        text = summary(args)
+    except (OSError, ValueError) as err:  # a damaged or mismatched evaluation
+        print(f"table4_summary: error: {err}", file=sys.stderr)
+        return 2
     print(text, end="")
     if args.write is not None:
         with atomic_path(args.write) as tmp:

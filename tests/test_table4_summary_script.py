@@ -84,12 +84,15 @@ def test_rows_pool_seeds_and_pair_with_the_no_view_row(bench_script, tmp_path):
     assert "| all (✓/✓/✓) − none, seeds 0,1 | +7.50" in strict
 
 
-def test_rows_scored_on_other_samples_are_refused(bench_script, tmp_path):
+def test_rows_scored_on_other_samples_are_refused(bench_script, tmp_path, capsys):
     table4 = bench_script("table4_summary")
     write_eval(tmp_path / "seed0" / "t4-none" / "eval-paper", [0, 1], [0.5, 0.5], [1.0, 1.0])
     write_eval(tmp_path / "seed0" / "key-input" / "eval-paper", [0, 2], [0.5, 0.5], [1.0, 1.0])
     with pytest.raises(ValueError, match="other test samples"):
         table4.summary(table4.parse_args(["--out", str(tmp_path)]))
+    assert table4.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("table4_summary: error:") and err.count("\n") == 1
 
 
 def test_bad_arguments_exit_with_one_line(bench_script, tmp_path, capsys):
