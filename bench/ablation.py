@@ -52,7 +52,12 @@ import numpy as np
 import torch
 
 from fairesi.cli.train import parse_hyper
-from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
+from fairesi.evaluate import (
+    TABLE_METRICS,
+    evaluate_estimator,
+    format_paired_table,
+    reference_cells,
+)
 from fairesi.experiment import synthesizer
 from fairesi.io import atomic_path
 from fairesi.train import TrainConfig, load_checkpoint, read_checkpoint, train
@@ -424,7 +429,7 @@ def format_tables(
     for name, metrics in per_variant.items():
         views = "/".join("✓" if on else "-" for on in VARIANTS[name])
         ours = [_cell(*_summary(metrics[key], factor)[:2]) for key, _, factor in TABLE_METRICS]
-        paper = [_cell(*PAPER_TABLE_IV[name][key]) for key, _, _ in TABLE_METRICS]
+        paper = reference_cells(PAPER_TABLE_IV[name])
         lines.append(f"| {name} ({views}) | ours | " + " | ".join(ours) + " |")
         lines.append(f"| {name} ({views}) | paper | " + " | ".join(paper) + " |")
     zero_cells = [_cell(*_summary(zero[key], factor)[:2]) for key, _, factor in TABLE_METRICS]

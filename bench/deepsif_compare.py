@@ -71,7 +71,13 @@ import torch
 
 from fairesi.cli import FairesiUserError
 from fairesi.cli.train import parse_hyper
-from fairesi.evaluate import TABLE_METRICS, evaluate_checkpoint, format_paired_table
+from fairesi.evaluate import (
+    TABLE_METRICS,
+    evaluate_checkpoint,
+    format_paired_table,
+    reference_cells,
+    table_cells,
+)
 from fairesi.io import atomic_path
 from fairesi.models.registry import stored_hyper
 from fairesi.paper import PAPER_FAIR_ESI, PAPER_TABLE2
@@ -280,18 +286,6 @@ def cached_eval(args, cache: Path, step: int | None = None) -> dict[str, np.ndar
         return {key: saved[key] for key, _, _ in TABLE_METRICS}
 
 
-def _cells(metrics: dict[str, np.ndarray]) -> list[str]:
-    cells = []
-    for key, _, factor in TABLE_METRICS:
-        v = metrics[key][~np.isnan(metrics[key])] * factor
-        cells.append(f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a")
-    return cells
-
-
-def _paper_cells(row: dict[str, tuple[float, float]]) -> list[str]:
-    return [f"{row[key][0]:.2f} ± {row[key][1]:.2f}" for key, _, _ in TABLE_METRICS]
-
-
 def run_summary(path: Path) -> dict[str, Any] | None:
     """Budget of one run: steps, wall minutes, s/step, parameters, best epoch and loss, and
     ``reading``: the refinement's ``key_energy`` it was built with ('-' for DeepSIF).
@@ -390,7 +384,7 @@ def report(args) -> str:
                 if not metrics or any(m is None for m in metrics):
                     continue
                 by_seed[network, protocol] = metrics
-                cells = _cells(_pool(metrics))
+                cells = table_cells(_pool(metrics))
                 lines.append(
                     f"| {LABELS[network]} (ours, {lr:g}) | {protocol} | " + " | ".join(cells) + " |"
                 )
@@ -408,12 +402,12 @@ def report(args) -> str:
         key = (dataset, SNR_DB, N_SOURCES, N_RINGS)
         lines.append(
             "| FAIR-ESI (paper's Table II) | paper | "
-            + " | ".join(_paper_cells(PAPER_FAIR_ESI[key]))
+            + " | ".join(reference_cells(PAPER_FAIR_ESI[key]))
             + " |"
         )
         lines.append(
             "| DeepSIF (paper's Table II) | paper | "
-            + " | ".join(_paper_cells(PAPER_TABLE2[key]["deepsif"]))
+            + " | ".join(reference_cells(PAPER_TABLE2[key]["deepsif"]))
             + " |"
         )
         n = args.n_eval * len(seeds)

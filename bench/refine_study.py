@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table
+from fairesi.evaluate import TABLE_METRICS, evaluate_estimator, format_paired_table, table_cells
 from fairesi.experiment import synthesizer
 from fairesi.io import atomic_path
 from fairesi.train import TrainConfig, load_checkpoint, read_checkpoint, train
@@ -388,11 +388,7 @@ def report(args, synth) -> str:
     header = ["variant"] + [label for _, label, _ in TABLE_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in per_variant.items():
-        cells = []
-        for key, _, factor in TABLE_METRICS:
-            v = m[key][~np.isnan(m[key])] * factor
-            cells.append(f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(table_cells(m)) + " |")
     out = [
         f"{n} test samples per variant ({args.n_eval} per seed, seeds {args.seed}); mean ± std:",
         "\n".join(lines),

@@ -39,7 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from ablation import PAPER_TABLE_IV  # bench/, beside this script
-from fairesi.evaluate import TABLE_METRICS, format_paired_table, read_per_sample
+from fairesi.evaluate import (
+    TABLE_METRICS,
+    format_paired_table,
+    read_per_sample,
+    reference_cells,
+    table_cells,
+)
 from fairesi.io import atomic_path
 from refine_study import flattened, learning_curve
 
@@ -122,11 +128,6 @@ def pooled(found: dict, variant: str, seeds: list[int]) -> dict[str, np.ndarray]
     return {key: np.concatenate([p[key] for p in parts]) for key, _, _ in TABLE_METRICS}
 
 
-def _cell(values: np.ndarray, factor: float) -> str:
-    v = values[~np.isnan(values)] * factor
-    return f"{v.mean():.2f} ± {v.std():.2f}" if v.size else "n/a"
-
-
 def budget_table(out: Path, seeds: list[int], window: int, tol: float, lr0: float) -> str:
     """Markdown: per run, steps done, best validation loss and its step, flat or not."""
     lines = [
@@ -157,12 +158,11 @@ def protocol_tables(found: dict, seeds: list[int], protocol: str) -> str:
             continue
         metrics = pooled(found, variant, have)
         n = len(metrics["precision"])
-        cells = [_cell(metrics[key], factor) for key, _, factor in TABLE_METRICS]
+        cells = table_cells(metrics)
         lines.append(f"| {label} | {','.join(map(str, have))} | {n} | " + " | ".join(cells) + " |")
     if protocol == "paper":
         for label, key, _ in ROWS:
-            paper = PAPER_TABLE_IV[key]
-            cells = [f"{paper[k][0]:.2f} ± {paper[k][1]:.2f}" for k, _, _ in TABLE_METRICS]
+            cells = reference_cells(PAPER_TABLE_IV[key])
             lines.append(f"| {label}, paper's Table IV | | | " + " | ".join(cells) + " |")
     out = [f"**{protocol} protocol** (mean ± std):", "\n".join(lines)]
 

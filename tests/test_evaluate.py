@@ -14,6 +14,8 @@ from fairesi.evaluate import (
     format_paired_table,
     format_table,
     read_per_sample,
+    reference_cells,
+    table_cells,
     write_report,
 )
 from fairesi.paper import PAPER_FAIR_ESI, paper_reference
@@ -219,3 +221,20 @@ def test_protocols(checkpoint, tmp_path):
     assert "paper protocol (region rule 'deepsif')" in text
     if paper.n_empty:
         assert f"{paper.n_empty} of the 8 samples had an empty reconstruction" in text
+
+
+def test_table_cells_scale_to_table_units_and_leave_out_undefined_samples():
+    per_sample = {
+        "precision": np.array([0.5, 1.0, np.nan]),
+        "recall": np.array([np.nan, np.nan, np.nan]),
+        "le_mm": np.array([1.0, 3.0, 2.0]),
+        "sd_mm": np.array([0.0, 0.0, 0.0]),
+        "nmse": np.array([1e-4, 3e-4, 2e-4]),
+    }
+    assert table_cells(per_sample) == [
+        "75.00 ± 25.00", "n/a", f"2.00 ± {np.std([1, 3, 2]):.2f}", "0.00 ± 0.00",
+        f"2.00 ± {np.std([1, 3, 2]):.2f}",
+    ]  # fmt: skip
+    assert reference_cells(PAPER_FAIR_ESI["SimMEG", 5.0, 1, 2])[:3] == [
+        "87.18 ± 13.74", "92.57 ± 10.88", "1.27 ± 2.65",
+    ]  # fmt: skip

@@ -377,6 +377,35 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
+def table_cells(per_sample: Mapping[str, np.ndarray]) -> list[str]:
+    """One "mean ± std" cell per :data:`TABLE_METRICS` entry, in the table's units.
+
+    Parameters
+    ----------
+    per_sample : mapping
+        Per-sample metrics (``localization_metrics`` keys, arrays (N,)) in their own units
+        (fractions, mm, plain nMSE).
+
+    Returns
+    -------
+    cells : list of str
+        Population mean ± std over the samples where the metric is defined (NaNs left
+        out), scaled to %, mm and 1e-4; "n/a" where no sample defines it.
+    """
+    cells = []
+    for key, _, factor in TABLE_METRICS:
+        values = per_sample[key]
+        values = values[~np.isnan(values)] * factor
+        cells.append(_cell(values.mean(), values.std()) if values.size else "n/a")
+    return cells
+
+
+def reference_cells(row: Mapping[str, tuple[float, float]]) -> list[str]:
+    """One "mean ± std" cell per :data:`TABLE_METRICS` entry of a published row, already in
+    the table's units (e.g. :data:`fairesi.paper.PAPER_FAIR_ESI`'s)."""
+    return [_cell(*row[key]) for key, _, _ in TABLE_METRICS]
+
+
 def format_table(
     summary: Mapping[str, tuple[float, float]],
     *,
