@@ -59,10 +59,12 @@ class SigtermAsInterrupt:
         self._active = threading.current_thread() is threading.main_thread()
 
     def install(self) -> None:
+        """Make SIGTERM raise :class:`Terminated` (main thread only)."""
         if self._active:
             self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
 
     def ignore(self) -> None:
+        """Ignore SIGTERM from now on, e.g. while the final checkpoint is written."""
         if self._active:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -88,6 +90,7 @@ class SigtermAsInterrupt:
             raise KeyboardInterrupt
 
     def restore(self) -> None:
+        """Put back the SIGTERM handler that :meth:`install` replaced."""
         if self._active and self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
@@ -101,6 +104,7 @@ class Distributed:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that logs and writes checkpoints."""
         return self.rank == 0
 
 
@@ -170,6 +174,8 @@ class TrainingLog:
             self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"))
 
     def write(self, **row: Any) -> None:
+        """Append one row (keys of ``LOG_FIELDS``; missing ones left empty) to the CSV,
+        and its losses, rate and throughput to TensorBoard."""
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
         if self.tensorboard is not None:
@@ -178,5 +184,6 @@ class TrainingLog:
                     self.tensorboard.add_scalar(f"{row['kind']}/{key}", row[key], row["step"])
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (the CSV is closed after each row)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
